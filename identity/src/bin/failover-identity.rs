@@ -1,0 +1,395 @@
+//! `failover-identity`: check, create and inspect validator identity keypairs.
+//!
+//! Thin edge over the `failover_identity` library: parse flags, run the checks, print one line per
+//! check (or JSON), and exit with a code that tells scripts which check failed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use failover_identity::{AdminRpcClient, Keypair, Permissions, Pubkey, Timeouts};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "failover-identity",
+    version,
+    about = "Check, create and inspect Solana validator identity keypairs",
+    long_about = "Check, create and inspect Solana validator identity keypairs.\n\n\
+        `verify` is the pre-flight check before trusting a key with failover: the file is a valid \
+        ed25519 keypair, readable only by its owner, is the key you expect, and (optionally) is the \
+        identity a running validator currently reports."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a keypair file and compare it with what you and the validator expect.
+    #[command(after_help = "Exit codes (the first failing check decides):\n  \
+        0  every requested check passed\n  \
+        2  bad command-line usage\n  \
+        3  the keypair file is missing, unreadable, readable by others, or not a valid keypair\n  \
+        4  the keypair's pubkey is not --expect\n  \
+        5  the validator's admin RPC reports a different identity\n  \
+        6  the RPC node's getIdentity reports a different identity\n  \
+        7  the validator's admin RPC could not be queried\n  \
+        8  the RPC node could not be queried")]
+    Verify(VerifyArgs),
+    /// Generate a new keypair into a new file (mode 0600) and print its pubkey.
+    New {
+        /// Where to write the keypair; an existing file is never overwritten.
+        #[arg(long, short = 'o', value_name = "PATH")]
+        outfile: PathBuf,
+    },
+    /// Inspect an Agave tower file: verify its signature and show its last vote, root and hash.
+    #[command(
+        after_help = "Exit codes: 0 the tower verifies; 9 it is unreadable, malformed, \
+        signed by another key or names another node."
+    )]
+    Tower {
+        /// The tower file (`tower-1_9-<pubkey>.bin`).
+        path: PathBuf,
+        /// The identity it must belong to (default: the pubkey in the file name).
+        #[arg(long, value_name = "PUBKEY")]
+        identity: Option<Pubkey>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the base58 pubkey of a keypair file.
+    Pubkey {
+        /// The keypair file (JSON array of 64 bytes).
+        path: PathBuf,
+        #[command(flatten)]
+        perms: PermsArg,
+    },
+}
+
+#[derive(Args)]
+struct PermsArg {
+    /// Load the keypair even if group or others can read it (refused by default).
+    #[arg(long)]
+    allow_insecure_permissions: bool,
+}
+
+impl PermsArg {
+    fn permissions(&self) -> Permissions {
+        if self.allow_insecure_permissions {
+            Permissions::AllowInsecure
+        } else {
+            Permissions::Strict
+        }
+    }
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The keypair file to check (JSON array of 64 bytes, as written by solana-keygen).
+    #[arg(long, value_name = "PATH")]
+    keypair: PathBuf,
+    /// The base58 pubkey the keypair must have.
+    #[arg(long, value_name = "PUBKEY")]
+    expect: Option<Pubkey>,
+    /// Ledger directory of a running validator: its admin RPC (`<ledger>/admin.rpc`) must report
+    /// this keypair as its identity.
+    #[arg(long, value_name = "PATH", conflicts_with = "admin_socket")]
+    ledger: Option<PathBuf>,
+    /// Admin RPC socket of a running validator (instead of --ledger).
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    /// JSON-RPC URL of a node whose getIdentity must report this keypair.
+    #[arg(long, value_name = "URL")]
+    rpc: Option<String>,
+    /// Deadline for each query of a validator or RPC node.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    perms: PermsArg,
+}
+
+/// What a failed check means, and the exit code that says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Failure {
+    Keypair = 3,
+    ExpectMismatch = 4,
+    ValidatorMismatch = 5,
+    RpcMismatch = 6,
+    ValidatorUnreachable = 7,
+    RpcUnreachable = 8,
+}
+
+/// Exit code of `tower` when the tower is not acceptable.
+const TOWER_INVALID: u8 = 9;
+
+#[derive(Serialize)]
+struct TowerReport {
+    path: PathBuf,
+    identity: String,
+    last_voted_slot: Option<u64>,
+    root: Option<u64>,
+    sha256: String,
+    bytes: usize,
+}
+
+fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::Result<ExitCode> {
+    use failover_identity::{tower_hash, TowerFile};
+    let from_name = || {
+        path.file_name()?
+            .to_str()?
+            .strip_prefix("tower-1_9-")?
+            .strip_suffix(".bin")?
+            .parse::<Pubkey>()
+            .ok()
+    };
+    let Some(identity) = identity.or_else(from_name) else {
+        eprintln!(
+            "error: {} is not named tower-1_9-<pubkey>.bin; pass --identity",
+            path.display()
+        );
+        return Ok(ExitCode::from(TOWER_INVALID));
+    };
+    let result = std::fs::read(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|bytes| {
+            let file = TowerFile::parse(&bytes).map_err(|e| e.to_string())?;
+            file.verify(&identity).map_err(|e| e.to_string())?;
+            Ok((file, bytes))
+        });
+    let (file, bytes) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return Ok(ExitCode::from(TOWER_INVALID));
+        }
+    };
+    let report = TowerReport {
+        path: path.to_path_buf(),
+        identity: identity.to_string(),
+        last_voted_slot: file.tower.last_voted_slot(),
+        root: file.tower.root(),
+        sha256: tower_hash(&bytes),
+        bytes: bytes.len(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let slot = |s: Option<u64>| s.map_or("none".to_string(), |s| s.to_string());
+        println!(
+            "ok  tower of {} verifies: last vote {}, root {}, {} bytes, sha256 {}",
+            report.identity,
+            slot(report.last_voted_slot),
+            slot(report.root),
+            report.bytes,
+            report.sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    /// Set when the check failed.
+    failure: Option<Failure>,
+    detail: String,
+}
+
+impl Check {
+    fn pass(name: &'static str, detail: String) -> Self {
+        Self {
+            name,
+            ok: true,
+            failure: None,
+            detail,
+        }
+    }
+
+    fn fail(name: &'static str, failure: Failure, detail: String) -> Self {
+        Self {
+            name,
+            ok: false,
+            failure: Some(failure),
+            detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    ok: bool,
+    exit_code: u8,
+    keypair: PathBuf,
+    pubkey: Option<String>,
+    checks: Vec<Check>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Verify(args) => verify(args),
+        Command::New { outfile } => {
+            let keypair = Keypair::generate();
+            keypair
+                .write_new_file(&outfile)
+                .with_context(|| format!("cannot create {}", outfile.display()))?;
+            eprintln!("Wrote a new keypair to {} (mode 0600)", outfile.display());
+            println!("{}", keypair.pubkey());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tower {
+            path,
+            identity,
+            json,
+        } => inspect_tower(&path, identity, json),
+        Command::Pubkey { path, perms } => match Keypair::read_file(&path, perms.permissions()) {
+            Ok(keypair) => {
+                println!("{}", keypair.pubkey());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(Failure::Keypair as u8))
+            }
+        },
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.timeout.is_finite() && args.timeout > 0.0,
+        "--timeout must be a positive number of seconds"
+    );
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let mut checks = Vec::new();
+    let pubkey = match Keypair::read_file(&args.keypair, args.perms.permissions()) {
+        Ok(keypair) => {
+            let pubkey = keypair.pubkey();
+            checks.push(Check::pass(
+                "keypair",
+                format!("valid ed25519 keypair, pubkey {pubkey}"),
+            ));
+            Some(pubkey)
+        }
+        Err(e) => {
+            checks.push(Check::fail("keypair", Failure::Keypair, e.to_string()));
+            None
+        }
+    };
+
+    // Without a pubkey there is nothing to compare the other answers with.
+    if let Some(pubkey) = pubkey {
+        if let Some(expect) = args.expect {
+            checks.push(if expect == pubkey {
+                Check::pass("expect", format!("pubkey is {expect} as expected"))
+            } else {
+                Check::fail(
+                    "expect",
+                    Failure::ExpectMismatch,
+                    format!("pubkey is {pubkey}, expected {expect}"),
+                )
+            });
+        }
+        let socket = args
+            .admin_socket
+            .clone()
+            .or_else(|| args.ledger.as_deref().map(|l| l.join("admin.rpc")));
+        let needs_runtime = socket.is_some() || args.rpc.is_some();
+        if needs_runtime {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            if let Some(socket) = socket {
+                checks.push(runtime.block_on(check_validator(&socket, pubkey, timeout)));
+            }
+            if let Some(url) = &args.rpc {
+                checks.push(runtime.block_on(check_rpc(url, pubkey, timeout)));
+            }
+        }
+    }
+
+    let first_failure = checks.iter().find_map(|c| c.failure);
+    let exit_code = first_failure.map_or(0, |f| f as u8);
+    if args.json {
+        let report = Report {
+            ok: first_failure.is_none(),
+            exit_code,
+            keypair: args.keypair,
+            pubkey: pubkey.map(|p| p.to_string()),
+            checks,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for check in &checks {
+            let status = if check.ok { "ok  " } else { "FAIL" };
+            println!("{status}  {:<9} {}", check.name, check.detail);
+        }
+    }
+    Ok(ExitCode::from(exit_code))
+}
+
+async fn check_validator(socket: &Path, pubkey: Pubkey, timeout: Duration) -> Check {
+    let client = AdminRpcClient::new(
+        socket,
+        Timeouts {
+            connect: timeout,
+            call: timeout,
+        },
+    );
+    match client.identity().await {
+        Ok(reported) if reported == pubkey => Check::pass(
+            "validator",
+            format!("{} reports identity {reported}", socket.display()),
+        ),
+        Ok(reported) => Check::fail(
+            "validator",
+            Failure::ValidatorMismatch,
+            format!(
+                "{} reports identity {reported}, not {pubkey}",
+                socket.display()
+            ),
+        ),
+        Err(e) => Check::fail("validator", Failure::ValidatorUnreachable, e.to_string()),
+    }
+}
+
+async fn check_rpc(url: &str, pubkey: Pubkey, timeout: Duration) -> Check {
+    use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+    let client = RpcClient::new_with_timeout(url.to_string(), timeout);
+    match client.get_identity().await {
+        // The RPC client's Pubkey is the same `solana-pubkey` type as ours.
+        Ok(reported) if reported == pubkey => {
+            Check::pass("rpc", format!("{url} getIdentity reports {reported}"))
+        }
+        Ok(reported) => Check::fail(
+            "rpc",
+            Failure::RpcMismatch,
+            format!("{url} getIdentity reports {reported}, not {pubkey}"),
+        ),
+        Err(e) => Check::fail(
+            "rpc",
+            Failure::RpcUnreachable,
+            format!("{url} getIdentity failed: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,2 @@
+pub mod fake_admin;
+pub mod http_rpc;
