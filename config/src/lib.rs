@@ -1,0 +1,142 @@
+//! Typed, validated configuration for `failover-agent` (`validator-config.json`) and
+//! `failover-manager` (`manager-config.json`).
+//!
+//! Operators already have these files from the reference (Go) design, so every reference field is
+//! accepted with its name and meaning; the fields this design adds have documented defaults. A file
+//! is JSON, optionally with `//` and `/* */` comments. It is read in one place, field by field, into
+//! rich types (`Duration`, `Pubkey`, `SocketAddr`, `Url`, `PathBuf`, enums), and every problem is
+//! reported at once with the path of the field it concerns; nothing downstream re-parses a string.
+//! A config that loads may still carry warnings (ignored legacy fields, risky settings).
+//!
+//! This crate must not do network IO or run anything. Its only IO is reading the config file and
+//! looking at the metadata of paths the config names (that they exist, their kind, and that key
+//! files are private). It knows nothing of how the agent or manager use the values.
+
+mod agent;
+mod duration;
+mod errors;
+mod fields;
+mod jsonc;
+mod manager;
+mod paths;
+mod secure;
+mod tower_store;
+mod types;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+pub use agent::{
+    AgaveClient, AgentConfig, CommandAuth, CommandClient, ConnectivityCheck, FiredancerClient,
+    Hooks, ValidatorClient, DEFAULT_AGENT_STATE_DIR, DEFAULT_COMMAND_MAX_AGE,
+    DEFAULT_CONNECTIVITY_FAILURES_TO_FENCE, DEFAULT_CONNECTIVITY_TARGETS,
+    DEFAULT_CONNECTIVITY_TIMEOUT, DEFAULT_FDCTL_PATH, DEFAULT_LISTEN_ADDR, DEFAULT_LOCAL_RPC,
+    DEFAULT_MANAGER_TIMEOUT, DEFAULT_PROCESS_NAME, TOWER_FILE_PLACEHOLDER,
+};
+pub use duration::{format_duration, parse_duration};
+pub use errors::{ConfigErrors, LoadError, Problem};
+pub use manager::{
+    ManagerConfig, Telegram, ValidatorEndpoint, DEFAULT_FAILOVER_COOLDOWN,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MANAGER_STATE_DIR, DEFAULT_MISSES_BEFORE_FAILOVER,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RPC_REQUESTS_PER_SECOND, DEFAULT_SLOT_DIFF_THRESHOLD,
+    DEFAULT_SSH_PORT, DEFAULT_STALE_VOTE_SLOT_THRESHOLD, DEFAULT_STATUS_REPORT_INTERVAL,
+    DEFAULT_TELEGRAM_API_BASE,
+};
+pub use secure::{SecureMode, LEDGER_PLACEHOLDER};
+pub use tower_store::{EtcdStore, TowerStore, DEFAULT_ETCD_DIAL_TIMEOUT, DEFAULT_ETCD_KEY_PREFIX};
+pub use types::{HostPort, Secret};
+
+use fields::{Diagnostics, Field};
+
+/// Reads and validates an agent config file (`validator-config.json`).
+pub fn load_agent(path: impl AsRef<Path>) -> Result<AgentConfig, LoadError> {
+    let path = path.as_ref();
+    Ok(parse_agent(&read_file(path)?, path)?)
+}
+
+/// Reads and validates a manager config file (`manager-config.json`).
+pub fn load_manager(path: impl AsRef<Path>) -> Result<ManagerConfig, LoadError> {
+    let path = path.as_ref();
+    Ok(parse_manager(&read_file(path)?, path)?)
+}
+
+/// Validates the text of an agent config; `origin` is the file it came from, used in messages.
+/// Paths named by the config are checked on this machine.
+pub fn parse_agent(text: &str, origin: &Path) -> Result<AgentConfig, ConfigErrors> {
+    let (mut config, warnings) = parse_document(text, origin, agent::read)?;
+    config.warnings = warnings;
+    Ok(config)
+}
+
+/// Validates the text of a manager config; `origin` is the file it came from, used in messages.
+/// Paths named by the config are checked on this machine.
+pub fn parse_manager(text: &str, origin: &Path) -> Result<ManagerConfig, ConfigErrors> {
+    let (mut config, warnings) = parse_document(text, origin, manager::read)?;
+    config.warnings = warnings;
+    Ok(config)
+}
+
+/// Reads a config file as text. Content that is not UTF-8 is a problem of the config, not a read
+/// error, so that it is reported like any other problem.
+fn read_file(path: &Path) -> Result<String, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = error.utf8_error().valid_up_to();
+        let text = std::str::from_utf8(&error.as_bytes()[..valid]).unwrap_or_default();
+        let (line, column) = jsonc::line_column(text, valid);
+        LoadError::Invalid(ConfigErrors {
+            file: Some(path.to_path_buf()),
+            problems: vec![Problem::new(
+                format!("line {line}, column {column}"),
+                "the file is not valid UTF-8",
+            )],
+        })
+    })
+}
+
+/// The steps shared by both configs: strip comments, parse JSON, read the fields with `read`, and
+/// turn the collected problems into an error. Returns the config and its warnings.
+fn parse_document<T>(
+    text: &str,
+    origin: &Path,
+    read: fn(&Value, &mut Diagnostics) -> Option<T>,
+) -> Result<(T, Vec<Problem>), ConfigErrors> {
+    let errors = |problems| ConfigErrors {
+        file: Some(origin.to_path_buf()),
+        problems,
+    };
+    let stripped = jsonc::strip_comments(text).map_err(|p| errors(vec![p]))?;
+    let (value, duplicates) = jsonc::parse(&stripped).map_err(|p| errors(vec![p]))?;
+    let mut diag = Diagnostics {
+        problems: duplicates,
+        warnings: Vec::new(),
+    };
+    let config = read(&value, &mut diag);
+    match config {
+        Some(config) if diag.problems.is_empty() => Ok((config, diag.warnings)),
+        // Every reader that gives up reports why, so there is always a problem here; the fallback
+        // keeps a missed report from ever turning into an accepted config.
+        _ if diag.problems.is_empty() => Err(errors(vec![Problem::new(
+            "(top level)",
+            "the config could not be read (internal error: no problem was reported)",
+        )])),
+        _ => Err(errors(diag.problems)),
+    }
+}
+
+/// Reads an optional field with `read`, or gives `default` when it is absent (or `null`).
+/// `None` means the field was present but invalid, and a problem was reported.
+pub(crate) fn or_default<'a, T>(
+    field: Option<Field<'a>>,
+    default: T,
+    read: impl FnOnce(&Field<'a>) -> Option<T>,
+) -> Option<T> {
+    match field {
+        Some(field) => read(&field),
+        None => Some(default),
+    }
+}

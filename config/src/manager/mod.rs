@@ -1,0 +1,178 @@
+//! The manager's config, `manager-config.json`: every field of the reference design (including
+//! Secure Identity Mode) with the same name and meaning, plus command signing, the tower store,
+//! the pubsub endpoint and the rate and cooldown limits.
+
+//!
+//! This module holds the validated types and their defaults; `read` turns a parsed document into
+//! them.
+
+mod read;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use solana_pubkey::Pubkey;
+use url::Url;
+
+use crate::errors::Problem;
+use crate::secure::SecureMode;
+use crate::tower_store::TowerStore;
+use crate::types::Secret;
+
+pub(crate) use read::read;
+
+/// `heartbeat_interval` default.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// `misses_before_failover` default.
+pub const DEFAULT_MISSES_BEFORE_FAILOVER: u32 = 3;
+/// `slot_diff_threshold` default.
+pub const DEFAULT_SLOT_DIFF_THRESHOLD: u64 = 100;
+/// `request_timeout` default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// `stale_vote_slot_threshold` default.
+pub const DEFAULT_STALE_VOTE_SLOT_THRESHOLD: u64 = 75;
+/// `telegram_api_base` default.
+pub const DEFAULT_TELEGRAM_API_BASE: &str = "https://api.telegram.org";
+/// `status_report_interval` default: the reference design's four-hourly status message.
+pub const DEFAULT_STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+/// `state_dir` default for the manager.
+pub const DEFAULT_MANAGER_STATE_DIR: &str = "/var/lib/failover-manager";
+/// `failover_cooldown` default: the minimum time between two automatic failovers.
+pub const DEFAULT_FAILOVER_COOLDOWN: Duration = Duration::from_secs(600);
+/// `rpc_requests_per_second` default: the cap on requests to `cluster_rpc`.
+pub const DEFAULT_RPC_REQUESTS_PER_SECOND: u32 = 10;
+/// `validatorN.ssh_port` default.
+pub const DEFAULT_SSH_PORT: u16 = 22;
+
+/// The fields only the manager has, so that the agent config can say where they belong.
+pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
+    "validator1",
+    "validator2",
+    "cluster_rpc",
+    "cluster_ws",
+    "heartbeat_interval",
+    "misses_before_failover",
+    "slot_diff_threshold",
+    "request_timeout",
+    "telegram_bot_token",
+    "telegram_chat_id",
+    "telegram_api_base",
+    "staked_identity_pubkey",
+    "vote_account_pubkey",
+    "stale_vote_slot_threshold",
+    "secure_identity_mode",
+    "identity_keypair_path",
+    "ssh_user",
+    "ssh_key_path",
+    "ssh_set_identity_command",
+    "ssh_authorized_voter_command",
+    "ssh_known_hosts",
+    "ssh_require_tower",
+    "status_report_interval",
+    "signing_keypair_path",
+    "sign_commands",
+    "failover_cooldown",
+    "rpc_requests_per_second",
+];
+
+/// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// `validator1` (reference, required).
+    pub validator1: ValidatorEndpoint,
+    /// `validator2` (reference, required).
+    pub validator2: ValidatorEndpoint,
+    /// `cluster_rpc` (reference, required): an RPC node of the cluster.
+    pub cluster_rpc: Url,
+    /// `cluster_ws`: the cluster's pubsub endpoint. Default derived from `cluster_rpc` (http→ws,
+    /// https→wss, an explicit port plus one, as Agave's pubsub listens on RPC port + 1).
+    pub cluster_ws: Url,
+    /// `heartbeat_interval` (reference): time between status polls. Default 5s.
+    pub heartbeat_interval: Duration,
+    /// `misses_before_failover` (reference): failed polls before failover. Default 3.
+    pub misses_before_failover: u32,
+    /// `slot_diff_threshold` (reference): slots behind the cluster that count as unhealthy. Default 100.
+    pub slot_diff_threshold: u64,
+    /// `request_timeout` (reference): timeout of a request to an agent. Default 8s.
+    pub request_timeout: Duration,
+    /// `dry_run` (reference): decide and log, but do not switch. Default false.
+    pub dry_run: bool,
+    /// `telegram_bot_token` + `telegram_chat_id` (reference) and `telegram_api_base`; absent when
+    /// neither token nor chat id is set.
+    pub telegram: Option<Telegram>,
+    /// `status_report_interval`: time between status messages. Default 4h.
+    pub status_report_interval: Duration,
+    /// `log_file` (reference): where to log; absent means standard error.
+    pub log_file: Option<PathBuf>,
+    /// `staked_identity_pubkey` (reference, required): the identity moved between the validators.
+    pub staked_identity_pubkey: Pubkey,
+    /// `vote_account_pubkey` (reference): the shared vote account; absent disables vote-staleness
+    /// checks.
+    pub vote_account_pubkey: Option<Pubkey>,
+    /// `stale_vote_slot_threshold` (reference): slots the last vote may lag. Default 75.
+    pub stale_vote_slot_threshold: u64,
+    /// Secure identity mode (reference), present only when `secure_identity_mode` is true.
+    pub secure: Option<SecureMode>,
+    /// `signing_keypair_path`: the ed25519 keypair commands to agents are signed with (exists,
+    /// mode 0600). `None` exactly when `sign_commands` is false. `sign_commands` defaults to true,
+    /// except in a file that sets neither it nor `signing_keypair_path` (a reference-design file),
+    /// which keeps the reference's unsigned commands with a loud warning.
+    pub signing_keypair_path: Option<PathBuf>,
+    /// `tower_store`: where towers travel. Default embedded.
+    pub tower_store: TowerStore,
+    /// `state_dir`: where the manager keeps towers and the fencing term (need not exist yet).
+    /// Default `/var/lib/failover-manager`.
+    pub state_dir: PathBuf,
+    /// `failover_cooldown`: the minimum time between automatic failovers. Default 10m.
+    pub failover_cooldown: Duration,
+    /// `rpc_requests_per_second`: the cap on requests to `cluster_rpc`. Default 10.
+    pub rpc_requests_per_second: u32,
+    /// Non-fatal findings: ignored legacy fields and risky settings.
+    pub warnings: Vec<Problem>,
+}
+
+/// One validator server as the manager sees it (`validator1` / `validator2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorEndpoint {
+    /// `name`: used in logs and alerts. Default `validator1` / `validator2`.
+    pub name: String,
+    /// `endpoint` (reference, required): the agent's HTTP API.
+    pub endpoint: Url,
+    /// `ip` (reference, required): the validator's IP, as seen in gossip.
+    pub ip: IpAddr,
+    /// `ledger_path` (reference): the ledger directory on that server, for `{ledger}`.
+    pub ledger_path: Option<PathBuf>,
+    /// `ssh_host`: where secure mode connects. Default `ip`.
+    pub ssh_host: String,
+    /// `ssh_port`: default 22.
+    pub ssh_port: u16,
+}
+
+/// Where alerts go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Telegram {
+    /// `telegram_bot_token`: secret; never printed.
+    pub bot_token: Secret,
+    /// `telegram_chat_id`: a (usually negative) number or `@channel`; a JSON number is accepted too.
+    pub chat_id: String,
+    /// `telegram_api_base`: default `https://api.telegram.org`; tests point it at loopback.
+    pub api_base: Url,
+}
+
+impl ManagerConfig {
+    /// One line describing the config, for `failover-config check-manager`.
+    pub fn summary(&self) -> String {
+        let v = |e: &ValidatorEndpoint| format!("{} {} ({})", e.name, e.endpoint, e.ip);
+        format!(
+            "manager for {}: {}, {}, cluster {}, secure identity mode {}, tower store {}, commands {}",
+            self.staked_identity_pubkey,
+            v(&self.validator1),
+            v(&self.validator2),
+            self.cluster_rpc,
+            if self.secure.is_some() { "on" } else { "off" },
+            self.tower_store.describe(),
+            if self.signing_keypair_path.is_some() { "signed" } else { "UNSIGNED" },
+        )
+    }
+}

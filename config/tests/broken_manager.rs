@@ -1,0 +1,197 @@
+//! Broken manager configs: each case breaks one thing in a valid `manager-config.json` and names
+//! the problem it must produce. Every case is checked through the library and through the binary.
+
+mod util;
+
+use serde_json::json;
+use util::{case, enable_secure_mode, manager_base, remove, run_cases, Case, Kind, IDENTITY};
+
+const MANAGER_CASES: &[Case] = &[
+    case(
+        "endpoint with a bad scheme",
+        |c| c["validator1"]["endpoint"] = json!("htp:/x"),
+        "validator1.endpoint",
+        "\"htp:/x\" is not a URL (expected http:// or https://)",
+    ),
+    case(
+        "validator without an ip",
+        |c| {
+            c["validator2"]
+                .as_object_mut()
+                .unwrap()
+                .remove("ip")
+                .map(drop)
+                .unwrap_or(())
+        },
+        "validator2.ip",
+        "required field is missing",
+    ),
+    case(
+        "both validators on one ip",
+        |c| c["validator2"]["ip"] = json!("10.0.0.1"),
+        "validator2.ip",
+        "is also validator1.ip",
+    ),
+    case(
+        "both validators on one endpoint",
+        |c| c["validator2"]["endpoint"] = json!("http://10.0.0.1:8080"),
+        "validator2.endpoint",
+        "is also validator1.endpoint",
+    ),
+    case(
+        "validator as a string",
+        |c| c["validator1"] = json!("http://10.0.0.1:8080"),
+        "validator1",
+        "expected an object { ... }, got string",
+    ),
+    case(
+        "misses as a string",
+        |c| c["misses_before_failover"] = json!("3"),
+        "misses_before_failover",
+        "expected a non-negative integer, got string \"3\"",
+    ),
+    case(
+        "zero misses",
+        |c| c["misses_before_failover"] = json!(0),
+        "misses_before_failover",
+        "must be at least 1, got 0",
+    ),
+    case(
+        "negative rate",
+        |c| c["rpc_requests_per_second"] = json!(-1),
+        "rpc_requests_per_second",
+        "expected a non-negative integer, got number -1",
+    ),
+    case(
+        "zero heartbeat",
+        |c| c["heartbeat_interval"] = json!("0"),
+        "heartbeat_interval",
+        "must be greater than 0",
+    ),
+    case(
+        "duration as a number",
+        |c| c["request_timeout"] = json!(8),
+        "request_timeout",
+        "expected a duration string such as \"8s\", got number 8",
+    ),
+    case(
+        "misspelt field",
+        |c| c["heartbeat_intervall"] = json!("5s"),
+        "heartbeat_intervall",
+        "unknown field; did you mean \"heartbeat_interval\"?",
+    ),
+    case(
+        "token without a chat",
+        |c| remove(c, "telegram_chat_id"),
+        "telegram_chat_id",
+        "required when telegram_bot_token is set",
+    ),
+    case(
+        "chat without a token",
+        |c| remove(c, "telegram_bot_token"),
+        "telegram_bot_token",
+        "required when telegram_chat_id is set",
+    ),
+    case(
+        "malformed token",
+        |c| c["telegram_bot_token"] = json!("BOT_TOKEN"),
+        "telegram_bot_token",
+        "is not a Telegram bot token",
+    ),
+    case(
+        "vote account equal to the identity",
+        |c| c["vote_account_pubkey"] = json!(IDENTITY),
+        "vote_account_pubkey",
+        "must differ from staked_identity_pubkey",
+    ),
+    case(
+        "missing cluster RPC",
+        |c| remove(c, "cluster_rpc"),
+        "cluster_rpc",
+        "required field is missing",
+    ),
+    case(
+        "websocket URL with an http scheme",
+        |c| c["cluster_ws"] = json!("http://127.0.0.1:8900"),
+        "cluster_ws",
+        "is not a URL (expected ws:// or wss://)",
+    ),
+    case(
+        "missing signing keypair",
+        |c| {
+            remove(c, "signing_keypair_path");
+            c["sign_commands"] = json!(true)
+        },
+        "signing_keypair_path",
+        "required unless sign_commands is false",
+    ),
+    case(
+        "signing keypair that does not exist",
+        |c| c["signing_keypair_path"] = json!("$DIR/keys/nope.json"),
+        "signing_keypair_path",
+        "does not exist",
+    ),
+    case(
+        "secure mode without an ssh user",
+        |c| {
+            enable_secure_mode(c);
+            remove(c, "ssh_user")
+        },
+        "ssh_user",
+        "required when secure_identity_mode is true",
+    ),
+    case(
+        "secure mode with {ledger} but no ledger path",
+        |c| {
+            enable_secure_mode(c);
+            c["validator1"]
+                .as_object_mut()
+                .unwrap()
+                .remove("ledger_path");
+        },
+        "validator1.ledger_path",
+        "required because ssh_set_identity_command uses {ledger}",
+    ),
+    case(
+        "secure mode with a misspelt placeholder",
+        |c| {
+            enable_secure_mode(c);
+            c["ssh_set_identity_command"] = json!("agave-validator --ledger {ledgr} set-identity");
+        },
+        "ssh_set_identity_command",
+        "unknown placeholder {ledgr}",
+    ),
+    case(
+        "secure mode with a missing ssh key",
+        |c| {
+            enable_secure_mode(c);
+            c["ssh_key_path"] = json!("$DIR/ssh/none")
+        },
+        "ssh_key_path",
+        "does not exist",
+    ),
+    case(
+        "ssh port out of range",
+        |c| c["validator1"]["ssh_port"] = json!(70000),
+        "validator1.ssh_port",
+        "70000 is too large",
+    ),
+    case(
+        "unknown field in a validator",
+        |c| c["validator1"]["endpiont"] = json!("http://10.0.0.1:8080"),
+        "validator1.endpiont",
+        "did you mean \"endpoint\"?",
+    ),
+    case(
+        "agent field in the manager config",
+        |c| c["validator_identity"] = json!(IDENTITY),
+        "validator_identity",
+        "unknown field; it belongs in validator-config.json",
+    ),
+];
+
+#[test]
+fn broken_manager_configs_are_rejected_with_the_field_named() {
+    assert!(MANAGER_CASES.len() >= 20);
+    run_cases(Kind::Manager, manager_base, MANAGER_CASES);
+}
