@@ -1,0 +1,576 @@
+//! Starting, driving and stopping a simulated cluster: the slot clock, each node's servers (RPC,
+//! pubsub, admin socket) and the cluster endpoint, and faults on demand.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use failover_identity::tower::{tower_path, write_atomic, TowerFile};
+use failover_identity::{Keypair, Pubkey};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::safety::{SafetyRecorder, SafetyReport};
+use crate::server::Down;
+use crate::world::{NetworkNode, Node, VoteAccount, World};
+
+/// The Agave version simulated nodes report unless told otherwise.
+pub const DEFAULT_VERSION: &str = "3.1.12";
+
+/// How to build a cluster. `dir` must be chosen; the rest has defaults matching a local Agave
+/// test cluster.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Where keypairs and each node's ledger go.
+    pub dir: PathBuf,
+    /// Validators in the failover pair (usually 2).
+    pub nodes: usize,
+    pub slot_time: Duration,
+    /// Which node starts with the staked identity (`None`: nobody votes until promoted).
+    pub active: Option<usize>,
+    /// Model Agave's replay race: one more vote with the old identity after `setIdentity`.
+    pub straggler_votes: bool,
+    /// The slot the cluster starts at (so there is history to look at).
+    pub start_slot: u64,
+    /// Agave version each node reports (`getVersion`), which also decides its `setIdentity`
+    /// arity; missing entries use [`DEFAULT_VERSION`].
+    pub versions: Vec<String>,
+    /// Loopback address of node `i` is `127.0.0.(first_ip_octet + i)`; the cluster endpoint is on
+    /// 127.0.0.1. Distinct addresses let the manager tell nodes apart in gossip by IP, as in
+    /// production.
+    pub first_ip_octet: u8,
+}
+
+impl SimConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            nodes: 2,
+            slot_time: Duration::from_millis(400),
+            active: Some(0),
+            straggler_votes: true,
+            start_slot: 1_000,
+            versions: Vec::new(),
+            first_ip_octet: 2,
+        }
+    }
+}
+
+/// A fault to put a node in, or to take it out of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// The validator process dies: sockets close, admin socket removed, gone from gossip.
+    Crash,
+    /// Start again with its startup identity and no faults; it answers "still starting" for
+    /// `startup_slots` slots first.
+    Restart {
+        #[serde(default)]
+        startup_slots: u64,
+    },
+    /// Stop answering anything (connections still accepted), stop voting.
+    Hang,
+    Unhang,
+    /// Replay this many slots behind the cluster (0 to catch up).
+    Behind {
+        slots: u64,
+    },
+    StopVoting,
+    ResumeVoting,
+    /// Delay every admin-RPC answer.
+    SlowAdmin {
+        millis: u64,
+    },
+    /// Make `setIdentity` fail (or work again).
+    RefuseSetIdentity {
+        refuse: bool,
+    },
+    /// Clear every fault but a crash.
+    Heal,
+}
+
+/// Where to find one node.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ip: IpAddr,
+    pub rpc_url: String,
+    pub pubsub_url: String,
+    pub rpc_addr: SocketAddr,
+    pub ledger: PathBuf,
+    pub admin_socket: PathBuf,
+    pub unstaked_keypair: PathBuf,
+    pub unstaked_pubkey: String,
+}
+
+/// Where to find the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterInfo {
+    pub rpc_url: String,
+    pub pubsub_url: String,
+    pub staked_keypair: PathBuf,
+    pub staked_pubkey: String,
+    pub vote_pubkey: String,
+    pub slot_time_ms: u64,
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// Which server answers: the cluster endpoint (the big "network" node) or one of the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Network,
+    Node(usize),
+}
+
+/// State shared by the clock and every server.
+pub struct Shared {
+    world: Mutex<World>,
+    /// Bumped whenever something a waiting server cares about changed (faults, slots).
+    changes: watch::Sender<u64>,
+    /// The cluster slot, after each tick.
+    pub slots: broadcast::Sender<u64>,
+    pub rpc_addrs: Vec<SocketAddr>,
+    pub network_rpc_addr: SocketAddr,
+    runtimes: Mutex<Vec<Option<NodeRuntime>>>,
+}
+
+impl Shared {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().expect("world lock")
+    }
+
+    pub fn bump(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Waits while `endpoint` is hung. A crashed node's servers are being torn down; requests
+    /// that raced in wait too, and die with their connection.
+    pub async fn wait_responsive(&self, endpoint: Endpoint) {
+        let Endpoint::Node(i) = endpoint else { return };
+        let mut changes = self.changes.subscribe();
+        while !self.world().nodes[i].responsive() {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Current admin-RPC delay of node `i`.
+    pub fn admin_delay(&self, i: usize) -> Duration {
+        Duration::from_millis(self.world().nodes[i].faults.admin_delay_ms)
+    }
+}
+
+struct NodeRuntime {
+    down: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A running simulated cluster. Dropping it stops every task it started.
+pub struct Cluster {
+    shared: Arc<Shared>,
+    info: ClusterInfo,
+    network_down: watch::Sender<bool>,
+    clock: tokio::task::JoinHandle<()>,
+    keypairs: Vec<Arc<Keypair>>,
+    staked: Arc<Keypair>,
+}
+
+impl Cluster {
+    /// Creates keys and ledgers under `config.dir`, binds every server, and starts the clock.
+    pub async fn start(config: SimConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.nodes >= 1, "a cluster needs at least one node");
+        std::fs::create_dir_all(&config.dir)?;
+        let staked = Arc::new(Keypair::generate());
+        let staked_path = config.dir.join("staked-identity.json");
+        write_keypair(&staked, &staked_path)?;
+        let vote_keypair = Keypair::generate();
+        write_keypair(&vote_keypair, &config.dir.join("vote-account.json"))?;
+        let network_identity = Keypair::generate().pubkey();
+
+        let mut nodes = Vec::new();
+        let mut node_infos = Vec::new();
+        let mut listeners = Vec::new();
+        let mut keypairs = Vec::new();
+        for i in 0..config.nodes {
+            let name = format!("node{}", i + 1);
+            let home = config.dir.join(&name);
+            let ledger = home.join("ledger");
+            std::fs::create_dir_all(&ledger)?;
+            let unstaked = Arc::new(Keypair::generate());
+            let unstaked_path = home.join("unstaked-identity.json");
+            write_keypair(&unstaked, &unstaked_path)?;
+            keypairs.push(unstaked.clone());
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, config.first_ip_octet + i as u8));
+            let (rpc, pubsub) = bind_pair(ip).await?;
+            let rpc_addr = rpc.local_addr()?;
+            let identity = if config.active == Some(i) {
+                staked.clone()
+            } else {
+                unstaked.clone()
+            };
+            let version = config
+                .versions
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+            nodes.push(Node::new(
+                name.clone(),
+                ledger.clone(),
+                identity,
+                vec![staked.clone()],
+                version,
+            ));
+            node_infos.push(NodeInfo {
+                name,
+                ip,
+                rpc_url: format!("http://{rpc_addr}"),
+                pubsub_url: format!("ws://{}", pubsub.local_addr()?),
+                rpc_addr,
+                admin_socket: ledger.join("admin.rpc"),
+                ledger,
+                unstaked_keypair: unstaked_path,
+                unstaked_pubkey: unstaked.pubkey().to_string(),
+            });
+            listeners.push((rpc, pubsub));
+        }
+        let (net_rpc, net_pubsub) = bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+        let network_rpc_addr = net_rpc.local_addr()?;
+
+        let start = config.start_slot.max(64);
+        let vote = VoteAccount {
+            vote_pubkey: vote_keypair.pubkey(),
+            node_pubkey: staked.pubkey(),
+            authorized_voter: staked.pubkey(),
+            activated_stake: 997_717_120,
+            commission: 100,
+            last_vote: start - 1,
+            root_slot: start - 1 - crate::world::ROOT_DISTANCE,
+            credits: 2_234,
+            last_voter: config.active,
+        };
+        if let Some(active) = config.active {
+            // The active node has been voting: give it a real tower up to the last vote.
+            write_history_tower(&staked, &nodes[active].ledger, start - 1)?;
+        }
+        let mut world = World {
+            slot: start,
+            vote,
+            network: NetworkNode {
+                identity: network_identity,
+                vote_pubkey: Keypair::generate().pubkey(),
+                activated_stake: 9_997_717_120,
+            },
+            nodes,
+            safety: SafetyRecorder::new(staked.pubkey(), config.nodes),
+            straggler_votes: config.straggler_votes,
+            slots_in_epoch: 432_000,
+            transaction_count: 292,
+        };
+        for i in 0..config.nodes {
+            world.boot_node(i);
+        }
+
+        let (changes, _) = watch::channel(0);
+        let (slots, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared {
+            world: Mutex::new(world),
+            changes,
+            slots,
+            rpc_addrs: node_infos.iter().map(|n| n.rpc_addr).collect(),
+            network_rpc_addr,
+            runtimes: Mutex::new(Vec::new()),
+        });
+
+        let (network_down, down) = Down::new();
+        crate::rpc::spawn(shared.clone(), Endpoint::Network, net_rpc, net_pubsub, down);
+        for (i, (rpc, pubsub)) in listeners.into_iter().enumerate() {
+            let runtime = start_node(&shared, i, rpc, pubsub, &node_infos[i])?;
+            shared
+                .runtimes
+                .lock()
+                .expect("runtimes")
+                .push(Some(runtime));
+        }
+
+        let clock = tokio::spawn(run_clock(shared.clone(), config.slot_time));
+        let info = ClusterInfo {
+            rpc_url: format!("http://{network_rpc_addr}"),
+            pubsub_url: format!(
+                "ws://{}",
+                SocketAddr::new(network_rpc_addr.ip(), network_rpc_addr.port() + 1)
+            ),
+            staked_keypair: staked_path,
+            staked_pubkey: staked.pubkey().to_string(),
+            vote_pubkey: vote_keypair.pubkey().to_string(),
+            slot_time_ms: config.slot_time.as_millis() as u64,
+            nodes: node_infos,
+        };
+        Ok(Self {
+            shared,
+            info,
+            network_down,
+            clock,
+            keypairs,
+            staked,
+        })
+    }
+
+    pub fn info(&self) -> &ClusterInfo {
+        &self.info
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn staked_pubkey(&self) -> Pubkey {
+        self.staked.pubkey()
+    }
+
+    /// The unstaked identity node `i` was started with.
+    pub fn unstaked_pubkey(&self, i: usize) -> Pubkey {
+        self.keypairs[i].pubkey()
+    }
+
+    pub fn slot(&self) -> u64 {
+        self.shared.world().slot
+    }
+
+    /// Node `i`'s current identity, or `None` while it is crashed.
+    pub fn identity(&self, i: usize) -> Option<Pubkey> {
+        let world = self.shared.world();
+        let node = &world.nodes[i];
+        (!node.faults.crashed).then(|| node.identity.pubkey())
+    }
+
+    pub fn vote_account(&self) -> VoteAccount {
+        self.shared.world().vote.clone()
+    }
+
+    pub fn safety(&self) -> SafetyReport {
+        self.shared.world().safety.report()
+    }
+
+    /// Runs `f` on the world under its lock (for assertions).
+    pub fn with_world<T>(&self, f: impl FnOnce(&World) -> T) -> T {
+        f(&self.shared.world())
+    }
+
+    /// Waits until `cond` holds, re-checking after every change; fails after `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&World) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut changes = self.shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond(&self.shared.world()) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => anyhow::bail!("cluster stopped"),
+                Err(_) => anyhow::bail!("condition not reached within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Waits until the cluster reaches `slot`.
+    pub async fn wait_for_slot(&self, slot: u64, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_until(timeout, |w| w.slot >= slot).await
+    }
+
+    /// Puts node `i` into (or takes it out of) a fault.
+    pub async fn fault(&self, i: usize, fault: Fault) -> anyhow::Result<()> {
+        anyhow::ensure!(i < self.info.nodes.len(), "no node {i}");
+        match fault {
+            Fault::Crash => {
+                let _ = crash_node(&self.shared, i);
+            }
+            Fault::Restart { startup_slots } => {
+                // Wait for the old servers to let go of their ports, as a restarted process would.
+                for task in crash_node(&self.shared, i) {
+                    let _ = task.await;
+                }
+                let info = &self.info.nodes[i];
+                let rpc = TcpListener::bind(info.rpc_addr).await?;
+                let pubsub =
+                    TcpListener::bind(SocketAddr::new(info.ip, info.rpc_addr.port() + 1)).await?;
+                self.shared.world().restart(i, startup_slots);
+                let runtime = start_node(&self.shared, i, rpc, pubsub, info)?;
+                self.shared.runtimes.lock().expect("runtimes")[i] = Some(runtime);
+            }
+            other => {
+                let mut world = self.shared.world();
+                let faults = &mut world.nodes[i].faults;
+                match other {
+                    Fault::Hang => faults.hung = true,
+                    Fault::Unhang => faults.hung = false,
+                    Fault::Behind { slots } => faults.behind = slots,
+                    Fault::StopVoting => faults.stop_voting = true,
+                    Fault::ResumeVoting => faults.stop_voting = false,
+                    Fault::SlowAdmin { millis } => faults.admin_delay_ms = millis,
+                    Fault::RefuseSetIdentity { refuse } => faults.refuse_set_identity = refuse,
+                    Fault::Heal => {
+                        let crashed = faults.crashed;
+                        *faults = Default::default();
+                        faults.crashed = crashed;
+                    }
+                    Fault::Crash | Fault::Restart { .. } => unreachable!(),
+                }
+            }
+        }
+        self.shared.bump();
+        Ok(())
+    }
+
+    /// Stops the clock and every server.
+    pub fn shutdown(&self) {
+        self.clock.abort();
+        let _ = self.network_down.send(true);
+        for runtime in self
+            .shared
+            .runtimes
+            .lock()
+            .expect("runtimes")
+            .iter()
+            .flatten()
+        {
+            let _ = runtime.down.send(true);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Kills node `i` like a process death: servers and connections gone, admin socket removed,
+/// no identity held.
+pub(crate) fn crash_node(shared: &Shared, i: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let runtime = shared.runtimes.lock().expect("runtimes")[i].take();
+    let tasks = match runtime {
+        Some(runtime) => {
+            let _ = runtime.down.send(true);
+            runtime.tasks
+        }
+        None => Vec::new(),
+    };
+    let socket = shared.world().nodes[i].ledger.join("admin.rpc");
+    let _ = std::fs::remove_file(socket);
+    shared.world().crash(i);
+    shared.bump();
+    tasks
+}
+
+/// Agave's admin `exit`: the process exits about 100 ms after answering.
+pub(crate) fn exit_node(shared: &Arc<Shared>, i: usize) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = crash_node(&shared, i);
+    });
+}
+
+fn start_node(
+    shared: &Arc<Shared>,
+    i: usize,
+    rpc: TcpListener,
+    pubsub: TcpListener,
+    info: &NodeInfo,
+) -> anyhow::Result<NodeRuntime> {
+    let (down_tx, down) = Down::new();
+    let mut tasks = vec![crate::admin::spawn(
+        shared.clone(),
+        i,
+        &info.admin_socket,
+        down.clone(),
+    )?];
+    tasks.extend(crate::rpc::spawn(
+        shared.clone(),
+        Endpoint::Node(i),
+        rpc,
+        pubsub,
+        down,
+    ));
+    Ok(NodeRuntime {
+        down: down_tx,
+        tasks,
+    })
+}
+
+async fn run_clock(shared: Arc<Shared>, slot_time: Duration) {
+    let mut interval = tokio::time::interval(slot_time);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let slot = {
+            let mut world = shared.world();
+            world.tick();
+            world.slot
+        };
+        let _ = shared.slots.send(slot);
+        shared.bump();
+    }
+}
+
+/// Binds an RPC port and the pubsub port right above it (Agave's convention) on `ip`.
+async fn bind_pair(ip: IpAddr) -> anyhow::Result<(TcpListener, TcpListener)> {
+    for _ in 0..64 {
+        let rpc = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        let port = rpc.local_addr()?.port();
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(pubsub) = TcpListener::bind(SocketAddr::new(ip, port + 1)).await {
+            return Ok((rpc, pubsub));
+        }
+    }
+    anyhow::bail!("no free pair of adjacent ports on {ip}")
+}
+
+fn write_keypair(keypair: &Keypair, path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    keypair.write_new_file(path)?;
+    Ok(())
+}
+
+/// Writes a tower for `identity` whose lockouts end at `last_vote`, as a voting node would have.
+fn write_history_tower(identity: &Keypair, ledger: &Path, last_vote: u64) -> anyhow::Result<()> {
+    use failover_identity::tower::{BlockTimestamp, LastVote, Lockout, Tower, TowerVoteState};
+    let lockouts: Vec<Lockout> = (0..31u64)
+        .map(|k| Lockout {
+            slot: last_vote - 30 + k,
+            confirmation_count: (31 - k) as u32,
+        })
+        .collect();
+    let root = Some(last_vote - 31);
+    let tower = Tower {
+        node_pubkey: identity.pubkey(),
+        threshold_depth: 8,
+        threshold_size: 2.0 / 3.0,
+        vote_state: TowerVoteState::new(lockouts.clone(), root),
+        last_vote: LastVote::TowerSync {
+            lockouts,
+            root,
+            hash: [0; 32],
+            timestamp: None,
+            block_id: [0; 32],
+        },
+        last_timestamp: BlockTimestamp::default(),
+    };
+    write_atomic(
+        &tower_path(ledger, &identity.pubkey()),
+        &TowerFile::sign(&tower, identity),
+    )?;
+    Ok(())
+}
