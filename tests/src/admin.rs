@@ -4,6 +4,7 @@
 //! (`fixtures/agave-3.1.12/admin-rpc-transcript.txt`). Nodes reporting Agave ≥ 4.2 take the
 //! three-param `setIdentity`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ pub fn spawn(
 ) -> anyhow::Result<JoinHandle<()>> {
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
+    // Agave's socket is for the validator's user only.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let socket: PathBuf = socket.to_path_buf();
     Ok(tokio::spawn(async move {
         let mut accept_down = down.clone();

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Agave's `MAX_REQUEST_BODY_SIZE`.
 pub const MAX_BODY: usize = 50 * 1024;
@@ -36,14 +36,18 @@ impl RpcError {
         Self::new(-32602, format!("Invalid params: {detail}."))
     }
 
-    fn to_json(&self) -> Value {
-        let mut e = Map::new();
-        e.insert("code".into(), self.code.into());
-        e.insert("message".into(), self.message.clone().into());
+    /// The error object in jsonrpc-core's field order: `code`, `message`, then `data`.
+    fn to_text(&self) -> String {
+        let mut out = format!(
+            r#"{{"code":{},"message":{}"#,
+            self.code,
+            Value::String(self.message.clone())
+        );
         if let Some(data) = &self.data {
-            e.insert("data".into(), data.clone());
+            out.push_str(&format!(r#","data":{data}"#));
         }
-        Value::Object(e)
+        out.push('}');
+        out
     }
 }
 
@@ -144,8 +148,9 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
-/// Answers one parsed request object; `None` for a notification.
-pub fn answer_one<F>(request: &Value, dispatch: &mut F) -> Option<Value>
+/// Answers one parsed request object; `None` for a notification. The frame keeps jsonrpc-core's
+/// field order (`jsonrpc`, `result`/`error`, `id`); results are maps with sorted keys.
+pub fn answer_one<F>(request: &Value, dispatch: &mut F) -> Option<String>
 where
     F: FnMut(&str, &Params) -> Result<Value, RpcError>,
 {
@@ -160,9 +165,8 @@ where
         None => {
             // jsonrpc-core answers without a "jsonrpc" key here.
             let id = id.unwrap_or(Value::Null);
-            return Some(
-                json!({"error": {"code": -32600, "message": "Unsupported JSON-RPC protocol version"}, "id": id}),
-            );
+            let e = RpcError::new(-32600, "Unsupported JSON-RPC protocol version");
+            return Some(format!(r#"{{"error":{},"id":{id}}}"#, e.to_text()));
         }
         Some(Value::String(v)) if v == "2.0" => {}
         Some(_) => {
@@ -184,17 +188,17 @@ where
     let result = Params::from_request(obj).and_then(|p| dispatch(&method, &p));
     let id = id?;
     Some(match result {
-        Ok(value) => json!({"jsonrpc": "2.0", "result": value, "id": id}),
+        Ok(value) => format!(r#"{{"jsonrpc":"2.0","result":{value},"id":{id}}}"#),
         Err(e) => error_frame(id, &e),
     })
 }
 
-pub fn error_frame(id: Value, e: &RpcError) -> Value {
-    json!({"jsonrpc": "2.0", "error": e.to_json(), "id": id})
+pub fn error_frame(id: Value, e: &RpcError) -> String {
+    format!(r#"{{"jsonrpc":"2.0","error":{},"id":{id}}}"#, e.to_text())
 }
 
 /// Answers a whole body: a request or a batch. `None` when nothing is to be sent back.
-pub fn answer_body<F>(body: &[u8], mut dispatch: F) -> Option<Value>
+pub fn answer_body<F>(body: &[u8], mut dispatch: F) -> Option<String>
 where
     F: FnMut(&str, &Params) -> Result<Value, RpcError>,
 {
@@ -209,11 +213,11 @@ where
     };
     match parsed {
         Value::Array(batch) => {
-            let answers: Vec<Value> = batch
+            let answers: Vec<String> = batch
                 .iter()
                 .filter_map(|r| answer_one(r, &mut dispatch))
                 .collect();
-            (!answers.is_empty()).then_some(Value::Array(answers))
+            (!answers.is_empty()).then(|| format!("[{}]", answers.join(",")))
         }
         single => answer_one(&single, &mut dispatch),
     }
@@ -258,7 +262,7 @@ pub fn check_http(method: &Method, headers: &HeaderMap, body: &Bytes) -> Option<
 }
 
 /// A JSON-RPC answer as Agave's HTTP server sends it.
-pub fn json_response(answer: Option<Value>) -> Response {
+pub fn json_response(answer: Option<String>) -> Response {
     match answer {
         None => (StatusCode::OK, "").into_response(),
         Some(v) => (
@@ -273,6 +277,7 @@ pub fn json_response(answer: Option<Value>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn echo(method: &str, params: &Params) -> Result<Value, RpcError> {
         match method {
@@ -284,18 +289,18 @@ mod tests {
     }
 
     fn call(body: &str) -> Option<String> {
-        answer_body(body.as_bytes(), echo).map(|v| v.to_string())
+        answer_body(body.as_bytes(), echo)
     }
 
     #[test]
     fn jsonrpc_core_messages() {
         assert_eq!(
             call(r#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#).unwrap(),
-            r#"{"error":{"code":-32601,"message":"Method not found"},"id":1,"jsonrpc":"2.0"}"#
+            r#"{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":1}"#
         );
         assert_eq!(
             call("{not json").unwrap(),
-            r#"{"error":{"code":-32700,"message":"Parse error"},"id":null,"jsonrpc":"2.0"}"#
+            r#"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#
         );
         assert!(
             call(r#"{"jsonrpc":"2.0","id":1,"method":"pair","params":[1]}"#)

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod control;
 pub mod jsonrpc;
 pub mod rpc;
 pub mod safety;

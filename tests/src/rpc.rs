@@ -385,7 +385,7 @@ async fn pubsub_session(ctx: Ctx, mut socket: WebSocket) {
                     pubsub_dispatch(&ctx, &mut mine, method, params)
                 });
                 if let Some(answer) = answer {
-                    if socket.send(Message::Text(answer.to_string().into())).await.is_err() {
+                    if socket.send(Message::Text(answer.into())).await.is_err() {
                         break;
                     }
                 }

@@ -1,1 +1,133 @@
-fn main() {}
+//! `failover-sim`: run a simulated Solana cluster on loopback until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use failover_sim::{Cluster, SimConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "failover-sim",
+    version,
+    about = "Run a simulated Solana cluster that speaks Agave's RPC, pubsub and admin-RPC protocols",
+    long_about = "Run a simulated Solana cluster on loopback: a failover pair of validators sharing \
+        one staked identity and vote account, plus a cluster RPC endpoint. Each validator has its \
+        own JSON-RPC port (pubsub on the port above) and an admin socket at <ledger>/admin.rpc. \
+        Faults are injected through the control API:\n\n  \
+        curl -X POST http://CONTROL/nodes/node1/fault -d '{\"kind\":\"crash\"}'\n\n\
+        Fault kinds: crash, restart (startup_slots), hang, unhang, behind (slots), stop_voting, \
+        resume_voting, slow_admin (millis), refuse_set_identity (refuse), heal. GET /cluster, \
+        /state and /safety report endpoints, state and the safety recorder."
+)]
+struct Args {
+    /// Directory for keypairs and ledgers (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Validators in the failover pair.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Slot time in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    slot_ms: u64,
+    /// Start with no node holding the staked identity.
+    #[arg(long)]
+    no_active: bool,
+    /// Address of the control API.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    control: SocketAddr,
+    /// Print the endpoints as one JSON line (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.control.ip().is_loopback(),
+        "--control must be a loopback address"
+    );
+    let (dir, _temp) = match args.dir {
+        Some(dir) => (dir, None),
+        None => {
+            let temp = std::env::temp_dir().join(format!("failover-sim-{}", std::process::id()));
+            (temp.clone(), Some(TempDir(temp)))
+        }
+    };
+    let mut config = SimConfig::new(&dir);
+    config.nodes = args.nodes;
+    config.slot_time = Duration::from_millis(args.slot_ms.max(10));
+    config.active = (!args.no_active).then_some(0);
+    let cluster = Arc::new(
+        Cluster::start(config)
+            .await
+            .context("starting the cluster")?,
+    );
+
+    let listener = tokio::net::TcpListener::bind(args.control)
+        .await
+        .with_context(|| format!("binding the control API on {}", args.control))?;
+    let control = listener.local_addr()?;
+    let app = failover_sim::control::router(cluster.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let info = cluster.info();
+    if args.json {
+        let mut value = serde_json::to_value(info)?;
+        value["control_url"] = format!("http://{control}").into();
+        println!("{value}");
+    } else {
+        println!("failover-sim: cluster running in {}", dir.display());
+        println!("  control API      http://{control}");
+        println!("  cluster RPC      {}", info.rpc_url);
+        println!("  cluster pubsub   {}", info.pubsub_url);
+        println!(
+            "  staked identity  {} ({})",
+            info.staked_pubkey,
+            info.staked_keypair.display()
+        );
+        println!("  vote account     {}", info.vote_pubkey);
+        println!("  slot time        {} ms", info.slot_time_ms);
+        for node in &info.nodes {
+            println!(
+                "  {}: rpc {}  pubsub {}",
+                node.name, node.rpc_url, node.pubsub_url
+            );
+            println!("         admin socket {}", node.admin_socket.display());
+            println!(
+                "         unstaked {} ({})",
+                node.unstaked_pubkey,
+                node.unstaked_keypair.display()
+            );
+        }
+        println!("Ctrl-C to stop.");
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        result = server => result??,
+    }
+    cluster.shutdown();
+    let report = cluster.safety();
+    eprintln!(
+        "failover-sim: stopped at slot {}; safety: {} violation(s)",
+        cluster.slot(),
+        report.violations.len()
+    );
+    Ok(())
+}
+
+/// Removes a directory the simulator created for itself.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,114 @@
+//! One harness for the simulator's tests: a cluster in a temp dir with fast slots, and clients.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use failover_identity::tower::{tower_path, TowerFile};
+use failover_identity::{AdminRpcClient, Pubkey, Timeouts};
+use failover_sim::{Cluster, SimConfig};
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+
+/// Slots are fast in tests; nothing here depends on wall-clock timing, only on slot events.
+pub const SLOT: Duration = Duration::from_millis(100);
+
+/// Generous bound for anything that should happen within a few slots.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct Sim {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start() -> Sim {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SimConfig::new(dir.path());
+    config.slot_time = SLOT;
+    tweak(&mut config);
+    let cluster = Cluster::start(config)
+        .await
+        .expect("start simulated cluster");
+    Sim { cluster, dir }
+}
+
+impl Sim {
+    pub fn admin(&self, i: usize) -> AdminRpcClient {
+        AdminRpcClient::new(&self.cluster.info().nodes[i].admin_socket, Timeouts::LOCAL)
+    }
+
+    pub fn cluster_rpc(&self) -> RpcClient {
+        RpcClient::new(self.cluster.info().rpc_url.clone())
+    }
+
+    pub fn node_rpc(&self, i: usize) -> RpcClient {
+        RpcClient::new(self.cluster.info().nodes[i].rpc_url.clone())
+    }
+
+    pub fn staked_keypair(&self) -> PathBuf {
+        self.cluster.info().staked_keypair.clone()
+    }
+
+    pub fn unstaked_keypair(&self, i: usize) -> PathBuf {
+        self.cluster.info().nodes[i].unstaked_keypair.clone()
+    }
+
+    pub fn ledger(&self, i: usize) -> PathBuf {
+        self.cluster.info().nodes[i].ledger.clone()
+    }
+
+    pub fn tower_file(&self, i: usize, identity: &Pubkey) -> PathBuf {
+        tower_path(&self.ledger(i), identity)
+    }
+
+    /// The last voted slot in node `i`'s tower file for `identity`, verified.
+    pub fn tower_last_vote(&self, i: usize, identity: &Pubkey) -> Option<u64> {
+        let file = TowerFile::read(&self.tower_file(i, identity)).ok()?;
+        file.verify(identity).ok()?;
+        file.tower.last_voted_slot()
+    }
+
+    /// Waits until the staked tower on node `i` has not changed for two whole slots: after a
+    /// demotion, the replay race may still add one vote.
+    pub async fn wait_tower_quiet(&self, i: usize) -> Option<u64> {
+        let staked = self.cluster.staked_pubkey();
+        let mut last = self.tower_last_vote(i, &staked);
+        let mut quiet_since = self.cluster.slot();
+        loop {
+            let slot = self.cluster.slot();
+            self.cluster
+                .wait_for_slot(slot + 1, PATIENCE)
+                .await
+                .unwrap();
+            let now = self.tower_last_vote(i, &staked);
+            if now != last {
+                last = now;
+                quiet_since = self.cluster.slot();
+            } else if self.cluster.slot() >= quiet_since + 2 {
+                return last;
+            }
+        }
+    }
+
+    /// The manual procedure of DESIGN.md §2, done right: demote `from`, confirm, wait for its
+    /// tower to settle, copy it, promote `to` with `require_tower`.
+    pub async fn manual_switch(&self, from: usize, to: usize) {
+        let staked = self.cluster.staked_pubkey();
+        let old = self.admin(from);
+        old.set_identity(&self.unstaked_keypair(from), false)
+            .await
+            .unwrap();
+        assert_ne!(old.identity().await.unwrap(), staked);
+        self.wait_tower_quiet(from).await;
+        std::fs::copy(self.tower_file(from, &staked), self.tower_file(to, &staked)).unwrap();
+        let new = self.admin(to);
+        new.set_identity(&self.staked_keypair(), true)
+            .await
+            .unwrap();
+        assert_eq!(new.identity().await.unwrap(), staked);
+    }
+}
