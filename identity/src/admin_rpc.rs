@@ -367,6 +367,12 @@ impl AdminRpcClient {
         expect_null(method, self.call(method, "[]").await?)
     }
 
+    /// `exit`: ask the validator to shut down (Agave exits about 100 ms after answering).
+    pub async fn exit(&self) -> Result<(), AdminRpcError> {
+        let method = "exit";
+        expect_null(method, self.call(method, "[]").await?)
+    }
+
     /// Sends `method` with already-serialized positional `params` and waits for its answer.
     async fn call(&self, method: &'static str, params: &str) -> Result<Value, AdminRpcError> {
         let conn = self.connection().await?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use failover_identity::admin_rpc::SetIdentityArity;
-use failover_identity::{Keypair, Permissions};
+use failover_identity::Keypair;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -194,10 +194,10 @@ fn dispatch(
             })?;
             let keypair = if method == "setIdentity" {
                 let path = string_param(&items[0])?;
-                Keypair::read_file(Path::new(&path), Permissions::AllowInsecure).map_err(|e| {
+                read_keypair(&path).map_err(|e| {
                     RpcError::new(
                         -32602,
-                        format!("Failed to read identity keypair from {path}: {}", e.kind),
+                        format!("Failed to read identity keypair from {path}: {e}"),
                     )
                 })?
             } else {
@@ -222,8 +222,7 @@ fn dispatch(
             let items = params.tuple(1)?;
             let keypair = if method == "addAuthorizedVoter" {
                 let path = string_param(&items[0])?;
-                Keypair::read_file(Path::new(&path), Permissions::AllowInsecure)
-                    .map_err(|e| RpcError::new(-32602, e.kind.to_string()))?
+                read_keypair(&path).map_err(|e| RpcError::new(-32602, e))?
             } else {
                 keypair_bytes(&items[0])
                     .and_then(|b| Keypair::from_bytes(&b).ok())
@@ -249,6 +248,12 @@ fn dispatch(
         }
         _ => Err(RpcError::method_not_found()),
     }
+}
+
+/// Reads a keypair file as Agave's `read_keypair_file` reports it: I/O errors in std's words.
+fn read_keypair(path: &str) -> Result<Keypair, String> {
+    let text = Zeroizing::new(std::fs::read(path).map_err(|e| e.to_string())?);
+    Keypair::from_json(&text).map_err(|e| e.kind.to_string())
 }
 
 fn string_param(v: &Value) -> Result<String, RpcError> {

@@ -9,6 +9,8 @@ use failover_identity::tower::{tower_path, TowerFile};
 use failover_identity::{AdminRpcClient, Pubkey, Timeouts};
 use failover_sim::{Cluster, SimConfig};
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Slots are fast in tests; nothing here depends on wall-clock timing, only on slot events.
 pub const SLOT: Duration = Duration::from_millis(100);
@@ -111,4 +113,31 @@ impl Sim {
             .unwrap();
         assert_eq!(new.identity().await.unwrap(), staked);
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body as sent.
+pub async fn http(
+    method: &str,
+    url: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// POSTs a JSON-RPC body to `/`.
+pub async fn http_post(url: &str, body: &str, content_type: &str) -> (u16, String) {
+    http("POST", url, "/", content_type, body).await
 }
