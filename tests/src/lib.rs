@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod control;
+pub mod drill;
 pub mod jsonrpc;
 pub mod rpc;
 pub mod safety;

@@ -219,3 +219,25 @@ async fn agave_4_2_nodes_take_the_three_param_set_identity() {
     sim.manual_switch(0, 1).await;
     sim.cluster.safety().assert_safe();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drill_switches_back_and_forth_and_reports_each_phase() {
+    let sim = start().await;
+    let report = failover_sim::drill::run(&sim.cluster, 3, 2).await.unwrap();
+    report.safety.assert_safe();
+    assert_eq!(report.switches.len(), 3);
+    let names: Vec<(&str, &str)> = report
+        .switches
+        .iter()
+        .map(|s| (s.from.as_str(), s.to.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("node1", "node2"), ("node2", "node1"), ("node1", "node2")]
+    );
+    for s in &report.switches {
+        // The new active resumed after the old one's last vote, never on or before it.
+        assert!(s.first_new_vote > s.last_old_vote, "{s:?}");
+    }
+    assert_eq!(sim.cluster.identity(1), Some(sim.cluster.staked_pubkey()));
+}

@@ -42,6 +42,13 @@ struct Args {
     /// Print the endpoints as one JSON line (for scripts).
     #[arg(long)]
     json: bool,
+    /// Run a switchover drill of this many switches back and forth (the manual procedure in
+    /// the safe order), print its timings and the safety report, and exit: 0 when safe.
+    #[arg(long, value_name = "SWITCHES")]
+    drill: Option<usize>,
+    /// In a drill, slots the old active's tower must stay unchanged before it is copied.
+    #[arg(long, default_value_t = 2)]
+    quiet_slots: u64,
 }
 
 #[tokio::main]
@@ -76,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let info = cluster.info();
-    if args.json {
+    if args.json && args.drill.is_none() {
         let mut value = serde_json::to_value(info)?;
         value["control_url"] = format!("http://{control}").into();
         println!("{value}");
@@ -104,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
                 node.unstaked_keypair.display()
             );
         }
-        println!("Ctrl-C to stop.");
+        if args.drill.is_none() {
+            println!("Ctrl-C to stop.");
+        }
+    }
+
+    if let Some(switches) = args.drill {
+        return drill(&cluster, switches, args.quiet_slots, args.json).await;
     }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -121,6 +134,57 @@ async fn main() -> anyhow::Result<()> {
         report.violations.len()
     );
     Ok(())
+}
+
+async fn drill(
+    cluster: &Cluster,
+    switches: usize,
+    quiet_slots: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    // Let the active node vote for a few slots first.
+    let slot = cluster.slot();
+    cluster
+        .wait_for_slot(slot + 3, Duration::from_secs(30))
+        .await?;
+    let report = failover_sim::drill::run(cluster, switches, quiet_slots).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "drill: {switches} switchover(s), tower quiet for {quiet_slots} slot(s) before copying"
+        );
+        for s in &report.switches {
+            println!(
+                "  {} -> {}: demote {} ms, tower settle {} ms, copy {} ms, promote {} ms; total {} ms; \
+                 last old vote {}, first new vote {}, vote gap {} slot(s)",
+                s.from, s.to, s.demote_ms, s.tower_settle_ms, s.tower_copy_ms, s.promote_ms,
+                s.total_ms, s.last_old_vote, s.first_new_vote, s.vote_gap_slots
+            );
+        }
+        let safety = &report.safety;
+        println!(
+            "safety: staked identity on two nodes: {}; two votes in one slot: {}; tower went backwards: {}",
+            yes_no(safety.staked_held_twice),
+            yes_no(safety.double_votes),
+            yes_no(safety.tower_went_backwards)
+        );
+    }
+    cluster.shutdown();
+    anyhow::ensure!(
+        report.safety.violations.is_empty(),
+        "safety violated: {:?}",
+        report.safety.violations
+    );
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "YES"
+    } else {
+        "never"
+    }
 }
 
 /// Removes a directory the simulator created for itself.

@@ -77,41 +77,16 @@ impl Sim {
     /// Waits until the staked tower on node `i` has not changed for two whole slots: after a
     /// demotion, the replay race may still add one vote.
     pub async fn wait_tower_quiet(&self, i: usize) -> Option<u64> {
-        let staked = self.cluster.staked_pubkey();
-        let mut last = self.tower_last_vote(i, &staked);
-        let mut quiet_since = self.cluster.slot();
-        loop {
-            let slot = self.cluster.slot();
-            self.cluster
-                .wait_for_slot(slot + 1, PATIENCE)
-                .await
-                .unwrap();
-            let now = self.tower_last_vote(i, &staked);
-            if now != last {
-                last = now;
-                quiet_since = self.cluster.slot();
-            } else if self.cluster.slot() >= quiet_since + 2 {
-                return last;
-            }
-        }
+        failover_sim::drill::wait_tower_settled(&self.cluster, i, 2)
+            .await
+            .unwrap()
     }
 
-    /// The manual procedure of DESIGN.md §2, done right: demote `from`, confirm, wait for its
-    /// tower to settle, copy it, promote `to` with `require_tower`.
+    /// The manual procedure of DESIGN.md §2, done right (the drill's switch).
     pub async fn manual_switch(&self, from: usize, to: usize) {
-        let staked = self.cluster.staked_pubkey();
-        let old = self.admin(from);
-        old.set_identity(&self.unstaked_keypair(from), false)
+        failover_sim::drill::switch(&self.cluster, from, to, 2)
             .await
             .unwrap();
-        assert_ne!(old.identity().await.unwrap(), staked);
-        self.wait_tower_quiet(from).await;
-        std::fs::copy(self.tower_file(from, &staked), self.tower_file(to, &staked)).unwrap();
-        let new = self.admin(to);
-        new.set_identity(&self.staked_keypair(), true)
-            .await
-            .unwrap();
-        assert_eq!(new.identity().await.unwrap(), staked);
     }
 }
 
