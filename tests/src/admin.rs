@@ -192,24 +192,12 @@ fn dispatch(
                     jsonrpc::describe(&items[1])
                 ))
             })?;
-            let keypair = if method == "setIdentity" {
-                let path = string_param(&items[0])?;
-                read_keypair(&path).map_err(|e| {
-                    RpcError::new(
-                        -32602,
-                        format!("Failed to read identity keypair from {path}: {e}"),
-                    )
-                })?
-            } else {
-                keypair_bytes(&items[0])
-                    .and_then(|b| Keypair::from_bytes(&b).ok())
-                    .ok_or_else(|| {
-                        RpcError::new(
-                            -32602,
-                            "Failed to read identity keypair from provided byte array: signature error",
-                        )
-                    })?
-            };
+            let keypair = keypair_param(
+                &items[0],
+                method == "setIdentityFromBytes",
+                |path, e| format!("Failed to read identity keypair from {path}: {e}"),
+                "Failed to read identity keypair from provided byte array: signature error",
+            )?;
             let result = shared
                 .world()
                 .set_identity(i, Arc::new(keypair), require_tower);
@@ -220,19 +208,12 @@ fn dispatch(
         }
         "addAuthorizedVoter" | "addAuthorizedVoterFromBytes" => {
             let items = params.tuple(1)?;
-            let keypair = if method == "addAuthorizedVoter" {
-                let path = string_param(&items[0])?;
-                read_keypair(&path).map_err(|e| RpcError::new(-32602, e))?
-            } else {
-                keypair_bytes(&items[0])
-                    .and_then(|b| Keypair::from_bytes(&b).ok())
-                    .ok_or_else(|| {
-                        RpcError::new(
-                            -32602,
-                            "Failed to read authorized voter keypair from provided byte array: signature error",
-                        )
-                    })?
-            };
+            let keypair = keypair_param(
+                &items[0],
+                method == "addAuthorizedVoterFromBytes",
+                |_, e| e,
+                "Failed to read authorized voter keypair from provided byte array: signature error",
+            )?;
             let mut world = shared.world();
             let voters = &mut world.nodes[i].authorized_voters;
             if voters.iter().any(|k| k.pubkey() == keypair.pubkey()) {
@@ -247,6 +228,24 @@ fn dispatch(
             Ok(Value::Null)
         }
         _ => Err(RpcError::method_not_found()),
+    }
+}
+
+/// The keypair a method names, as a path on this machine or as 64 bytes, with Agave's messages
+/// for each way it can be unreadable.
+fn keypair_param(
+    item: &Value,
+    from_bytes: bool,
+    file_error: impl FnOnce(&str, String) -> String,
+    bytes_error: &str,
+) -> Result<Keypair, RpcError> {
+    if from_bytes {
+        keypair_bytes(item)
+            .and_then(|b| Keypair::from_bytes(&b).ok())
+            .ok_or_else(|| RpcError::new(-32602, bytes_error))
+    } else {
+        let path = string_param(item)?;
+        read_keypair(&path).map_err(|e| RpcError::new(-32602, file_error(&path, e)))
     }
 }
 
