@@ -366,3 +366,77 @@ async fn tower_inspects_the_real_agave_tower_and_refuses_a_tampered_copy() {
     let out = run(&["tower", s(&fixture), "--identity", &other]).await;
     assert_eq!(out.status.code(), Some(9), "{out:?}");
 }
+
+/// Runs the binary with `input` on stdin.
+async fn run_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(BIN)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn set_identity_reads_the_keypair_from_stdin_and_confirms() {
+    let ledger = tempfile::tempdir().unwrap();
+    let server = FakeAdmin::start(
+        ledger.path(),
+        Keypair::generate().pubkey(),
+        Behaviour::Prompt,
+    );
+    let staked = Keypair::generate();
+    let socket = ledger.path().join("admin.rpc");
+
+    // With --require-tower and no tower, the validator refuses: exit 10, nothing changed.
+    let before = server.identity();
+    let out = run_with_stdin(
+        &[
+            "set-identity",
+            "--admin-socket",
+            s(&socket),
+            "--require-tower",
+        ],
+        staked.to_json().as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tower not loadable"));
+    assert_eq!(server.identity(), before);
+
+    let out = run_with_stdin(
+        &["set-identity", "--ledger", s(ledger.path())],
+        staked.to_json().as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(server.identity(), staked.pubkey());
+    assert!(stdout(&out).contains(&staked.pubkey().to_string()));
+
+    let out = run_with_stdin(
+        &["authorized-voter-add", "--ledger", s(ledger.path()), "-"],
+        staked.to_json().as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(server.authorized_voters(), vec![staked.pubkey()]);
+
+    // Garbage on stdin is a keypair error, and the validator is not called.
+    let calls = server.requests().len();
+    let out = run_with_stdin(
+        &["set-identity", "--ledger", s(ledger.path())],
+        b"[1,2,3]".to_vec(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(server.requests().len(), calls);
+}

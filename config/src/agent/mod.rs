@@ -31,6 +31,10 @@ pub const DEFAULT_PROCESS_NAME: &str = "agave-validator";
 /// `manager_timeout` default: how long without a manager heartbeat before the fencing check runs.
 pub const DEFAULT_MANAGER_TIMEOUT: Duration = Duration::from_secs(30);
 /// `command_max_age` default: the accepted age of a signed command's timestamp.
+/// `tower_settle` default: how long the staked tower must stay unchanged after a demotion before it
+/// is copied. Agave's replay loop may still cast one vote with the old identity after `setIdentity`
+/// returns; two 400 ms slots cover it (the manual baseline in DESIGN.md waits 0.8 s).
+pub const DEFAULT_TOWER_SETTLE: Duration = Duration::from_millis(800);
 pub const DEFAULT_COMMAND_MAX_AGE: Duration = Duration::from_secs(30);
 /// `connectivity_targets` default: Cloudflare, Google and Quad9 DNS, as in the reference design.
 pub const DEFAULT_CONNECTIVITY_TARGETS: [&str; 3] = ["1.1.1.1:53", "8.8.8.8:53", "9.9.9.9:53"];
@@ -52,6 +56,7 @@ pub(crate) const AGENT_ONLY_FIELDS: &[&str] = &[
     "local_rpc",
     "process_name",
     "manager_timeout",
+    "tower_settle",
     "tower_backup_command",
     "tower_restore_command",
     "identity_change_command",
@@ -92,6 +97,9 @@ pub struct AgentConfig {
     pub process_name: String,
     /// `manager_timeout` (reference): silence from the manager before the fencing check. Default 30s.
     pub manager_timeout: Duration,
+    /// `tower_settle`: the staked tower must stay unchanged this long after a demotion before it
+    /// is copied. Default 800ms.
+    pub tower_settle: Duration,
     /// `dry_run` (reference): log what would be done without doing it. Default false.
     pub dry_run: bool,
     /// `validator_identity` (reference, required): the staked identity.

@@ -94,6 +94,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
     let manager_timeout = or_default(o.get("manager_timeout"), DEFAULT_MANAGER_TIMEOUT, |f| {
         f.positive_duration(diag)
     });
+    let tower_settle = or_default(o.get("tower_settle"), DEFAULT_TOWER_SETTLE, |f| {
+        f.positive_duration(diag)
+    });
     let tower_backup_command = command(&mut o, "tower_backup_command", diag);
     let tower_restore_command = command(&mut o, "tower_restore_command", diag);
     let identity_change_command = command(&mut o, "identity_change_command", diag);
@@ -236,6 +239,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         local_rpc: local_rpc?,
         process_name: process_name?,
         manager_timeout: manager_timeout?,
+        tower_settle: tower_settle?,
         dry_run: dry_run?,
         validator_identity: validator_identity?,
         log_file,

@@ -61,6 +61,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Switch a running validator's identity through its admin RPC, like
+    /// `agave-validator set-identity`: the keypair comes from a file or, with no file or `-`, from
+    /// stdin (so it never touches the disk), and the switch is confirmed with `contactInfo`.
+    #[command(
+        after_help = "Exit codes: 0 switched and confirmed; 3 the keypair is invalid; 5 the \
+        validator reports another identity afterwards; 7 the admin RPC could not be reached; \
+        10 the validator refused (e.g. no loadable tower with --require-tower)."
+    )]
+    SetIdentity {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Refuse unless the validator can load and verify the new identity's tower.
+        #[arg(long)]
+        require_tower: bool,
+        /// Keypair file; omit or `-` to read the keypair JSON from stdin.
+        keypair: Option<PathBuf>,
+    },
+    /// Add an authorized voter to a running validator, like `agave-validator authorized-voter add`
+    /// (keypair from a file, or from stdin with no file or `-`).
+    AuthorizedVoterAdd {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Keypair file; omit or `-` to read the keypair JSON from stdin.
+        keypair: Option<PathBuf>,
+    },
     /// Print the base58 pubkey of a keypair file.
     Pubkey {
         /// The keypair file (JSON array of 64 bytes).
@@ -69,6 +94,31 @@ enum Command {
         perms: PermsArg,
     },
 }
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct AdminTarget {
+    /// Ledger directory of the validator (its admin socket is `<ledger>/admin.rpc`).
+    #[arg(long, value_name = "PATH")]
+    ledger: Option<PathBuf>,
+    /// The validator's admin RPC socket.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+}
+
+impl AdminTarget {
+    fn client(&self) -> AdminRpcClient {
+        let socket = self
+            .admin_socket
+            .clone()
+            .or_else(|| self.ledger.as_deref().map(|l| l.join("admin.rpc")))
+            .expect("clap requires one of --ledger and --admin-socket");
+        AdminRpcClient::new(socket, Timeouts::LOCAL)
+    }
+}
+
+/// Exit code when the validator refused an admin-RPC request.
+const VALIDATOR_REFUSED: u8 = 10;
 
 #[derive(Args)]
 struct PermsArg {
@@ -125,6 +175,84 @@ enum Failure {
     RpcMismatch = 6,
     ValidatorUnreachable = 7,
     RpcUnreachable = 8,
+}
+
+enum Change {
+    SetIdentity { require_tower: bool },
+    AddAuthorizedVoter,
+}
+
+/// Loads the keypair (file or stdin) and applies `change` through the admin RPC.
+fn admin_change(
+    target: AdminTarget,
+    path: Option<PathBuf>,
+    change: Change,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let from_stdin = path.as_deref().is_none_or(|p| p == Path::new("-"));
+    let loaded = if from_stdin {
+        let mut text = zeroize::Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .read_to_end(&mut text)
+            .context("cannot read the keypair from stdin")?;
+        Keypair::from_json(&text)
+    } else {
+        Keypair::read_file(path.as_deref().expect("checked above"), Permissions::Strict)
+    };
+    let keypair = match loaded {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(Failure::Keypair as u8));
+        }
+    };
+    let client = target.client();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let result = match change {
+            Change::SetIdentity { require_tower } => {
+                client
+                    .set_identity_from_bytes(&keypair, require_tower)
+                    .await
+            }
+            Change::AddAuthorizedVoter => client.add_authorized_voter_from_bytes(&keypair).await,
+        };
+        let refused = |e: failover_identity::AdminRpcError| {
+            use failover_identity::AdminRpcError::*;
+            let code = match e {
+                Connect { .. } | ConnectTimeout { .. } | ConnectionLost { .. } => {
+                    Failure::ValidatorUnreachable as u8
+                }
+                _ => VALIDATOR_REFUSED,
+            };
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(code))
+        };
+        if let Err(e) = result {
+            return refused(e);
+        }
+        if let Change::AddAuthorizedVoter = change {
+            println!("added authorized voter {}", keypair.pubkey());
+            return Ok(ExitCode::SUCCESS);
+        }
+        match client.identity().await {
+            Ok(now) if now == keypair.pubkey() => {
+                println!("identity is now {now}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(now) => {
+                eprintln!(
+                    "error: the validator reports {now}, not {}",
+                    keypair.pubkey()
+                );
+                Ok(ExitCode::from(Failure::ValidatorMismatch as u8))
+            }
+            Err(e) => refused(e),
+        }
+    })
 }
 
 /// Exit code of `tower` when the tower is not acceptable.
@@ -261,6 +389,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             identity,
             json,
         } => inspect_tower(&path, identity, json),
+        Command::SetIdentity {
+            target,
+            require_tower,
+            keypair,
+        } => admin_change(target, keypair, Change::SetIdentity { require_tower }),
+        Command::AuthorizedVoterAdd { target, keypair } => {
+            admin_change(target, keypair, Change::AddAuthorizedVoter)
+        }
         Command::Pubkey { path, perms } => match Keypair::read_file(&path, perms.permissions()) {
             Ok(keypair) => {
                 println!("{}", keypair.pubkey());
