@@ -1,0 +1,197 @@
+//! The agent's HTTP API: paths, request and response bodies. Defined once here and used by both the
+//! agent's handlers and the typed client the manager uses.
+//!
+//! Endpoints (the reference design's, plus `/health`):
+//! - `POST /status` (signed) — the manager's heartbeat; answers [`StatusResponse`].
+//! - `POST /failover` (signed) — `become_active` / `become_passive`; answers [`FailoverResponse`].
+//! - `POST /shutdown` (signed) — stop the agent.
+//! - `GET /identity` — the validator's current identity.
+//! - `GET /health` — the agent is up (for systemd and monitoring).
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+pub const PATH_STATUS: &str = "/status";
+pub const PATH_FAILOVER: &str = "/failover";
+pub const PATH_SHUTDOWN: &str = "/shutdown";
+pub const PATH_IDENTITY: &str = "/identity";
+pub const PATH_HEALTH: &str = "/health";
+
+/// Largest request body the agent reads: a tower (~2.3 KB, ~3.1 KB as base64) plus envelope.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The manager's heartbeat. `term` is the manager's current fencing term.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusRequest {
+    #[serde(default)]
+    pub term: u64,
+}
+
+/// Whether this validator holds the staked identity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Active,
+    Passive,
+    /// The validator's identity could not be read.
+    Unknown,
+}
+
+/// The validator's health as its own RPC reports it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Health {
+    Ok,
+    Behind { slots: Option<u64> },
+    Unknown { error: String },
+}
+
+/// A tower file in transit, with what identifies it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TowerBlob {
+    /// The identity it belongs to (base58).
+    pub identity: String,
+    /// SHA-256 of the file bytes, hex.
+    pub sha256: String,
+    pub last_vote: Option<u64>,
+    pub root: Option<u64>,
+    /// The file, base64.
+    pub bytes_base64: String,
+}
+
+impl TowerBlob {
+    pub fn new(identity: String, bytes: &[u8], last_vote: Option<u64>, root: Option<u64>) -> Self {
+        Self {
+            identity,
+            sha256: failover_identity::tower_hash(bytes),
+            last_vote,
+            root,
+            bytes_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The file bytes, if the base64 is valid.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.bytes_base64)
+            .ok()
+    }
+}
+
+/// The tower file as the agent sees it on disk.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TowerStatus {
+    pub path: String,
+    pub present: bool,
+    pub last_vote: Option<u64>,
+    pub root: Option<u64>,
+    pub sha256: Option<String>,
+    /// Why the file is present but unusable.
+    pub error: Option<String>,
+}
+
+/// What the watchdog did when the manager went silent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FenceReport {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    pub reason: String,
+    /// `demoted`, `stayed_active`, or `demotion_failed`.
+    pub outcome: String,
+    pub unreachable_targets: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusResponse {
+    pub agent_version: String,
+    pub validator_client: String,
+    /// The validator's current identity (admin RPC `contactInfo`, or RPC `getIdentity`).
+    pub identity: Option<String>,
+    pub identity_error: Option<String>,
+    pub staked_identity: String,
+    pub role: Role,
+    pub process_name: String,
+    pub process_running: Option<bool>,
+    pub process_uptime_secs: Option<u64>,
+    /// The validator's processed slot.
+    pub slot: Option<u64>,
+    pub health: Health,
+    pub tower: TowerStatus,
+    /// Embedded tower store: the active's current tower, for the manager to keep.
+    pub tower_backup: Option<TowerBlob>,
+    /// The highest fencing term this agent has accepted.
+    pub term: u64,
+    pub last_fence: Option<FenceReport>,
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverAction {
+    BecomeActive,
+    BecomePassive,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailoverRequest {
+    pub action: FailoverAction,
+    /// The fencing term of this switch; older than one already seen is refused.
+    pub term: u64,
+    /// Secure mode: install the tower but leave the identity to the manager (SSH).
+    #[serde(default)]
+    pub skip_identity: bool,
+    #[serde(default)]
+    pub reason: String,
+    /// `become_active` with the embedded store: the tower to install.
+    #[serde(default)]
+    pub tower: Option<TowerBlob>,
+    /// `become_active`: the hash the installed tower must have (from `become_passive`).
+    #[serde(default)]
+    pub tower_sha256: Option<String>,
+}
+
+/// One timed step of a switch.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Phase {
+    pub name: String,
+    pub ms: u64,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailoverResponse {
+    pub ok: bool,
+    pub action: FailoverAction,
+    pub term: u64,
+    /// The validator's identity after the action.
+    pub identity: Option<String>,
+    /// `become_passive`: the final staked tower (its hash is what `become_active` must install).
+    pub tower: Option<TowerBlob>,
+    pub phases: Vec<Phase>,
+    pub dry_run: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShutdownRequest {
+    #[serde(default)]
+    pub term: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityResponse {
+    pub identity: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthResponse {
+    pub ok: bool,
+    pub agent_version: String,
+}
+
+/// Every refusal is a JSON body with the reason.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub error: String,
+}

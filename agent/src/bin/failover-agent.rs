@@ -1,0 +1,129 @@
+//! `failover-agent`: the agent on a validator server. Thin edge: flags, config, logging, then
+//! `failover_agent::run`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use failover_agent::state::StateFile;
+use failover_agent::Agent;
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "failover-agent",
+    version,
+    about = "Failover agent for a Solana validator server",
+    long_about = "Failover agent for a Solana validator server. It answers the failover manager \
+        (status, become_active, become_passive, shutdown), moves the staked identity and its tower \
+        through the validator's admin RPC in the safe order, and demotes its own validator when it \
+        loses both the manager and the outside world.\n\n\
+        Start the passive server's agent first, then the active one's, then the manager."
+)]
+struct Args {
+    /// The agent config (validator-config.json; the reference design's files load unchanged).
+    #[arg(long, value_name = "PATH", default_value = "validator-config.json")]
+    config: PathBuf,
+    /// Validate the config, print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log every action it would take and change nothing (overrides the config's dry_run).
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = match failover_config::load_agent(&args.config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.dry_run {
+        cfg.dry_run = true;
+    }
+    if args.check_config {
+        println!("ok: {}", cfg.summary());
+        println!("{cfg:#?}");
+        for w in &cfg.warnings {
+            println!("warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(cfg.log_file.as_ref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: failover_config::AgentConfig) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), "{}", cfg.summary());
+    for w in &cfg.warnings {
+        warn!("config: {w}");
+    }
+    if cfg.dry_run {
+        warn!("DRY RUN: every action is logged and none is taken");
+    }
+    let state = StateFile::load(&cfg.state_dir)?;
+    info!(term = state.state.term, path = %state.path().display(), "state loaded");
+    let listen = cfg.listen_addr;
+    let agent = Agent::new(cfg, state);
+    let role = agent.startup_check().await.map_err(anyhow::Error::msg)?;
+    info!("{role}");
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    info!(%listen, "listening");
+    failover_agent::run(agent, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("interrupted"),
+        _ = term.recv() => info!("SIGTERM"),
+    }
+}
+
+/// Logs to stderr and, when configured, appends to `log_file` too.
+fn init_logging(log_file: Option<&PathBuf>) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let builder = tracing_subscriber::fmt().with_target(false);
+    match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log_file {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! `failover-agent`: runs on each validator server and carries out what the manager decides —
+//! reporting the validator's state, moving the staked identity and its tower in the safe order,
+//! and demoting its own validator when it is cut off (self-fencing).
+//!
+//! It must not decide when to fail over (that is the manager's job), must not accept a command
+//! that is unsigned (unless configured so, loudly), stale in term or time, or replayed, and must
+//! never install a tower that fails verification or is older than one it has seen.
+//!
+//! The API types ([`api`]) and the typed client ([`client`]) are shared with the manager.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+mod commands;
+pub mod process;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod towers;
+mod validator;
+mod watchdog;
+
+pub use client::{AgentClient, ClientError};
+pub use service::{app, run, Agent};
+pub use watchdog::unreachable_targets;

@@ -1,0 +1,815 @@
+//! The agent service: the HTTP handlers, command authorization, the fencing term, and the two
+//! switch procedures in their safe order.
+//!
+//! become_passive: setIdentity(unstaked) → confirm with the validator → wait until the staked tower
+//! stops changing → read and verify it → store it (etcd, fenced by term) or return it (embedded) →
+//! archive and remove it → passive hook. Nothing after a failed demotion runs: a node that may still
+//! vote must never look demoted.
+//!
+//! become_active: check the term → take the tower (hash must match) → verify signature and node
+//! pubkey → refuse if older than the newest seen → install atomically → setIdentity(staked,
+//! require_tower) unless secure mode → authorized voter → active hook → confirm.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use failover_config::{AgentConfig, TowerStore};
+use failover_identity::Pubkey;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::{error, info, warn};
+
+use crate::api::*;
+use crate::auth::Verifier;
+use crate::commands::run_shell;
+use crate::state::{SeenTower, StateFile};
+use crate::store::{EtcdTowers, StoredTower};
+use crate::towers::{self, LocalTower, TowerProblem};
+use crate::validator::Validator;
+
+/// Deadlines of the switch phases.
+const DEMOTE_DEADLINE: Duration = Duration::from_secs(15);
+const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
+const SETTLE_EXTRA: Duration = Duration::from_secs(15);
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The running agent.
+pub struct Agent {
+    pub(crate) cfg: AgentConfig,
+    pub(crate) validator: Validator,
+    verifier: Option<Verifier>,
+    etcd: AsyncMutex<Option<EtcdTowers>>,
+    state: AsyncMutex<StateFile>,
+    /// One identity change at a time, from the manager or the watchdog.
+    pub(crate) switching: AsyncMutex<()>,
+    pub(crate) last_manager_contact: Mutex<Instant>,
+    pub(crate) last_fence: Mutex<Option<FenceReport>>,
+    /// The final tower of the last demotion, until a manager has collected it.
+    last_demoted_tower: Mutex<Option<TowerBlob>>,
+    /// etcd: the hash last backed up, so unchanged towers are not rewritten every ping.
+    last_backup: Mutex<Option<String>>,
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A refused request: its status code and the reason, sent as an [`ErrorResponse`].
+pub(crate) struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorResponse { error: self.reason })).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, reason: String) -> Refusal {
+    Refusal { status, reason }
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig, state: StateFile) -> Arc<Self> {
+        let verifier = cfg
+            .auth
+            .require_signed_commands
+            .then(|| Verifier::new(cfg.auth.manager_pubkeys.clone(), cfg.auth.command_max_age));
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Arc::new(Self {
+            validator: Validator::new(&cfg),
+            verifier,
+            etcd: AsyncMutex::new(None),
+            state: AsyncMutex::new(state),
+            switching: AsyncMutex::new(()),
+            last_manager_contact: Mutex::new(Instant::now()),
+            last_fence: Mutex::new(None),
+            last_demoted_tower: Mutex::new(None),
+            last_backup: Mutex::new(None),
+            shutdown,
+            cfg,
+        })
+    }
+
+    pub fn staked(&self) -> Pubkey {
+        self.cfg.validator_identity
+    }
+
+    pub async fn term(&self) -> u64 {
+        self.state.lock().await.state.term
+    }
+
+    /// Checks the source address and the signature of a state-changing request.
+    fn authorize(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        if !self.cfg.allowed_ips.is_empty() && !self.cfg.allowed_ips.contains(&peer.ip()) {
+            warn!(%peer, path, "rejected: source address not in allowed_ips");
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("{} is not in allowed_ips", peer.ip()),
+            ));
+        }
+        if let Some(verifier) = &self.verifier {
+            if let Err(e) = verifier.verify(headers, "POST", path, body, unix_ms()) {
+                warn!(%peer, path, reason = %e, "rejected command");
+                return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts `term` if it is not older than the newest accepted, persisting a newer one before
+    /// anything acts on it.
+    async fn accept_term(&self, term: u64, what: &str) -> Result<(), Refusal> {
+        let mut state = self.state.lock().await;
+        if term < state.state.term {
+            warn!(
+                term,
+                current = state.state.term,
+                what,
+                "rejected: stale fencing term"
+            );
+            return Err(refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "term {term} is older than term {} already accepted",
+                    state.state.term
+                ),
+            ));
+        }
+        if term > state.state.term {
+            state.state.term = term;
+            if let Err(e) = state.save() {
+                error!(error = %e, "cannot persist the fencing term");
+                return Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot persist term {term}: {e}"),
+                ));
+            }
+            info!(term, what, "accepted new fencing term");
+        }
+        Ok(())
+    }
+
+    fn heard_from_manager(&self) {
+        *self.last_manager_contact.lock().expect("contact") = Instant::now();
+    }
+
+    /// Records `tower` as the newest seen if it is.
+    async fn note_tower(&self, tower: &LocalTower) {
+        let Some(last_vote) = tower.last_vote else {
+            return;
+        };
+        let mut state = self.state.lock().await;
+        if state
+            .state
+            .newest_tower
+            .as_ref()
+            .is_none_or(|t| last_vote > t.last_vote)
+        {
+            state.state.newest_tower = Some(SeenTower {
+                last_vote,
+                sha256: tower.sha256.clone(),
+            });
+            if let Err(e) = state.save() {
+                warn!(error = %e, "cannot persist the newest tower seen");
+            }
+        }
+    }
+
+    async fn etcd(&self) -> Result<Option<EtcdTowers>, String> {
+        let TowerStore::Etcd(config) = &self.cfg.tower_store else {
+            return Ok(None);
+        };
+        let mut slot = self.etcd.lock().await;
+        if slot.is_none() {
+            *slot = Some(
+                EtcdTowers::connect(config)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(slot.clone())
+    }
+
+    fn record(&self, term: u64, tower: &LocalTower) -> StoredTower {
+        StoredTower {
+            term,
+            written_by: self.cfg.listen_addr.to_string(),
+            written_at_ms: unix_ms(),
+            tower: tower.blob(&self.staked()),
+        }
+    }
+
+    /// Checks at start-up that the validator can be reached where the config says, and reports
+    /// its role. An admin socket that does not exist is a configuration error; a validator still
+    /// starting up is not.
+    pub async fn startup_check(&self) -> Result<String, String> {
+        if let Some(socket) = self.validator.admin_socket() {
+            if !socket.exists() {
+                return Err(format!(
+                    "admin socket {} does not exist: is the validator running with this ledger \
+                     (ledger_path / admin_socket)?",
+                    socket.display()
+                ));
+            }
+        }
+        let version = self.validator.learn_version().await;
+        let role = match self.validator.identity().await {
+            Ok(id) if id == self.staked() => {
+                format!("ACTIVE: the validator runs with the staked identity {id}")
+            }
+            Ok(id) => format!(
+                "passive: the validator runs with {id}, not the staked {}",
+                self.staked()
+            ),
+            Err(e) => format!("role unknown for now: {e}"),
+        };
+        Ok(match version {
+            Some(v) => format!("{role} (Agave {v})"),
+            None => role,
+        })
+    }
+
+    /// The status the manager's heartbeat gets; backs the tower up when active.
+    pub async fn status(&self) -> StatusResponse {
+        let staked = self.staked();
+        let (identity, identity_error) = match self.validator.identity().await {
+            Ok(id) => (Some(id), None),
+            Err(e) => (None, Some(e)),
+        };
+        let role = match identity {
+            Some(id) if id == staked => Role::Active,
+            Some(_) => Role::Passive,
+            None => Role::Unknown,
+        };
+        let process = crate::process::find(&self.cfg.process_name);
+        let (slot, health) = tokio::join!(self.validator.slot(), self.validator.health());
+        let (tower_status, local) = towers::status(&self.cfg.tower_file, &staked);
+        if let Some(local) = &local {
+            self.note_tower(local).await;
+        }
+        let term = self.term().await;
+        let mut tower_backup = None;
+        if role == Role::Active {
+            if let Some(local) = &local {
+                match &self.cfg.tower_store {
+                    TowerStore::Embedded => tower_backup = Some(local.blob(&staked)),
+                    TowerStore::Etcd(_) => self.backup_to_etcd(term, local).await,
+                }
+            }
+        } else {
+            tower_backup = self.last_demoted_tower.lock().expect("tower").clone();
+        }
+        StatusResponse {
+            agent_version: AGENT_VERSION.into(),
+            validator_client: self.cfg.validator_client.name().into(),
+            identity: identity.map(|i| i.to_string()),
+            identity_error,
+            staked_identity: staked.to_string(),
+            role,
+            process_name: self.cfg.process_name.clone(),
+            process_running: Some(process.is_some()),
+            process_uptime_secs: process.and_then(|p| p.uptime_secs),
+            slot,
+            health,
+            tower: tower_status,
+            tower_backup,
+            term,
+            last_fence: self.last_fence.lock().expect("fence").clone(),
+            dry_run: self.cfg.dry_run,
+        }
+    }
+
+    async fn backup_to_etcd(&self, term: u64, tower: &LocalTower) {
+        if self.last_backup.lock().expect("backup").as_deref() == Some(tower.sha256.as_str()) {
+            return;
+        }
+        if self.cfg.dry_run {
+            info!(sha256 = %tower.sha256, "[dry-run] would back the tower up to etcd");
+            return;
+        }
+        let result = match self.etcd().await {
+            Ok(Some(etcd)) => etcd
+                .put_tower(term, &self.record(term, tower))
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => *self.last_backup.lock().expect("backup") = Some(tower.sha256.clone()),
+            Err(e) => warn!(error = %e, "tower backup to etcd failed"),
+        }
+    }
+
+    /// Runs an action unless in dry-run, in which case it only says what it would do.
+    async fn act<F, T>(&self, what: &str, action: F) -> Result<String, String>
+    where
+        F: std::future::Future<Output = Result<T, String>>,
+        T: std::fmt::Display,
+    {
+        if self.cfg.dry_run {
+            info!("[dry-run] would {what}");
+            return Ok(format!("dry-run: would {what}"));
+        }
+        action.await.map(|t| t.to_string())
+    }
+
+    async fn hook(&self, name: &str, command: Option<&String>) -> Result<String, String> {
+        match command {
+            None => Ok(format!("no {name} configured")),
+            Some(cmd) => self
+                .act(
+                    &format!("run {name}: {cmd}"),
+                    run_shell(cmd, None, HOOK_TIMEOUT),
+                )
+                .await
+                .map(|_| format!("ran {name}")),
+        }
+    }
+
+    /// Waits until the validator reports (or stops reporting) the staked identity.
+    async fn confirm(&self, want_staked: bool) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            let seen = self.validator.identity().await;
+            match &seen {
+                Ok(id) if (*id == self.staked()) == want_staked => {
+                    return Ok(format!("validator reports {id}"))
+                }
+                _ if started.elapsed() >= CONFIRM_DEADLINE => {
+                    return Err(match seen {
+                        Ok(id) => {
+                            format!("validator still reports {id} after {CONFIRM_DEADLINE:?}")
+                        }
+                        Err(e) => format!("cannot read the validator's identity: {e}"),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+
+    /// Demotes this validator in the safe order (see the module docs).
+    pub async fn become_passive(&self, term: u64, reason: &str) -> FailoverResponse {
+        let _guard = self.switching.lock().await;
+        info!(term, reason, "become_passive");
+        let mut run = Run::new(FailoverAction::BecomePassive, term, self.cfg.dry_run);
+        let staked = self.staked();
+
+        let was_staked = matches!(self.validator.identity().await, Ok(id) if id == staked);
+        if was_staked {
+            let demote = self.act("set the unstaked identity", async {
+                tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
+                    .await
+                    .map_err(|_| format!("no answer within {DEMOTE_DEADLINE:?}"))?
+            });
+            if !run.phase("demote", demote.await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+            if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+            let settle = self.act("wait for the tower to settle", async {
+                towers::wait_settled(
+                    &self.cfg.tower_file,
+                    self.cfg.tower_settle,
+                    self.cfg.tower_settle + SETTLE_EXTRA,
+                )
+                .await
+                .map(|waited| {
+                    format!(
+                        "unchanged for {:?} (waited {} ms)",
+                        self.cfg.tower_settle,
+                        waited.as_millis()
+                    )
+                })
+            });
+            if !run.phase("settle", settle.await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+        } else {
+            run.phase("demote", Ok("validator already not staked".into()));
+        }
+
+        match towers::read(&self.cfg.tower_file, &staked) {
+            Err(TowerProblem::Missing(path)) => {
+                run.phase(
+                    "tower",
+                    Ok(format!("no staked tower at {}", path.display())),
+                );
+            }
+            Err(e) => {
+                // Keep the file: it is evidence, and removing it changes nothing for safety.
+                run.phase("tower", Err(e.to_string()));
+            }
+            Ok(tower) => {
+                self.note_tower(&tower).await;
+                let blob = tower.blob(&staked);
+                run.phase(
+                    "tower",
+                    Ok(format!(
+                        "last vote {:?}, sha256 {}",
+                        tower.last_vote, tower.sha256
+                    )),
+                );
+                if let TowerStore::Etcd(_) = &self.cfg.tower_store {
+                    let store = self.act("store the tower in etcd", async {
+                        let etcd = self.etcd().await?.expect("etcd configured");
+                        etcd.put_tower(term, &self.record(term, &tower))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .map(|()| "stored in etcd".to_string())
+                    });
+                    if !run.phase("store", store.await) {
+                        return run.finish(self.validator.identity().await.ok());
+                    }
+                }
+                let archive = self.act("archive and remove the tower", async {
+                    let archived =
+                        towers::archive(&self.cfg.state_dir, &tower).map_err(|e| e.to_string())?;
+                    std::fs::remove_file(&self.cfg.tower_file).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(format!("archived to {}, removed", archived.display()))
+                });
+                run.phase("remove", archive.await);
+                *self.last_demoted_tower.lock().expect("tower") = Some(blob.clone());
+                run.response.tower = Some(blob);
+            }
+        }
+        run.phase(
+            "hook",
+            self.hook(
+                "passive_identity_symlink_command",
+                self.cfg.hooks.passive_identity_symlink_command.as_ref(),
+            )
+            .await,
+        );
+        run.finish(self.validator.identity().await.ok())
+    }
+
+    /// Promotes this validator in the safe order (see the module docs).
+    pub async fn become_active(&self, req: &FailoverRequest) -> FailoverResponse {
+        let _guard = self.switching.lock().await;
+        info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
+        let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
+
+        let tower = match self.incoming_tower(req).await {
+            Ok(t) => t,
+            Err(e) => {
+                run.phase("tower", Err(e));
+                return run.finish(self.validator.identity().await.ok());
+            }
+        };
+        match &tower {
+            Some(t) => {
+                run.phase(
+                    "tower",
+                    Ok(format!(
+                        "verified: last vote {:?}, sha256 {}",
+                        t.last_vote, t.sha256
+                    )),
+                );
+                let install = self.act("install the tower", async {
+                    towers::install(&self.cfg.tower_file, t).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(format!("installed at {}", self.cfg.tower_file.display()))
+                });
+                if !run.phase("install", install.await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+                if !self.cfg.dry_run {
+                    self.note_tower(t).await;
+                }
+            }
+            None => {
+                run.phase("tower", Ok("no tower offered or stored; the validator must build its own (require_tower is off)".into()));
+            }
+        }
+
+        if req.skip_identity {
+            run.phase(
+                "promote",
+                Ok("skipped: secure mode, the manager sets the identity".into()),
+            );
+        } else {
+            let Some(keypair) = self.cfg.staked_identity_keypair.clone() else {
+                run.phase("promote", Err("no staked_identity_keypair on this server: promote with skip_identity (secure mode)".into()));
+                return run.finish(self.validator.identity().await.ok());
+            };
+            let promote = self.act(
+                "set the staked identity",
+                self.validator.promote(&keypair, self.cfg.require_tower),
+            );
+            if !run.phase("promote", promote.await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+            if self.cfg.add_authorized_voter {
+                let add = self.act(
+                    "add the authorized voter",
+                    self.validator.add_authorized_voter(&keypair),
+                );
+                run.phase("authorized_voter", add.await);
+            }
+        }
+        run.phase(
+            "hook",
+            self.hook(
+                "active_identity_symlink_command",
+                self.cfg.hooks.active_identity_symlink_command.as_ref(),
+            )
+            .await,
+        );
+        if !req.skip_identity && !self.cfg.dry_run {
+            run.phase("confirm", self.confirm(true).await);
+        }
+        *self.last_demoted_tower.lock().expect("tower") = None;
+        run.finish(self.validator.identity().await.ok())
+    }
+
+    /// The tower to install on promotion, verified, or `None` when there is none anywhere and the
+    /// validator does not require one.
+    async fn incoming_tower(&self, req: &FailoverRequest) -> Result<Option<LocalTower>, String> {
+        let staked = self.staked();
+        let blob = match &self.cfg.tower_store {
+            TowerStore::Embedded => req.tower.clone(),
+            TowerStore::Etcd(_) => {
+                let etcd = self.etcd().await?.expect("etcd configured");
+                etcd.get_tower()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|r| r.tower)
+            }
+        };
+        let offered = match blob {
+            Some(blob) => Some(
+                towers::verify_blob(&blob, &staked, req.tower_sha256.as_deref())
+                    .map_err(|e| e.to_string())?,
+            ),
+            None if req.tower_sha256.is_some() => {
+                return Err("the manager expects a tower but none was offered or stored".into())
+            }
+            None => None,
+        };
+        // Never go back: not older than what this agent has seen, nor than a tower already here.
+        let newest_seen = self.state.lock().await.state.newest_tower.clone();
+        let local = towers::read(&self.cfg.tower_file, &staked).ok();
+        let floor = [
+            newest_seen.map(|t| t.last_vote),
+            local.as_ref().and_then(|t| t.last_vote),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        match (&offered, floor) {
+            (Some(t), Some(newest)) if t.last_vote.is_none_or(|v| v < newest) => {
+                Err(TowerProblem::Stale {
+                    offered: t.last_vote,
+                    newest,
+                }
+                .to_string())
+            }
+            (None, _) if local.is_some() => Ok(local),
+            (None, _) if self.cfg.require_tower => {
+                Err("no tower to install and require_tower is on: refusing to promote".into())
+            }
+            _ => Ok(offered),
+        }
+    }
+}
+
+/// Collects the timed phases of one switch.
+struct Run {
+    response: FailoverResponse,
+    last: Instant,
+}
+
+impl Run {
+    fn new(action: FailoverAction, term: u64, dry_run: bool) -> Self {
+        Self {
+            response: FailoverResponse {
+                ok: true,
+                action,
+                term,
+                identity: None,
+                tower: None,
+                phases: Vec::new(),
+                dry_run,
+                error: None,
+            },
+            last: Instant::now(),
+        }
+    }
+
+    /// Records a phase; returns whether it succeeded.
+    fn phase(&mut self, name: &str, result: Result<String, String>) -> bool {
+        let ms = self.last.elapsed().as_millis() as u64;
+        self.last = Instant::now();
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        if ok {
+            info!(phase = name, ms, %detail, "phase done");
+        } else {
+            error!(phase = name, ms, %detail, "phase failed");
+            self.response.ok = false;
+            self.response.error = Some(format!("{name}: {detail}"));
+        }
+        self.response.phases.push(Phase {
+            name: name.into(),
+            ms,
+            detail,
+        });
+        ok
+    }
+
+    fn finish(mut self, identity: Option<Pubkey>) -> FailoverResponse {
+        self.response.identity = identity.map(|i| i.to_string());
+        self.response
+    }
+}
+
+type Ctx = State<Arc<Agent>>;
+
+/// The agent's routes.
+pub fn app(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route(PATH_STATUS, post(status))
+        .route(PATH_FAILOVER, post(failover))
+        .route(PATH_SHUTDOWN, post(shutdown))
+        .route(PATH_IDENTITY, get(identity))
+        .route(PATH_HEALTH, get(health))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(agent)
+}
+
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+async fn status(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_STATUS, &body) {
+        return r.into_response();
+    }
+    let req: StatusRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = agent.accept_term(req.term, "status").await {
+        return r.into_response();
+    }
+    agent.heard_from_manager();
+    Json(agent.status().await).into_response()
+}
+
+async fn failover(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_FAILOVER, &body) {
+        return r.into_response();
+    }
+    let req: FailoverRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad failover request: {e}"),
+            )
+            .into_response()
+        }
+    };
+    if let Err(r) = agent.accept_term(req.term, "failover").await {
+        return r.into_response();
+    }
+    agent.heard_from_manager();
+    let response = match req.action {
+        FailoverAction::BecomePassive => agent.become_passive(req.term, &req.reason).await,
+        FailoverAction::BecomeActive => agent.become_active(&req).await,
+    };
+    let code = if response.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (code, Json(response)).into_response()
+}
+
+async fn shutdown(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_SHUTDOWN, &body) {
+        return r.into_response();
+    }
+    let req: ShutdownRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = agent.accept_term(req.term, "shutdown").await {
+        return r.into_response();
+    }
+    info!(%peer, "shutdown requested by the manager");
+    if let Some(cmd) = agent.cfg.hooks.agent_stop_command.clone() {
+        // Stop through the service manager, or it would restart the agent.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agent
+                .act(
+                    &format!("run agent_stop_command: {cmd}"),
+                    run_shell(&cmd, None, HOOK_TIMEOUT),
+                )
+                .await
+            {
+                error!(error = %e, "agent_stop_command failed; stopping by myself");
+            }
+            let _ = agent.shutdown.send(true);
+        });
+    } else {
+        let _ = agent.shutdown.send(true);
+    }
+    Json(serde_json::json!({"ok": true})).into_response()
+}
+
+async fn identity(State(agent): Ctx) -> Response {
+    let response = match agent.validator.identity().await {
+        Ok(id) => IdentityResponse {
+            identity: Some(id.to_string()),
+            error: None,
+        },
+        Err(e) => IdentityResponse {
+            identity: None,
+            error: Some(e),
+        },
+    };
+    Json(response).into_response()
+}
+
+async fn health(State(_agent): Ctx) -> Response {
+    Json(HealthResponse {
+        ok: true,
+        agent_version: AGENT_VERSION.into(),
+    })
+    .into_response()
+}
+
+/// Serves the agent on `listener` until `shutdown` resolves or a manager asks it to stop; runs the
+/// self-fencing watchdog alongside.
+pub async fn run(
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut stop = agent.shutdown.subscribe();
+    let watchdog = tokio::spawn(crate::watchdog::run(agent.clone()));
+    let app = app(agent.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        })
+        .await;
+    watchdog.abort();
+    info!("agent stopped");
+    result
+}
+
+/// Where the archive of towers and the state file live (for tests and operators).
+pub fn state_dir(agent: &Agent) -> PathBuf {
+    agent.cfg.state_dir.clone()
+}

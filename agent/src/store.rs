@@ -1,0 +1,166 @@
+//! Where the staked tower waits between machines.
+//!
+//! - Embedded (default): the manager relays it. The active agent returns its tower with each
+//!   status answer and with `become_passive`; the manager keeps the latest on disk and hands it
+//!   to `become_active`. Nothing to run.
+//! - etcd: the tower lives at `<prefix>/tower`, written only while etcd's `<prefix>/term` is not
+//!   newer than the writer's term (a transaction comparing the term — etcd's own recommendation
+//!   instead of locks), so a demoted agent holding an old term can never overwrite a newer tower.
+//!   Terms are stored as zero-padded decimals so that etcd's byte comparison orders them.
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::api::TowerBlob;
+
+/// Why the etcd store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd term is {current}, newer than this agent's term {mine}: refusing to overwrite the tower")]
+    Fenced { current: u64, mine: u64 },
+    #[error("etcd holds a malformed record at {key}: {detail}")]
+    Malformed { key: String, detail: String },
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The record stored at `<prefix>/tower`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredTower {
+    pub term: u64,
+    /// Which agent wrote it (its listen address or host name), for operators.
+    pub written_by: String,
+    pub written_at_ms: u64,
+    pub tower: TowerBlob,
+}
+
+/// An etcd-backed tower store.
+#[derive(Clone)]
+pub struct EtcdTowers {
+    client: Client,
+    tower_key: String,
+    term_key: String,
+    timeout: Duration,
+}
+
+fn pad(term: u64) -> String {
+    format!("{term:020}")
+}
+
+impl EtcdTowers {
+    /// Connects and makes sure the term key exists (term 0 if nobody set one yet).
+    pub async fn connect(config: &failover_config::EtcdStore) -> Result<Self, StoreError> {
+        let endpoints: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect();
+        let timeout = config.dial_timeout;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout * 2);
+        let client = tokio::time::timeout(timeout * 2, Client::connect(endpoints, Some(options)))
+            .await
+            .map_err(|_| StoreError::Timeout(timeout * 2))??;
+        let prefix = config.key_prefix.trim_end_matches('/');
+        let store = Self {
+            client,
+            tower_key: format!("{prefix}/tower"),
+            term_key: format!("{prefix}/term"),
+            timeout: timeout * 2,
+        };
+        let init = Txn::new()
+            .when([Compare::version(
+                store.term_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(store.term_key.as_str(), pad(0), None)]);
+        store.txn(init).await?;
+        Ok(store)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        let mut kv = self.client.kv_client();
+        tokio::time::timeout(self.timeout, kv.txn(txn))
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(StoreError::from)
+    }
+
+    async fn get_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = tokio::time::timeout(self.timeout, kv.get(key, None))
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))??;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// The current term in etcd.
+    pub async fn term(&self) -> Result<u64, StoreError> {
+        let value = self.get_value(&self.term_key).await?.unwrap_or_default();
+        if value.is_empty() {
+            return Ok(0);
+        }
+        std::str::from_utf8(&value)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| StoreError::Malformed {
+                key: self.term_key.clone(),
+                detail: "not a number".into(),
+            })
+    }
+
+    /// Raises the term to `term` unless it is already at least that (the manager's move at the
+    /// start of every switch). Returns the term now in etcd.
+    pub async fn raise_term(&self, term: u64) -> Result<u64, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.term_key.as_str(),
+                CompareOp::Less,
+                pad(term),
+            )])
+            .and_then([TxnOp::put(self.term_key.as_str(), pad(term), None)]);
+        self.txn(txn).await?;
+        self.term().await
+    }
+
+    /// Writes the tower, fenced: only while etcd's term is not newer than `term`.
+    pub async fn put_tower(&self, term: u64, record: &StoredTower) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record).expect("record serializes");
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.term_key.as_str(),
+                CompareOp::Less,
+                pad(term.saturating_add(1)),
+            )])
+            .and_then([TxnOp::put(self.tower_key.as_str(), value, None)]);
+        if self.txn(txn).await?.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                current: self.term().await?,
+                mine: term,
+            })
+        }
+    }
+
+    /// The stored tower, if any.
+    pub async fn get_tower(&self) -> Result<Option<StoredTower>, StoreError> {
+        match self.get_value(&self.tower_key).await? {
+            None => Ok(None),
+            Some(value) => {
+                serde_json::from_slice(&value)
+                    .map(Some)
+                    .map_err(|e| StoreError::Malformed {
+                        key: self.tower_key.clone(),
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+}

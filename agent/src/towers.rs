@@ -1,0 +1,171 @@
+//! The staked tower on this server: reading and verifying it, waiting for it to settle after a
+//! demotion, installing one received from the other server, and archiving the ones removed.
+//! Every tower that enters or leaves goes through the identity crate's codec and signature check.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use failover_identity::tower::{write_atomic, TowerFile};
+use failover_identity::{tower_hash, Pubkey};
+
+use crate::api::{TowerBlob, TowerStatus};
+
+/// A tower read from disk and verified for the staked identity.
+#[derive(Clone, Debug)]
+pub struct LocalTower {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub last_vote: Option<u64>,
+    pub root: Option<u64>,
+}
+
+impl LocalTower {
+    pub fn blob(&self, identity: &Pubkey) -> TowerBlob {
+        TowerBlob::new(identity.to_string(), &self.bytes, self.last_vote, self.root)
+    }
+}
+
+/// Why a tower could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TowerProblem {
+    #[error("no tower file at {0}")]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {error}")]
+    Unreadable { path: PathBuf, error: String },
+    #[error("tower rejected: {0}")]
+    Invalid(String),
+    #[error("tower hash {got} is not the expected {want}")]
+    HashMismatch { got: String, want: String },
+    #[error("tower last vote {offered:?} is older than the newest seen for this identity ({newest}): installing it could violate lockouts")]
+    Stale { offered: Option<u64>, newest: u64 },
+}
+
+/// Reads and verifies the tower at `path` for `identity`.
+pub fn read(path: &Path, identity: &Pubkey) -> Result<LocalTower, TowerProblem> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TowerProblem::Missing(path.to_path_buf()))
+        }
+        Err(e) => {
+            return Err(TowerProblem::Unreadable {
+                path: path.to_path_buf(),
+                error: e.to_string(),
+            })
+        }
+    };
+    verify_bytes(bytes, identity)
+}
+
+/// Parses and verifies tower bytes for `identity`.
+pub fn verify_bytes(bytes: Vec<u8>, identity: &Pubkey) -> Result<LocalTower, TowerProblem> {
+    let file = TowerFile::parse(&bytes).map_err(|e| TowerProblem::Invalid(e.to_string()))?;
+    file.verify(identity)
+        .map_err(|e| TowerProblem::Invalid(e.to_string()))?;
+    Ok(LocalTower {
+        sha256: tower_hash(&bytes),
+        last_vote: file.tower.last_voted_slot(),
+        root: file.tower.root(),
+        bytes,
+    })
+}
+
+/// Verifies a received tower: its bytes hash to what it claims, and to `expected` when given.
+pub fn verify_blob(
+    blob: &TowerBlob,
+    identity: &Pubkey,
+    expected: Option<&str>,
+) -> Result<LocalTower, TowerProblem> {
+    let bytes = blob
+        .bytes()
+        .ok_or_else(|| TowerProblem::Invalid("tower is not valid base64".into()))?;
+    let got = tower_hash(&bytes);
+    for want in std::iter::once(blob.sha256.as_str()).chain(expected) {
+        if got != want {
+            return Err(TowerProblem::HashMismatch {
+                got,
+                want: want.to_string(),
+            });
+        }
+    }
+    verify_bytes(bytes, identity)
+}
+
+/// The tower as `/status` reports it.
+pub fn status(path: &Path, identity: &Pubkey) -> (TowerStatus, Option<LocalTower>) {
+    let mut status = TowerStatus {
+        path: path.display().to_string(),
+        present: path.exists(),
+        last_vote: None,
+        root: None,
+        sha256: None,
+        error: None,
+    };
+    match read(path, identity) {
+        Ok(t) => {
+            status.last_vote = t.last_vote;
+            status.root = t.root;
+            status.sha256 = Some(t.sha256.clone());
+            (status, Some(t))
+        }
+        Err(TowerProblem::Missing(_)) => (status, None),
+        Err(e) => {
+            status.error = Some(e.to_string());
+            (status, None)
+        }
+    }
+}
+
+/// What identifies one version of the file: a rename (Agave's atomic write) changes the inode.
+fn fingerprint(path: &Path) -> Option<(u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+/// Waits until the file at `path` has not changed for `quiet`, polling every 20 ms; gives up at
+/// `deadline`. Returns how long it waited.
+pub async fn wait_settled(
+    path: &Path,
+    quiet: Duration,
+    deadline: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut last = fingerprint(path);
+    let mut since = Instant::now();
+    loop {
+        if since.elapsed() >= quiet {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= deadline {
+            return Err(format!(
+                "tower {} still changing after {deadline:?}: is the validator still voting with it?",
+                path.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = fingerprint(path);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
+/// Installs `tower` at `path` atomically.
+pub fn install(path: &Path, tower: &LocalTower) -> std::io::Result<()> {
+    write_atomic(path, &tower.bytes)
+}
+
+/// Keeps a copy of a tower leaving this server in `<state_dir>/towers/`, so none is ever lost.
+pub fn archive(state_dir: &Path, tower: &LocalTower) -> std::io::Result<PathBuf> {
+    let dir = state_dir.join("towers");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!(
+        "tower-{}-{}.bin",
+        tower.last_vote.unwrap_or(0),
+        &tower.sha256[..16]
+    ));
+    write_atomic(&path, &tower.bytes)?;
+    Ok(path)
+}

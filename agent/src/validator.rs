@@ -1,0 +1,243 @@
+//! Reading and changing the local validator's identity, for each validator kind:
+//! - `agave`: the admin RPC socket (`contactInfo`, `setIdentity`, `addAuthorizedVoter`);
+//! - `firedancer`: `fdctl set-identity --config CFG - [--require-tower]` with the keypair on stdin
+//!   (never Agave's admin RPC, which Frankendancer does not serve); identity from RPC `getIdentity`;
+//! - `command`: the reference design's shell commands; identity from RPC `getIdentity`.
+//!
+//! Also the validator's slot and health from its own RPC. This module does not decide anything
+//! and does not know about dry-run: the service calls it only for real actions.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use failover_config::{AgentConfig, ValidatorClient};
+use failover_identity::{
+    AdminRpcClient, AdminRpcError, Keypair, Permissions, Pubkey, SetIdentityArity, Timeouts,
+};
+use solana_commitment_config::CommitmentConfig;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+
+use crate::api::Health;
+use crate::commands::run_shell;
+
+/// Longest an identity command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Kind {
+    Agave {
+        admin: AdminRpcClient,
+        unstaked: PathBuf,
+    },
+    Firedancer {
+        fdctl: PathBuf,
+        config: PathBuf,
+        unstaked: PathBuf,
+    },
+    Command {
+        change: Option<String>,
+        remove: String,
+    },
+}
+
+/// The local validator.
+pub struct Validator {
+    kind: Kind,
+    rpc: RpcClient,
+}
+
+impl Validator {
+    pub fn new(cfg: &AgentConfig) -> Self {
+        let kind = match &cfg.validator_client {
+            ValidatorClient::Agave(agave) => Kind::Agave {
+                admin: AdminRpcClient::new(&agave.admin_socket, Timeouts::LOCAL),
+                unstaked: agave.unstaked_identity_keypair.clone(),
+            },
+            ValidatorClient::Firedancer(fd) => Kind::Firedancer {
+                fdctl: fd.fdctl_path.clone(),
+                config: fd.firedancer_config.clone(),
+                unstaked: fd.unstaked_identity_keypair.clone(),
+            },
+            ValidatorClient::Command(c) => Kind::Command {
+                change: c.identity_change_command.clone(),
+                remove: c.identity_remove_command.clone(),
+            },
+        };
+        let rpc = RpcClient::new_with_timeout(cfg.local_rpc.to_string(), Duration::from_secs(3));
+        Self { kind, rpc }
+    }
+
+    /// Whether this kind reads the identity from an admin socket that must exist.
+    pub fn admin_socket(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::Agave { admin, .. } => Some(admin.socket_path()),
+            _ => None,
+        }
+    }
+
+    /// Picks the `setIdentity` arity from the validator's version, when it answers `getVersion`.
+    pub async fn learn_version(&self) -> Option<String> {
+        let version = self.rpc.get_version().await.ok()?.solana_core;
+        if let Kind::Agave { admin, .. } = &self.kind {
+            if let Some(arity) = SetIdentityArity::for_version(&version) {
+                admin.set_identity_arity(arity);
+            }
+        }
+        Some(version)
+    }
+
+    /// The validator's current identity.
+    pub async fn identity(&self) -> Result<Pubkey, String> {
+        match &self.kind {
+            Kind::Agave { admin, .. } => admin.identity().await.map_err(|e| e.to_string()),
+            _ => self
+                .rpc
+                .get_identity()
+                .await
+                .map_err(|e| format!("RPC getIdentity: {e}")),
+        }
+    }
+
+    /// Switches to the unstaked identity.
+    pub async fn demote(&self) -> Result<String, String> {
+        match &self.kind {
+            Kind::Agave { admin, unstaked } => admin
+                .set_identity(unstaked, false)
+                .await
+                .map(|()| format!("setIdentity {} (admin RPC)", unstaked.display()))
+                .map_err(describe_admin_error),
+            Kind::Firedancer {
+                fdctl,
+                config,
+                unstaked,
+            } => fdctl_set_identity(fdctl, config, unstaked, false).await,
+            Kind::Command { remove, .. } => run_shell(remove, None, COMMAND_TIMEOUT)
+                .await
+                .map(|_| format!("ran identity_remove_command: {remove}")),
+        }
+    }
+
+    /// Switches to the staked identity (keypair at `staked` on this machine).
+    pub async fn promote(&self, staked: &Path, require_tower: bool) -> Result<String, String> {
+        match &self.kind {
+            Kind::Agave { admin, .. } => admin
+                .set_identity(staked, require_tower)
+                .await
+                .map(|()| {
+                    format!(
+                        "setIdentity {} require_tower={require_tower} (admin RPC)",
+                        staked.display()
+                    )
+                })
+                .map_err(describe_admin_error),
+            Kind::Firedancer { fdctl, config, .. } => {
+                fdctl_set_identity(fdctl, config, staked, require_tower).await
+            }
+            Kind::Command { change, .. } => match change {
+                Some(change) => run_shell(change, None, COMMAND_TIMEOUT)
+                    .await
+                    .map(|_| format!("ran identity_change_command: {change}")),
+                None => Err(
+                    "no identity_change_command configured: this agent can only be \
+                             promoted with skip_identity (secure mode)"
+                        .into(),
+                ),
+            },
+        }
+    }
+
+    /// Adds the staked key as an authorized voter (Agave only; "already present" is success).
+    pub async fn add_authorized_voter(&self, staked: &Path) -> Result<String, String> {
+        match &self.kind {
+            Kind::Agave { admin, .. } => match admin.add_authorized_voter(staked).await {
+                Ok(()) => Ok("addAuthorizedVoter".into()),
+                Err(AdminRpcError::Rpc { message, .. })
+                    if message.contains("Authorized voter already present") =>
+                {
+                    Ok("authorized voter already present".into())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            _ => Ok("not applicable to this validator kind".into()),
+        }
+    }
+
+    /// The validator's processed slot, if its RPC answers.
+    pub async fn slot(&self) -> Option<u64> {
+        self.rpc
+            .get_slot_with_commitment(CommitmentConfig::processed())
+            .await
+            .ok()
+    }
+
+    /// `getHealth` from the validator's own RPC.
+    pub async fn health(&self) -> Health {
+        match self.rpc.get_health().await {
+            Ok(()) => Health::Ok,
+            Err(e) => {
+                let text = e.to_string();
+                match behind_slots(&text) {
+                    Some(slots) => Health::Behind { slots: Some(slots) },
+                    None if text.contains("Node is unhealthy") => Health::Behind { slots: None },
+                    None => Health::Unknown { error: text },
+                }
+            }
+        }
+    }
+}
+
+/// "Node is behind by N slots" → N.
+fn behind_slots(text: &str) -> Option<u64> {
+    let rest = text.split("Node is behind by ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn describe_admin_error(e: AdminRpcError) -> String {
+    match e {
+        AdminRpcError::Timeout { sent: true, .. } => {
+            format!("{e}; the validator may have switched — re-read its identity")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `fdctl set-identity --config CFG - [--require-tower]`, the keypair piped on stdin so it never
+/// appears in a process argument list.
+async fn fdctl_set_identity(
+    fdctl: &Path,
+    config: &Path,
+    keypair_path: &Path,
+    require_tower: bool,
+) -> Result<String, String> {
+    let keypair =
+        Keypair::read_file(keypair_path, Permissions::Strict).map_err(|e| e.to_string())?;
+    let json = keypair.to_json();
+    let mut command = format!(
+        "{} set-identity --config {} -",
+        shell_quote(&fdctl.to_string_lossy()),
+        shell_quote(&config.to_string_lossy())
+    );
+    if require_tower {
+        command.push_str(" --require-tower");
+    }
+    run_shell(&command, Some(json.as_bytes()), COMMAND_TIMEOUT)
+        .await
+        .map(|_| format!("fdctl set-identity {} (keypair on stdin)", keypair.pubkey()))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_behind_count_from_agave_errors() {
+        assert_eq!(
+            behind_slots("RPC response error -32005: Node is behind by 170 slots; "),
+            Some(170)
+        );
+        assert_eq!(behind_slots("connection refused"), None);
+    }
+}
