@@ -71,27 +71,17 @@ impl AgentClient {
         self.post(PATH_STATUS, &StatusRequest { term }).await
     }
 
-    /// Sends a failover command. A refusal carrying a [`FailoverResponse`] (a phase failed) is
-    /// returned as `Ok` with `ok == false`, so the caller sees every phase.
+    /// Sends a failover command. An answer carrying a [`FailoverResponse`] is returned as `Ok`
+    /// even when a phase failed (`ok == false`), so the caller sees every phase.
     pub async fn failover(
         &self,
         request: &FailoverRequest,
     ) -> Result<FailoverResponse, ClientError> {
-        match self
-            .post::<_, FailoverResponse>(PATH_FAILOVER, request)
-            .await
-        {
-            Err(ClientError::Refused {
-                reason,
-                status,
-                url,
-            }) => serde_json::from_str::<FailoverResponse>(&reason).or(Err(ClientError::Refused {
-                url,
-                status,
-                reason,
-            })),
-            other => other,
+        let (status, text) = self.send_post(PATH_FAILOVER, request).await?;
+        if let Ok(response) = serde_json::from_str::<FailoverResponse>(&text) {
+            return Ok(response);
         }
+        Err(self.refusal(status, text))
     }
 
     pub async fn shutdown(&self, term: u64) -> Result<(), ClientError> {
@@ -113,6 +103,15 @@ impl AgentClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
+        let (status, text) = self.send_post(path, body).await?;
+        self.decode(status, text)
+    }
+
+    async fn send_post<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, String), ClientError> {
         let body = serde_json::to_vec(body).expect("request serializes");
         let mut request = self
             .http
@@ -127,47 +126,45 @@ impl AgentClient {
                 request = request.header(name, value);
             }
         }
-        self.finish(request.body(body)).await
+        self.send(request.body(body)).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.finish(self.http.get(format!("{}{path}", self.base)))
-            .await
+        let (status, text) = self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        self.decode(status, text)
     }
 
-    async fn finish<T: DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, ClientError> {
-        let url = self.base.clone();
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        if !status.is_success() {
-            let reason = serde_json::from_str::<ErrorResponse>(&text)
-                .map(|e| e.error)
-                .unwrap_or(text);
-            return Err(ClientError::Refused {
-                url,
-                status: status.as_u16(),
-                reason,
-            });
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.text().await.map_err(unreachable)?;
+        Ok((status, text))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, status: u16, text: String) -> Result<T, ClientError> {
+        if !(200..300).contains(&status) {
+            return Err(self.refusal(status, text));
         }
         serde_json::from_str(&text).map_err(|e| ClientError::Malformed {
-            url,
+            url: self.base.clone(),
             detail: e.to_string(),
         })
+    }
+
+    fn refusal(&self, status: u16, text: String) -> ClientError {
+        let reason = serde_json::from_str::<ErrorResponse>(&text)
+            .map(|e| e.error)
+            .unwrap_or(text);
+        ClientError::Refused {
+            url: self.base.clone(),
+            status,
+            reason,
+        }
     }
 }

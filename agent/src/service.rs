@@ -53,7 +53,8 @@ pub struct Agent {
     /// One identity change at a time, from the manager or the watchdog.
     pub(crate) switching: AsyncMutex<()>,
     pub(crate) last_manager_contact: Mutex<Instant>,
-    pub(crate) last_fence: Mutex<Option<FenceReport>>,
+    /// The watchdog's latest decision, observable by subscribers.
+    pub(crate) last_fence: tokio::sync::watch::Sender<Option<FenceReport>>,
     /// The final tower of the last demotion, until a manager has collected it.
     last_demoted_tower: Mutex<Option<TowerBlob>>,
     /// etcd: the hash last backed up, so unchanged towers are not rewritten every ping.
@@ -98,7 +99,7 @@ impl Agent {
             state: AsyncMutex::new(state),
             switching: AsyncMutex::new(()),
             last_manager_contact: Mutex::new(Instant::now()),
-            last_fence: Mutex::new(None),
+            last_fence: tokio::sync::watch::channel(None).0,
             last_demoted_tower: Mutex::new(None),
             last_backup: Mutex::new(None),
             shutdown,
@@ -108,6 +109,11 @@ impl Agent {
 
     pub fn staked(&self) -> Pubkey {
         self.cfg.validator_identity
+    }
+
+    /// The watchdog's decisions as they happen.
+    pub fn fence_reports(&self) -> tokio::sync::watch::Receiver<Option<FenceReport>> {
+        self.last_fence.subscribe()
     }
 
     pub async fn term(&self) -> u64 {
@@ -296,7 +302,7 @@ impl Agent {
             tower: tower_status,
             tower_backup,
             term,
-            last_fence: self.last_fence.lock().expect("fence").clone(),
+            last_fence: self.last_fence.borrow().clone(),
             dry_run: self.cfg.dry_run,
         }
     }
@@ -512,21 +518,19 @@ impl Agent {
                 Ok("skipped: secure mode, the manager sets the identity".into()),
             );
         } else {
-            let Some(keypair) = self.cfg.staked_identity_keypair.clone() else {
-                run.phase("promote", Err("no staked_identity_keypair on this server: promote with skip_identity (secure mode)".into()));
-                return run.finish(self.validator.identity().await.ok());
-            };
+            let keypair = self.cfg.staked_identity_keypair.clone();
             let promote = self.act(
                 "set the staked identity",
-                self.validator.promote(&keypair, self.cfg.require_tower),
+                self.validator
+                    .promote(keypair.as_deref(), self.cfg.require_tower),
             );
             if !run.phase("promote", promote.await) {
                 return run.finish(self.validator.identity().await.ok());
             }
-            if self.cfg.add_authorized_voter {
+            if let (true, Some(keypair)) = (self.cfg.add_authorized_voter, keypair.as_deref()) {
                 let add = self.act(
                     "add the authorized voter",
-                    self.validator.add_authorized_voter(&keypair),
+                    self.validator.add_authorized_voter(keypair),
                 );
                 run.phase("authorized_voter", add.await);
             }

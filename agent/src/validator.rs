@@ -116,21 +116,32 @@ impl Validator {
         }
     }
 
-    /// Switches to the staked identity (keypair at `staked` on this machine).
-    pub async fn promote(&self, staked: &Path, require_tower: bool) -> Result<String, String> {
+    /// Switches to the staked identity. `staked` is the keypair file on this machine; the command
+    /// kind's own command names its keypair, so it needs none.
+    pub async fn promote(
+        &self,
+        staked: Option<&Path>,
+        require_tower: bool,
+    ) -> Result<String, String> {
+        let need_file = || {
+            staked.ok_or_else(|| {
+                "no staked_identity_keypair on this server: promote with skip_identity (secure mode)"
+                    .to_string()
+            })
+        };
         match &self.kind {
             Kind::Agave { admin, .. } => admin
-                .set_identity(staked, require_tower)
+                .set_identity(need_file()?, require_tower)
                 .await
                 .map(|()| {
                     format!(
                         "setIdentity {} require_tower={require_tower} (admin RPC)",
-                        staked.display()
+                        need_file().unwrap_or(Path::new("?")).display()
                     )
                 })
                 .map_err(describe_admin_error),
             Kind::Firedancer { fdctl, config, .. } => {
-                fdctl_set_identity(fdctl, config, staked, require_tower).await
+                fdctl_set_identity(fdctl, config, need_file()?, require_tower).await
             }
             Kind::Command { change, .. } => match change {
                 Some(change) => run_shell(change, None, COMMAND_TIMEOUT)

@@ -71,12 +71,12 @@ pub async fn run(agent: Arc<Agent>) {
             info!(%reason, "manager silent but the outside is reachable: staying active");
             "stayed_active"
         };
-        *agent.last_fence.lock().expect("fence") = Some(FenceReport {
+        agent.last_fence.send_replace(Some(FenceReport {
             at_ms: unix_ms(),
             reason,
             outcome: outcome.into(),
             unreachable_targets: unreachable,
-        });
+        }));
     }
 }
 

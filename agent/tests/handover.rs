@@ -1,0 +1,205 @@
+//! The agent's main job against the simulated cluster: status, and a full handover between two
+//! agents with the safety recorder asserting never two voters and no tower regression.
+
+mod support;
+
+use failover_agent::api::{FailoverAction, FailoverRequest, Health, Role};
+use failover_identity::tower::TowerFile;
+use support::{bed, PATIENCE};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_identity_role_tower_and_backup() {
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey().to_string();
+
+    let active = bed.client(0).status(1).await.unwrap();
+    assert_eq!(active.role, Role::Active);
+    assert_eq!(active.identity.as_deref(), Some(staked.as_str()));
+    assert_eq!(active.process_running, Some(true));
+    assert!(active.slot.is_some());
+    assert_eq!(active.health, Health::Ok);
+    assert!(active.tower.present);
+    assert!(active.tower.last_vote.is_some());
+    assert_eq!(active.term, 1);
+    // Embedded store: the active's tower comes back with every heartbeat, and it is the file.
+    let backup = active.tower_backup.expect("tower backup");
+    assert_eq!(Some(&backup.sha256), active.tower.sha256.as_ref());
+    TowerFile::parse(&backup.bytes().unwrap())
+        .unwrap()
+        .verify(&bed.cluster.staked_pubkey())
+        .unwrap();
+
+    let passive = bed.client(1).status(1).await.unwrap();
+    assert_eq!(passive.role, Role::Passive);
+    assert_eq!(
+        passive.identity.as_deref(),
+        Some(bed.cluster.unstaked_pubkey(1).to_string().as_str())
+    );
+    assert!(!passive.tower.present);
+    assert!(passive.tower_backup.is_none());
+
+    let identity = bed.client(0).identity().await.unwrap();
+    assert_eq!(identity.identity.as_deref(), Some(staked.as_str()));
+    assert!(bed.client(1).health().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey();
+
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    let names: Vec<&str> = passive.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["demote", "confirm", "settle", "tower", "remove", "hook"]
+    );
+    let names: Vec<&str> = active.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["tower", "install", "promote", "hook", "confirm"]);
+    assert_eq!(
+        active.identity.as_deref(),
+        Some(staked.to_string().as_str())
+    );
+
+    // The tower the new active installed is the old active's final tower, and the old one no
+    // longer has a staked tower (but its archive does).
+    let final_tower = passive.tower.unwrap();
+    let installed = std::fs::read(
+        bed.cluster.info().nodes[1]
+            .ledger
+            .join(format!("tower-1_9-{staked}.bin")),
+    )
+    .unwrap();
+    assert_eq!(
+        failover_identity::tower_hash(&installed),
+        final_tower.sha256
+    );
+    assert!(!bed.cluster.info().nodes[0]
+        .ledger
+        .join(format!("tower-1_9-{staked}.bin"))
+        .exists());
+    assert_eq!(
+        std::fs::read_dir(bed.agents[0].state_dir.join("towers"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // Votes resume from the new node, after the old node's last vote.
+    let last_old = final_tower.last_vote.unwrap();
+    bed.cluster
+        .wait_until(PATIENCE, |w| {
+            w.vote.last_voter == Some(1) && w.vote.last_vote > last_old
+        })
+        .await
+        .unwrap();
+
+    // And back, with the next term.
+    let (_, back) = bed.switch(1, 0, 2).await;
+    assert!(back.ok, "{back:#?}");
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_voter == Some(0))
+        .await
+        .unwrap();
+    bed.cluster.safety().assert_safe();
+    assert_eq!(bed.client(0).status(2).await.unwrap().role, Role::Active);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_tower_is_never_installed() {
+    let bed = bed().await;
+    // Capture a tower now, let the active vote on, then offer the old one to the passive.
+    let old = bed.client(0).status(1).await.unwrap().tower_backup.unwrap();
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok);
+    let (_, back) = bed.switch(1, 0, 2).await;
+    assert!(back.ok);
+    let _ = passive;
+    // Node 2 saw a newer tower than `old` when it was active; it must refuse `old` now.
+    let response = bed
+        .client(1)
+        .failover(&FailoverRequest {
+            action: FailoverAction::BecomeActive,
+            term: 3,
+            skip_identity: false,
+            reason: "stale tower".into(),
+            tower_sha256: Some(old.sha256.clone()),
+            tower: Some(old),
+        })
+        .await
+        .unwrap();
+    assert!(!response.ok);
+    assert!(
+        response
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("older than the newest seen"),
+        "{response:#?}"
+    );
+    assert_ne!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tower_whose_hash_does_not_match_is_refused() {
+    let bed = bed().await;
+    let passive = bed
+        .client(0)
+        .failover(&FailoverRequest {
+            action: FailoverAction::BecomePassive,
+            term: 1,
+            skip_identity: false,
+            reason: "test".into(),
+            tower: None,
+            tower_sha256: None,
+        })
+        .await
+        .unwrap();
+    let tower = passive.tower.unwrap();
+    let response = bed
+        .client(1)
+        .failover(&FailoverRequest {
+            action: FailoverAction::BecomeActive,
+            term: 1,
+            skip_identity: false,
+            reason: "test".into(),
+            tower_sha256: Some("00".repeat(32)),
+            tower: Some(tower),
+        })
+        .await
+        .unwrap();
+    assert!(!response.ok);
+    assert!(response.error.unwrap().contains("is not the expected"));
+    assert_ne!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_demotion_stops_the_switch() {
+    let bed = bed().await;
+    bed.cluster
+        .fault(0, failover_sim::Fault::RefuseSetIdentity { refuse: true })
+        .await
+        .unwrap();
+    let response = bed
+        .client(0)
+        .failover(&FailoverRequest {
+            action: FailoverAction::BecomePassive,
+            term: 1,
+            skip_identity: false,
+            reason: "test".into(),
+            tower: None,
+            tower_sha256: None,
+        })
+        .await
+        .unwrap();
+    assert!(!response.ok);
+    assert_eq!(response.phases.len(), 1, "{response:#?}");
+    assert!(
+        response.tower.is_none(),
+        "no tower may be handed out while the node may vote"
+    );
+    assert_eq!(bed.cluster.identity(0), Some(bed.cluster.staked_pubkey()));
+}

@@ -1,0 +1,183 @@
+//! One harness for the agent's tests: a simulated cluster, an agent per validator started on a
+//! loopback port with a config that goes through the real config parser, and a manager key that
+//! signs the commands.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, TowerBlob};
+use failover_agent::state::StateFile;
+use failover_agent::{Agent, AgentClient};
+use failover_identity::Keypair;
+use failover_sim::{Cluster, SimConfig};
+use serde_json::{json, Value};
+
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct RunningAgent {
+    pub url: String,
+    pub agent: Arc<Agent>,
+    pub state_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningAgent {
+    /// Stops the agent and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Bed {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub manager: Arc<Keypair>,
+    pub agents: Vec<RunningAgent>,
+}
+
+/// The name this test process runs under, so the agent's process check finds something.
+pub fn own_process_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+/// An agent config for node `i` of `cluster` (agave kind, embedded store, signed commands).
+pub fn agent_config(cluster: &Cluster, dir: &Path, manager: &Keypair, i: usize) -> Value {
+    let info = cluster.info();
+    let node = &info.nodes[i];
+    json!({
+        "listen_addr": "127.0.0.1:0",
+        "allowed_ips": ["127.0.0.1"],
+        "local_rpc": node.rpc_url,
+        "process_name": own_process_name(),
+        "manager_timeout": "30s",
+        "validator_identity": info.staked_pubkey,
+        "ledger_path": node.ledger,
+        "staked_identity_keypair": info.staked_keypair,
+        "unstaked_identity_keypair": node.unstaked_keypair,
+        "manager_pubkeys": [manager.pubkey().to_string()],
+        "state_dir": dir.join(format!("agent{}", i + 1)),
+        "tower_settle": "250ms",
+        // Loopback only: nothing here may leave the machine.
+        "connectivity_targets": ["127.0.0.1:9"],
+        "connectivity_failures_to_fence": 1,
+        "connectivity_timeout": "200ms",
+    })
+}
+
+/// Starts an agent from a config value (through the real parser).
+pub async fn start_agent(config: &Value, dir: &Path) -> RunningAgent {
+    let text = serde_json::to_string_pretty(config).unwrap();
+    let path = dir.join(format!("agent-config-{}.json", rand_suffix()));
+    std::fs::write(&path, &text).unwrap();
+    let cfg = failover_config::load_agent(&path).unwrap_or_else(|e| panic!("{e}"));
+    let state_dir = cfg.state_dir.clone();
+    let state = StateFile::load(&cfg.state_dir).unwrap();
+    let agent = Agent::new(cfg, state);
+    agent.startup_check().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(failover_agent::run(agent.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+    RunningAgent {
+        url,
+        agent,
+        state_dir,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn rand_suffix() -> String {
+    failover_identity::Keypair::generate().pubkey().to_string()[..8].to_string()
+}
+
+/// A cluster with an agent on each of its two nodes; `tweak` edits each agent's config.
+pub async fn bed_with(tweak: impl Fn(usize, &mut Value)) -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimConfig::new(dir.path().join("cluster"));
+    sim.slot_time = Duration::from_millis(100);
+    let cluster = Cluster::start(sim).await.unwrap();
+    let manager = Arc::new(Keypair::generate());
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let mut config = agent_config(&cluster, dir.path(), &manager, i);
+        tweak(i, &mut config);
+        agents.push(start_agent(&config, dir.path()).await);
+    }
+    Bed {
+        cluster,
+        dir,
+        manager,
+        agents,
+    }
+}
+
+pub async fn bed() -> Bed {
+    bed_with(|_, _| {}).await
+}
+
+impl Bed {
+    /// A client for agent `i`, signing as the manager.
+    pub fn client(&self, i: usize) -> AgentClient {
+        AgentClient::new(
+            &self.agents[i].url,
+            Some(self.manager.clone()),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// The manager's part of a switch with the embedded store: demote `from`, hand its final
+    /// tower to `to`, promote `to`.
+    pub async fn switch(
+        &self,
+        from: usize,
+        to: usize,
+        term: u64,
+    ) -> (FailoverResponse, FailoverResponse) {
+        let passive = self
+            .client(from)
+            .failover(&FailoverRequest {
+                action: FailoverAction::BecomePassive,
+                term,
+                skip_identity: false,
+                reason: "test switchover".into(),
+                tower: None,
+                tower_sha256: None,
+            })
+            .await
+            .unwrap();
+        assert!(passive.ok, "become_passive failed: {passive:#?}");
+        let tower: TowerBlob = passive.tower.clone().expect("the old active's final tower");
+        let active = self
+            .client(to)
+            .failover(&FailoverRequest {
+                action: FailoverAction::BecomeActive,
+                term,
+                skip_identity: false,
+                reason: "test switchover".into(),
+                tower_sha256: Some(tower.sha256.clone()),
+                tower: Some(tower),
+            })
+            .await
+            .unwrap();
+        (passive, active)
+    }
+}
