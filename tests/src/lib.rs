@@ -15,10 +15,13 @@ pub mod admin;
 pub mod cluster;
 pub mod control;
 pub mod drill;
+pub mod etcd;
 pub mod jsonrpc;
+mod process;
 pub mod rpc;
 pub mod safety;
 pub mod server;
+pub mod sshd;
 pub mod world;
 
 pub use cluster::{Cluster, ClusterInfo, Endpoint, Fault, NodeInfo, SimConfig};

@@ -110,7 +110,11 @@ async fn shutdown_signal() {
 /// Logs to stderr and, when configured, appends to `log_file` too.
 fn init_logging(log_file: Option<&PathBuf>) -> anyhow::Result<()> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let builder = tracing_subscriber::fmt().with_target(false);
+    use std::io::IsTerminal;
+    // Colours only on a terminal: journald and log files get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     match log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()

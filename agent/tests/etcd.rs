@@ -1,0 +1,119 @@
+//! The tower handed over through a real etcd (Debian's etcd-server, started by the test on a
+//! loopback port), with writes fenced by the term.
+
+mod support;
+
+use std::time::Duration;
+
+use failover_agent::api::{FailoverAction, FailoverRequest, Role};
+use failover_agent::store::{EtcdTowers, StoreError};
+use failover_config::EtcdStore;
+use failover_sim::etcd::EtcdServer;
+use support::{bed_with, PATIENCE};
+
+fn store_config(endpoint: &str) -> EtcdStore {
+    EtcdStore {
+        endpoints: vec![endpoint.parse().unwrap()],
+        key_prefix: "/solana/tower/active".into(),
+        dial_timeout: Duration::from_secs(2),
+    }
+}
+
+fn request(action: FailoverAction, term: u64, sha: Option<String>) -> FailoverRequest {
+    FailoverRequest {
+        action,
+        term,
+        skip_identity: false,
+        reason: "etcd test".into(),
+        tower: None,
+        tower_sha256: sha,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tower_travels_through_etcd_fenced_by_the_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(dir.path()).await.unwrap();
+    let endpoint = etcd.endpoint();
+    let bed = bed_with(|_, c| {
+        c["tower_store"] = serde_json::json!({"kind": "etcd", "endpoints": [endpoint], "key_prefix": "/solana/tower/active"});
+    })
+    .await;
+    // The manager's move: raise the term in etcd before the switch.
+    let store = EtcdTowers::connect(&store_config(&etcd.endpoint()))
+        .await
+        .unwrap();
+    assert_eq!(store.raise_term(1).await.unwrap(), 1);
+
+    // A heartbeat backs the active's tower up to etcd.
+    let status = bed.client(0).status(1).await.unwrap();
+    assert_eq!(status.role, Role::Active);
+    assert!(
+        status.tower_backup.is_none(),
+        "etcd store: the tower is not relayed"
+    );
+    let backed_up = store.get_tower().await.unwrap().expect("tower in etcd");
+    assert_eq!(Some(&backed_up.tower.sha256), status.tower.sha256.as_ref());
+    assert_eq!(backed_up.term, 1);
+
+    // Demote: the final tower goes to etcd; promote: it comes from etcd, checked by its hash.
+    let passive = bed
+        .client(0)
+        .failover(&request(FailoverAction::BecomePassive, 1, None))
+        .await
+        .unwrap();
+    assert!(passive.ok, "{passive:#?}");
+    assert!(passive.phases.iter().any(|p| p.name == "store"));
+    let sha = passive.tower.unwrap().sha256;
+    assert_eq!(store.get_tower().await.unwrap().unwrap().tower.sha256, sha);
+    let active = bed
+        .client(1)
+        .failover(&request(FailoverAction::BecomeActive, 1, Some(sha)))
+        .await
+        .unwrap();
+    assert!(active.ok, "{active:#?}");
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_voter == Some(1))
+        .await
+        .unwrap();
+    bed.cluster.safety().assert_safe();
+
+    // Fencing: once etcd's term is 5, a writer holding term 1 cannot overwrite the tower.
+    store.raise_term(5).await.unwrap();
+    let record = store.get_tower().await.unwrap().unwrap();
+    match store.put_tower(1, &record).await {
+        Err(StoreError::Fenced {
+            current: 5,
+            mine: 1,
+        }) => {}
+        other => panic!("expected fencing, got {other:?}"),
+    }
+    // And the term never goes down.
+    assert_eq!(store.raise_term(2).await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_etcd_promotion_fails_cleanly_and_the_node_stays_passive() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(dir.path()).await.unwrap();
+    let endpoint = etcd.endpoint();
+    let bed = bed_with(|_, c| {
+        c["tower_store"] =
+            serde_json::json!({"kind": "etcd", "endpoints": [endpoint], "dial_timeout": "500ms"});
+    })
+    .await;
+    etcd.kill().unwrap();
+    let active = bed
+        .client(1)
+        .failover(&request(
+            FailoverAction::BecomeActive,
+            1,
+            Some("ab".repeat(32)),
+        ))
+        .await
+        .unwrap();
+    assert!(!active.ok);
+    assert_eq!(active.phases[0].name, "tower");
+    assert_ne!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+}
