@@ -109,8 +109,8 @@ async fn shutdown_signal() {
 
 /// Logs to stderr and, when configured, appends to `log_file` too.
 fn init_logging(log_file: Option<&PathBuf>) -> anyhow::Result<()> {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
     use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     // Colours only on a terminal: journald and log files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_target(false)
