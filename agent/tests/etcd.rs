@@ -9,7 +9,7 @@ use failover_agent::api::{FailoverAction, FailoverRequest, Role};
 use failover_agent::store::{EtcdTowers, StoreError};
 use failover_config::EtcdStore;
 use failover_sim::etcd::EtcdServer;
-use support::{bed_with, PATIENCE};
+use support::{bed_with, command, PATIENCE};
 
 fn store_config(endpoint: &str) -> EtcdStore {
     EtcdStore {
@@ -20,14 +20,7 @@ fn store_config(endpoint: &str) -> EtcdStore {
 }
 
 fn request(action: FailoverAction, term: u64, sha: Option<String>) -> FailoverRequest {
-    FailoverRequest {
-        action,
-        term,
-        skip_identity: false,
-        reason: "etcd test".into(),
-        tower: None,
-        tower_sha256: sha,
-    }
+    command(action, term, None, sha)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,9 +3,9 @@
 
 mod support;
 
-use failover_agent::api::{FailoverAction, FailoverRequest, Health, Role};
+use failover_agent::api::{FailoverAction, Health, Role};
 use failover_identity::tower::TowerFile;
-use support::{bed, PATIENCE};
+use support::{bed, command, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_reports_identity_role_tower_and_backup() {
@@ -117,16 +117,10 @@ async fn an_older_tower_is_never_installed() {
     assert!(back.ok);
     let _ = passive;
     // Node 2 saw a newer tower than `old` when it was active; it must refuse `old` now.
+    let sha = Some(old.sha256.clone());
     let response = bed
         .client(1)
-        .failover(&FailoverRequest {
-            action: FailoverAction::BecomeActive,
-            term: 3,
-            skip_identity: false,
-            reason: "stale tower".into(),
-            tower_sha256: Some(old.sha256.clone()),
-            tower: Some(old),
-        })
+        .failover(&command(FailoverAction::BecomeActive, 3, Some(old), sha))
         .await
         .unwrap();
     assert!(!response.ok);
@@ -147,27 +141,18 @@ async fn a_tower_whose_hash_does_not_match_is_refused() {
     let bed = bed().await;
     let passive = bed
         .client(0)
-        .failover(&FailoverRequest {
-            action: FailoverAction::BecomePassive,
-            term: 1,
-            skip_identity: false,
-            reason: "test".into(),
-            tower: None,
-            tower_sha256: None,
-        })
+        .failover(&command(FailoverAction::BecomePassive, 1, None, None))
         .await
         .unwrap();
     let tower = passive.tower.unwrap();
     let response = bed
         .client(1)
-        .failover(&FailoverRequest {
-            action: FailoverAction::BecomeActive,
-            term: 1,
-            skip_identity: false,
-            reason: "test".into(),
-            tower_sha256: Some("00".repeat(32)),
-            tower: Some(tower),
-        })
+        .failover(&command(
+            FailoverAction::BecomeActive,
+            1,
+            Some(tower),
+            Some("00".repeat(32)),
+        ))
         .await
         .unwrap();
     assert!(!response.ok);
@@ -185,14 +170,7 @@ async fn a_failed_demotion_stops_the_switch() {
         .unwrap();
     let response = bed
         .client(0)
-        .failover(&FailoverRequest {
-            action: FailoverAction::BecomePassive,
-            term: 1,
-            skip_identity: false,
-            reason: "test".into(),
-            tower: None,
-            tower_sha256: None,
-        })
+        .failover(&command(FailoverAction::BecomePassive, 1, None, None))
         .await
         .unwrap();
     assert!(!response.ok);

@@ -7,19 +7,8 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use failover_agent::api::{FailoverAction, FailoverRequest, Role};
-use support::{bed_with, PATIENCE};
-
-fn demote(term: u64) -> FailoverRequest {
-    FailoverRequest {
-        action: FailoverAction::BecomePassive,
-        term,
-        skip_identity: false,
-        reason: "test".into(),
-        tower: None,
-        tower_sha256: None,
-    }
-}
+use failover_agent::api::{FailoverAction, Role};
+use support::{bed_with, command, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_reports_every_step_and_changes_nothing() {
@@ -28,7 +17,11 @@ async fn dry_run_reports_every_step_and_changes_nothing() {
     let tower = bed.cluster.info().nodes[0]
         .ledger
         .join(format!("tower-1_9-{staked}.bin"));
-    let response = bed.client(0).failover(&demote(1)).await.unwrap();
+    let response = bed
+        .client(0)
+        .failover(&command(FailoverAction::BecomePassive, 1, None, None))
+        .await
+        .unwrap();
     assert!(response.ok, "{response:#?}");
     assert!(response.dry_run);
     assert!(response.phases.iter().any(|p| p
@@ -42,14 +35,8 @@ async fn dry_run_reports_every_step_and_changes_nothing() {
     assert!(tower.exists());
     assert!(!bed.agents[0].state_dir.join("towers").exists());
 
-    let promote = FailoverRequest {
-        action: FailoverAction::BecomeActive,
-        term: 1,
-        skip_identity: false,
-        reason: "test".into(),
-        tower_sha256: response.tower.as_ref().map(|t| t.sha256.clone()),
-        tower: response.tower,
-    };
+    let sha = response.tower.as_ref().map(|t| t.sha256.clone());
+    let promote = command(FailoverAction::BecomeActive, 1, response.tower, sha);
     let response = bed.client(1).failover(&promote).await.unwrap();
     assert!(response.ok, "{response:#?}");
     assert!(!bed.cluster.info().nodes[1]

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{bed_with, PATIENCE};
+use support::{bed_with, fence_report, PATIENCE};
 
 /// A loopback port on which nothing listens.
 async fn closed_port() -> String {
@@ -26,13 +26,7 @@ async fn an_isolated_active_demotes_itself() {
         c["connectivity_failures_to_fence"] = 2.into();
     })
     .await;
-    let mut reports = bed.agents[0].agent.fence_reports();
-    let report = tokio::time::timeout(PATIENCE, reports.wait_for(|r| r.is_some()))
-        .await
-        .expect("the watchdog decided")
-        .unwrap()
-        .clone()
-        .unwrap();
+    let report = fence_report(&bed, 0).await;
     assert_eq!(report.outcome, "demoted", "{report:?}");
     assert_eq!(report.unreachable_targets.len(), 3);
     assert_ne!(bed.cluster.identity(0), Some(bed.cluster.staked_pubkey()));
@@ -61,13 +55,7 @@ async fn an_active_that_reaches_the_outside_stays_active() {
         c["connectivity_failures_to_fence"] = 2.into();
     })
     .await;
-    let mut reports = bed.agents[0].agent.fence_reports();
-    let report = tokio::time::timeout(PATIENCE, reports.wait_for(|r| r.is_some()))
-        .await
-        .expect("the watchdog decided")
-        .unwrap()
-        .clone()
-        .unwrap();
+    let report = fence_report(&bed, 0).await;
     assert_eq!(report.outcome, "stayed_active", "{report:?}");
     assert_eq!(report.unreachable_targets.len(), 1);
     // Still voting.

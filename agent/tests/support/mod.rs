@@ -134,6 +134,34 @@ pub async fn bed() -> Bed {
     bed_with(|_, _| {}).await
 }
 
+/// A failover command as the manager sends it.
+pub fn command(
+    action: FailoverAction,
+    term: u64,
+    tower: Option<TowerBlob>,
+    sha: Option<String>,
+) -> FailoverRequest {
+    FailoverRequest {
+        action,
+        term,
+        skip_identity: false,
+        reason: "test".into(),
+        tower,
+        tower_sha256: sha,
+    }
+}
+
+/// Waits for the watchdog of agent `i` to decide, and returns its report.
+pub async fn fence_report(bed: &Bed, i: usize) -> failover_agent::api::FenceReport {
+    let mut reports = bed.agents[i].agent.fence_reports();
+    let report = tokio::time::timeout(PATIENCE, reports.wait_for(|r| r.is_some()))
+        .await
+        .expect("the watchdog decided")
+        .unwrap()
+        .clone();
+    report.unwrap()
+}
+
 impl Bed {
     /// A client for agent `i`, signing as the manager.
     pub fn client(&self, i: usize) -> AgentClient {
@@ -154,28 +182,20 @@ impl Bed {
     ) -> (FailoverResponse, FailoverResponse) {
         let passive = self
             .client(from)
-            .failover(&FailoverRequest {
-                action: FailoverAction::BecomePassive,
-                term,
-                skip_identity: false,
-                reason: "test switchover".into(),
-                tower: None,
-                tower_sha256: None,
-            })
+            .failover(&command(FailoverAction::BecomePassive, term, None, None))
             .await
             .unwrap();
         assert!(passive.ok, "become_passive failed: {passive:#?}");
         let tower: TowerBlob = passive.tower.clone().expect("the old active's final tower");
+        let sha = Some(tower.sha256.clone());
         let active = self
             .client(to)
-            .failover(&FailoverRequest {
-                action: FailoverAction::BecomeActive,
+            .failover(&command(
+                FailoverAction::BecomeActive,
                 term,
-                skip_identity: false,
-                reason: "test switchover".into(),
-                tower_sha256: Some(tower.sha256.clone()),
-                tower: Some(tower),
-            })
+                Some(tower),
+                sha,
+            ))
             .await
             .unwrap();
         (passive, active)
