@@ -37,7 +37,7 @@ pub use agent::{
 pub use duration::{format_duration, parse_duration};
 pub use errors::{ConfigErrors, LoadError, Problem};
 pub use manager::{
-    ManagerConfig, Telegram, ValidatorEndpoint, DEFAULT_FAILOVER_COOLDOWN,
+    ManagerConfig, Telegram, ValidatorEndpoint, DEFAULT_FAILOVER_COOLDOWN, DEFAULT_FENCE_MARGIN,
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MANAGER_STATE_DIR, DEFAULT_MISSES_BEFORE_FAILOVER,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RPC_REQUESTS_PER_SECOND, DEFAULT_SLOT_DIFF_THRESHOLD,
     DEFAULT_SSH_PORT, DEFAULT_STALE_VOTE_SLOT_THRESHOLD, DEFAULT_STATUS_REPORT_INTERVAL,

@@ -22,16 +22,24 @@ use crate::types::Secret;
 
 pub(crate) use read::read;
 
-/// `heartbeat_interval` default.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// `heartbeat_interval` default. Faster than the reference's 5 s so that a crashed validator is
+/// detected within 3 s (two samples); an operator's explicit interval is respected.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// `misses_before_failover` default.
 pub const DEFAULT_MISSES_BEFORE_FAILOVER: u32 = 3;
 /// `slot_diff_threshold` default.
 pub const DEFAULT_SLOT_DIFF_THRESHOLD: u64 = 100;
-/// `request_timeout` default.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
-/// `stale_vote_slot_threshold` default.
-pub const DEFAULT_STALE_VOTE_SLOT_THRESHOLD: u64 = 75;
+/// `request_timeout` default: a status answer slower than this counts as a miss. The reference's
+/// example sets 8 s; with one-second heartbeats a shorter default keeps misses meaningful.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// `stale_vote_slot_threshold` default: slots the vote account's last vote may lag the tip, in two
+/// consecutive samples, before the active counts as not voting. With one-second samples (2.5
+/// slots) this detects an up-but-silent active within about 12 slots; the reference's example
+/// uses 75, which an operator's file keeps.
+pub const DEFAULT_STALE_VOTE_SLOT_THRESHOLD: u64 = 8;
+/// `fence_margin` default: added to an agent's self-fence timeout before the manager may promote
+/// the other node while that agent is unreachable.
+pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_secs(5);
 /// `telegram_api_base` default.
 pub const DEFAULT_TELEGRAM_API_BASE: &str = "https://api.telegram.org";
 /// `status_report_interval` default: the reference design's four-hourly status message.
@@ -74,6 +82,8 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "sign_commands",
     "failover_cooldown",
     "rpc_requests_per_second",
+    "webhook_url",
+    "fence_margin",
 ];
 
 /// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
@@ -128,6 +138,12 @@ pub struct ManagerConfig {
     pub failover_cooldown: Duration,
     /// `rpc_requests_per_second`: the cap on requests to `cluster_rpc`. Default 10.
     pub rpc_requests_per_second: u32,
+    /// `webhook_url`: a Slack/Discord-compatible webhook receiving the same messages as Telegram
+    /// (JSON `{"text": …, "content": …}`). Optional.
+    pub webhook_url: Option<Url>,
+    /// `fence_margin`: added to an unreachable agent's self-fence timeout before the other node
+    /// may be promoted. Default 5s.
+    pub fence_margin: Duration,
     /// Non-fatal findings: ignored legacy fields and risky settings.
     pub warnings: Vec<Problem>,
 }

@@ -225,6 +225,12 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         DEFAULT_RPC_REQUESTS_PER_SECOND,
         |f| f.int_at_least(diag, 1),
     );
+    let webhook_url = o
+        .get("webhook_url")
+        .and_then(|f| f.url(diag, &["http", "https"]));
+    let fence_margin = or_default(o.get("fence_margin"), DEFAULT_FENCE_MARGIN, |f| {
+        f.duration(diag)
+    });
     o.finish(diag, Some((AGENT_ONLY_FIELDS, "validator-config.json")));
 
     // Cross-field validation.
@@ -413,6 +419,8 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         state_dir: state_dir?,
         failover_cooldown: failover_cooldown?,
         rpc_requests_per_second: rpc_requests_per_second?,
+        webhook_url,
+        fence_margin: fence_margin?,
         warnings: Vec::new(),
     })
 }

@@ -1,0 +1,1 @@
+//! Vote-staleness alerts (being written).
