@@ -218,7 +218,9 @@ fn commented_manager_example_loads_without_warnings() {
         config.signing_keypair_path,
         Some(scenario.path("failover/manager-signing-keypair.json"))
     );
-    assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+    assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(config.stale_vote_slot_threshold, 8);
+    assert_eq!(config.fence_margin, Duration::from_secs(5));
     assert_eq!(config.failover_cooldown, Duration::from_secs(600));
     assert_eq!(config.secure, None);
 }
