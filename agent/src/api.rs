@@ -122,6 +122,9 @@ pub struct StatusResponse {
     /// The highest fencing term this agent has accepted.
     pub term: u64,
     pub last_fence: Option<FenceReport>,
+    /// How long after the last manager contact this agent demotes an isolated active: the manager
+    /// waits at least this (plus a margin) before promoting the other node without this one.
+    pub fence_after_ms: u64,
     pub dry_run: bool,
 }
 

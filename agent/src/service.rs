@@ -111,6 +111,14 @@ impl Agent {
         self.cfg.validator_identity
     }
 
+    /// How long after the last manager contact this agent will have demoted an isolated validator:
+    /// its silence threshold, the connectivity check, and one watchdog period.
+    pub fn fence_after(&self) -> Duration {
+        self.cfg.manager_timeout
+            + self.cfg.connectivity.timeout
+            + crate::watchdog::period(&self.cfg)
+    }
+
     /// The watchdog's decisions as they happen.
     pub fn fence_reports(&self) -> tokio::sync::watch::Receiver<Option<FenceReport>> {
         self.last_fence.subscribe()
@@ -303,6 +311,7 @@ impl Agent {
             tower_backup,
             term,
             last_fence: self.last_fence.borrow().clone(),
+            fence_after_ms: self.fence_after().as_millis() as u64,
             dry_run: self.cfg.dry_run,
         }
     }
@@ -384,7 +393,25 @@ impl Agent {
         let mut run = Run::new(FailoverAction::BecomePassive, term, self.cfg.dry_run);
         let staked = self.staked();
 
-        let was_staked = matches!(self.validator.identity().await, Ok(id) if id == staked);
+        let was_staked = match self.validator.identity().await {
+            Ok(id) => id == staked,
+            // A validator that cannot be read may still vote: a running one must be demoted and
+            // confirmed like any other; only one whose process is gone cannot vote.
+            Err(e) => {
+                if crate::process::find(&self.cfg.process_name).is_none() {
+                    run.phase(
+                        "demote",
+                        Ok(format!(
+                            "validator process {} is not running ({e}): nothing can vote",
+                            self.cfg.process_name
+                        )),
+                    );
+                    false
+                } else {
+                    true
+                }
+            }
+        };
         if was_staked {
             let demote = self.act("set the unstaked identity", async {
                 tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
@@ -404,18 +431,18 @@ impl Agent {
                     self.cfg.tower_settle + SETTLE_EXTRA,
                 )
                 .await
-                .map(|waited| {
+                .map(|s| {
                     format!(
-                        "unchanged for {:?} (waited {} ms)",
-                        self.cfg.tower_settle,
-                        waited.as_millis()
+                        "{} rewrite(s) after the demotion; settled after {} ms",
+                        s.changes,
+                        s.waited.as_millis()
                     )
                 })
             });
             if !run.phase("settle", settle.await) {
                 return run.finish(self.validator.identity().await.ok());
             }
-        } else {
+        } else if run.response.phases.is_empty() {
             run.phase("demote", Ok("validator already not staked".into()));
         }
 

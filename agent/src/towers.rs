@@ -123,31 +123,61 @@ fn fingerprint(path: &Path) -> Option<(u64, i64, i64, u64)> {
     Some((m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
-/// Waits until the file at `path` has not changed for `quiet`, polling every 20 ms; gives up at
-/// `deadline`. Returns how long it waited.
+/// How long the tower must stay unchanged after the one straggler vote before it is taken.
+pub const AFTER_STRAGGLER_QUIET: Duration = Duration::from_millis(100);
+
+/// How the wait for a demoted node's tower ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub waited: Duration,
+    /// Tower rewrites seen after the demotion (Agave casts at most one).
+    pub changes: u32,
+}
+
+/// Waits until the staked tower at `path` can no longer change after a confirmed demotion.
+///
+/// Agave's replay loop may cast one vote with the identity it just left (the iteration in flight),
+/// and none after it. So: once exactly one rewrite has been seen, [`AFTER_STRAGGLER_QUIET`] of
+/// quiet is enough; with none seen, `quiet` must pass (the straggler may still come); a second
+/// rewrite contradicts that model, so then `quiet` must pass after the last one. Gives up at
+/// `deadline`.
 pub async fn wait_settled(
     path: &Path,
     quiet: Duration,
     deadline: Duration,
-) -> Result<Duration, String> {
+) -> Result<Settled, String> {
     let started = Instant::now();
     let mut last = fingerprint(path);
     let mut since = Instant::now();
+    let mut changes = 0u32;
     loop {
-        if since.elapsed() >= quiet {
-            return Ok(started.elapsed());
+        let needed = if changes == 1 {
+            AFTER_STRAGGLER_QUIET
+        } else {
+            quiet
+        };
+        if since.elapsed() >= needed {
+            return Ok(Settled {
+                waited: started.elapsed(),
+                changes,
+            });
         }
         if started.elapsed() >= deadline {
             return Err(format!(
-                "tower {} still changing after {deadline:?}: is the validator still voting with it?",
+                "tower {} still changing after {deadline:?} ({changes} rewrites since the demotion): \
+                 is the validator still voting with it?",
                 path.display()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let now = fingerprint(path);
         if now != last {
             last = now;
             since = Instant::now();
+            changes += 1;
+            if changes > 1 {
+                tracing::warn!(changes, path = %path.display(), "tower rewritten more than once after the demotion");
+            }
         }
     }
 }

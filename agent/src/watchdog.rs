@@ -15,6 +15,11 @@ use tracing::{error, info, warn};
 use crate::api::FenceReport;
 use crate::service::{unix_ms, Agent};
 
+/// How often the watchdog looks.
+pub(crate) fn period(cfg: &failover_config::AgentConfig) -> Duration {
+    (cfg.manager_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
 /// Runs until aborted.
 pub async fn run(agent: Arc<Agent>) {
     let period =
