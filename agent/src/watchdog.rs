@@ -22,8 +22,7 @@ pub(crate) fn period(cfg: &failover_config::AgentConfig) -> Duration {
 
 /// Runs until aborted.
 pub async fn run(agent: Arc<Agent>) {
-    let period =
-        (agent.cfg.manager_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let period = period(&agent.cfg);
     // One decision per silence: reset when the manager is heard again.
     let mut handled_silence = false;
     loop {
