@@ -1,0 +1,435 @@
+//! The decision engine: a pure function of what was observed (and the engine's own memory of
+//! earlier samples) to what to do. No IO, no clock reads, no randomness — time comes in the view.
+//!
+//! Rules, in DESIGN.md's terms:
+//! - fail over when the active's agent is unreachable for `misses_before_failover` heartbeats, its
+//!   validator process is down, it lags the tip by more than `slot_diff_threshold`, or the vote
+//!   account's last vote lags the tip by more than `stale_vote_slot_threshold` (each of the last
+//!   three confirmed by two consecutive samples);
+//! - never to a passive that is itself unreachable, down, unhealthy or lagging; not within the
+//!   cooldown after a switch; not while the view is incomplete;
+//! - when the old active cannot be demoted (its agent is unreachable), only once its votes have
+//!   stopped and its self-fence timeout plus a margin has passed since it was last heard;
+//! - when nobody holds the staked identity (an interrupted switch) and nobody votes, promote.
+
+use std::time::Duration;
+
+/// The thresholds the engine applies (from the manager config).
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub misses_before_failover: u32,
+    pub slot_diff_threshold: u64,
+    pub stale_vote_slot_threshold: u64,
+    pub cooldown: Duration,
+    pub fence_margin: Duration,
+    /// Whether the vote account is watched (a config without `vote_account_pubkey` is not).
+    pub watch_votes: bool,
+}
+
+/// What one agent last reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentReport {
+    /// Whether the validator runs with the staked identity; `None` when its identity could not be
+    /// read.
+    pub holds_staked: Option<bool>,
+    pub process_running: Option<bool>,
+    pub slot: Option<u64>,
+    pub healthy: bool,
+    /// How long after the last manager contact this agent self-fences.
+    pub fence_after: Duration,
+}
+
+/// One validator as the manager sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// Consecutive heartbeats without an answer from its agent.
+    pub misses: u32,
+    /// The last report (kept while the agent is unreachable).
+    pub report: Option<AgentReport>,
+    /// When the agent last answered, in the view's clock.
+    pub last_answer: Option<Duration>,
+    /// Gossip shows the staked identity at this node's address.
+    pub staked_in_gossip: bool,
+}
+
+/// Everything observed at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The view's clock (monotonic, from the manager's start).
+    pub now: Duration,
+    pub nodes: [NodeView; 2],
+    /// The cluster's tip (processed slot).
+    pub tip: Option<u64>,
+    /// The vote account's last vote; `None` when unknown or not watched.
+    pub last_vote: Option<u64>,
+}
+
+/// Why a switch is wanted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    AgentUnreachable {
+        misses: u32,
+    },
+    ValidatorDown,
+    SlotLag {
+        lag: u64,
+    },
+    VoteStale {
+        lag: u64,
+    },
+    /// Nobody holds the staked identity and nobody votes (an interrupted switch).
+    NoActive,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::AgentUnreachable { misses } => {
+                write!(f, "active agent unreachable for {misses} heartbeats")
+            }
+            Reason::ValidatorDown => write!(f, "active validator is down"),
+            Reason::SlotLag { lag } => {
+                write!(f, "active validator is {lag} slots behind the cluster")
+            }
+            Reason::VoteStale { lag } => write!(
+                f,
+                "vote account's last vote is {lag} slots behind the cluster"
+            ),
+            Reason::NoActive => {
+                write!(f, "no validator holds the staked identity and nobody votes")
+            }
+        }
+    }
+}
+
+/// Why a wanted switch is not made now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    ViewIncomplete,
+    Cooldown {
+        remaining: Duration,
+    },
+    PassiveUnreachable,
+    PassiveDown,
+    PassiveUnhealthy,
+    PassiveLagging {
+        lag: u64,
+    },
+    /// The old active cannot be demoted and its votes still land.
+    OldActiveStillVoting,
+    /// The old active cannot be demoted; its self-fence has not surely happened yet.
+    AwaitingFence {
+        remaining: Duration,
+    },
+    /// Both validators report the staked identity: a human must look.
+    BothActive,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::ViewIncomplete => write!(f, "the view is not complete yet"),
+            Hold::Cooldown { remaining } => write!(
+                f,
+                "cooldown after the last switch ({}s left)",
+                remaining.as_secs()
+            ),
+            Hold::PassiveUnreachable => write!(f, "the passive's agent is unreachable"),
+            Hold::PassiveDown => write!(f, "the passive validator is down"),
+            Hold::PassiveUnhealthy => write!(f, "the passive validator is unhealthy"),
+            Hold::PassiveLagging { lag } => {
+                write!(f, "the passive validator is {lag} slots behind")
+            }
+            Hold::OldActiveStillVoting => write!(
+                f,
+                "the active's agent is unreachable but its votes still land"
+            ),
+            Hold::AwaitingFence { remaining } => {
+                write!(
+                    f,
+                    "waiting {} ms for the unreachable active to have fenced itself",
+                    remaining.as_millis()
+                )
+            }
+            Hold::BothActive => write!(f, "both validators report the staked identity"),
+        }
+    }
+}
+
+/// What the engine asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Move the staked identity to `to`. `from` is the old active when known; `demotable` says
+    /// whether its agent can be asked to demote it (otherwise it is fenced by time).
+    Failover {
+        from: Option<usize>,
+        to: usize,
+        reason: Reason,
+        demotable: bool,
+    },
+    /// A switch is wanted but must wait.
+    Hold {
+        reason: Reason,
+        hold: Hold,
+    },
+    /// An agent became unreachable (said once) or came back.
+    Unreachable {
+        node: usize,
+    },
+    BackOnline {
+        node: usize,
+    },
+    /// Both validators hold the staked identity.
+    Critical {
+        text: String,
+    },
+}
+
+/// The engine's memory of earlier samples.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    rules: Rules,
+    down_samples: u32,
+    lag_samples: u32,
+    stale_samples: u32,
+    last_switch: Option<Duration>,
+    reported_unreachable: [bool; 2],
+    /// The last vote seen and when it last advanced.
+    vote_progress: Option<(u64, Duration)>,
+}
+
+fn lag(tip: Option<u64>, slot: Option<u64>) -> Option<u64> {
+    Some(tip?.saturating_sub(slot?))
+}
+
+impl Engine {
+    pub fn new(rules: Rules) -> Self {
+        Self {
+            rules,
+            down_samples: 0,
+            lag_samples: 0,
+            stale_samples: 0,
+            last_switch: None,
+            reported_unreachable: [false; 2],
+            vote_progress: None,
+        }
+    }
+
+    /// Records that a switch happened at `at` (starts the cooldown, forgets old samples).
+    pub fn switched(&mut self, at: Duration) {
+        self.last_switch = Some(at);
+        self.down_samples = 0;
+        self.lag_samples = 0;
+        self.stale_samples = 0;
+    }
+
+    /// Decides what to do about `view`.
+    pub fn step(&mut self, view: &View) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (i, node) in view.nodes.iter().enumerate() {
+            let unreachable = node.misses >= self.rules.misses_before_failover;
+            if unreachable && !self.reported_unreachable[i] {
+                self.reported_unreachable[i] = true;
+                actions.push(Action::Unreachable { node: i });
+            } else if node.misses == 0 && self.reported_unreachable[i] {
+                self.reported_unreachable[i] = false;
+                actions.push(Action::BackOnline { node: i });
+            }
+        }
+        if let Some(vote) = view.last_vote {
+            match self.vote_progress {
+                Some((seen, _)) if vote <= seen => {}
+                _ => self.vote_progress = Some((vote, view.now)),
+            }
+        }
+        let vote_lag = lag(view.tip, view.last_vote).filter(|_| self.rules.watch_votes);
+        let votes_stale_now = vote_lag.is_some_and(|l| l > self.rules.stale_vote_slot_threshold);
+        self.stale_samples = if votes_stale_now {
+            self.stale_samples + 1
+        } else {
+            0
+        };
+
+        if !self.complete(view) {
+            self.down_samples = 0;
+            self.lag_samples = 0;
+            return actions;
+        }
+        let holds = |i: usize| view.nodes[i].report.as_ref().and_then(|r| r.holds_staked);
+        let reachable = |i: usize| view.nodes[i].misses == 0 && view.nodes[i].report.is_some();
+        let active = match (holds(0), holds(1)) {
+            (Some(true), Some(true)) => {
+                actions.push(Action::Critical {
+                    text:
+                        "both validators report the staked identity: not switching; check them now"
+                            .into(),
+                });
+                return actions;
+            }
+            (Some(true), _) => Some(0),
+            (_, Some(true)) => Some(1),
+            // Nobody says so: the active is the one not known to be passive (its identity is
+            // unreadable or its agent never answered), preferring the one gossip shows as staked.
+            _ => {
+                let candidates: Vec<usize> = (0..2).filter(|&i| holds(i) != Some(false)).collect();
+                match candidates.as_slice() {
+                    [one] => Some(*one),
+                    [_, _] => (0..2).find(|&i| view.nodes[i].staked_in_gossip),
+                    _ => None,
+                }
+            }
+        };
+
+        let Some(a) = active else {
+            // Nobody holds the staked identity. Promote only when nobody votes either.
+            if self.rules.watch_votes && self.stale_samples >= 2 {
+                let best = self.best_passive(view);
+                return self.propose(view, actions, None, best, Reason::NoActive, true);
+            }
+            return actions;
+        };
+        let p = 1 - a;
+        let node = &view.nodes[a];
+        let report = node.report.as_ref();
+
+        let reason = if node.misses >= self.rules.misses_before_failover {
+            Some(Reason::AgentUnreachable {
+                misses: node.misses,
+            })
+        } else if !reachable(a) {
+            // A miss or two: wait for the threshold rather than judge on an old report.
+            None
+        } else {
+            let down = report.is_some_and(|r| {
+                r.process_running == Some(false) || (r.holds_staked.is_none() && r.slot.is_none())
+            });
+            self.down_samples = if down { self.down_samples + 1 } else { 0 };
+            let slot_lag = lag(view.tip, report.and_then(|r| r.slot));
+            let lagging = slot_lag.is_some_and(|l| l > self.rules.slot_diff_threshold);
+            self.lag_samples = if lagging { self.lag_samples + 1 } else { 0 };
+            if self.down_samples >= 2 {
+                Some(Reason::ValidatorDown)
+            } else if self.lag_samples >= 2 {
+                Some(Reason::SlotLag {
+                    lag: slot_lag.unwrap_or(0),
+                })
+            } else if self.stale_samples >= 2 {
+                Some(Reason::VoteStale {
+                    lag: vote_lag.unwrap_or(0),
+                })
+            } else {
+                None
+            }
+        };
+        let Some(reason) = reason else { return actions };
+        let demotable = reachable(a);
+        self.propose(view, actions, Some(a), p, reason, demotable)
+    }
+
+    /// Checks everything that could forbid moving the identity to `to` now.
+    fn propose(
+        &self,
+        view: &View,
+        mut actions: Vec<Action>,
+        from: Option<usize>,
+        to: usize,
+        reason: Reason,
+        demotable: bool,
+    ) -> Vec<Action> {
+        let hold = |hold| Action::Hold {
+            reason: reason.clone(),
+            hold,
+        };
+        if let Some(h) = self.passive_problem(view, to) {
+            actions.push(hold(h));
+            return actions;
+        }
+        if let Some(at) = self.last_switch {
+            let since = view.now.saturating_sub(at);
+            if since < self.rules.cooldown {
+                actions.push(hold(Hold::Cooldown {
+                    remaining: self.rules.cooldown - since,
+                }));
+                return actions;
+            }
+        }
+        if let (Some(a), false) = (from, demotable) {
+            // The old active cannot be told to stop: its votes must have stopped, and its agent
+            // must have had time to fence it.
+            if self.rules.watch_votes && self.stale_samples < 2 {
+                actions.push(hold(Hold::OldActiveStillVoting));
+                return actions;
+            }
+            let node = &view.nodes[a];
+            let fence = node
+                .report
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.fence_after)
+                + self.rules.fence_margin;
+            let silent = view
+                .now
+                .saturating_sub(node.last_answer.unwrap_or(Duration::ZERO));
+            if silent < fence {
+                actions.push(hold(Hold::AwaitingFence {
+                    remaining: fence - silent,
+                }));
+                return actions;
+            }
+        }
+        actions.push(Action::Failover {
+            from,
+            to,
+            reason,
+            demotable,
+        });
+        actions
+    }
+
+    fn passive_problem(&self, view: &View, p: usize) -> Option<Hold> {
+        let node = &view.nodes[p];
+        let Some(report) = node.report.as_ref().filter(|_| node.misses == 0) else {
+            return Some(Hold::PassiveUnreachable);
+        };
+        if report.process_running == Some(false) || report.holds_staked.is_none() {
+            return Some(Hold::PassiveDown);
+        }
+        if let Some(l) = lag(view.tip, report.slot).filter(|l| *l > self.rules.slot_diff_threshold)
+        {
+            return Some(Hold::PassiveLagging { lag: l });
+        }
+        if report.slot.is_none() || !report.healthy {
+            return Some(Hold::PassiveUnhealthy);
+        }
+        None
+    }
+
+    /// With nobody active: the reachable passive closest to the tip.
+    fn best_passive(&self, view: &View) -> usize {
+        let score = |i: usize| {
+            let n = &view.nodes[i];
+            (
+                n.misses == 0,
+                n.report.as_ref().and_then(|r| r.slot).unwrap_or(0),
+            )
+        };
+        if score(1) > score(0) {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Decisions wait for a tip, a vote sample when votes are watched, and a word from each agent
+    /// (or enough misses to call it unreachable).
+    fn complete(&self, view: &View) -> bool {
+        view.tip.is_some()
+            && (!self.rules.watch_votes || view.last_vote.is_some())
+            && view
+                .nodes
+                .iter()
+                .all(|n| n.report.is_some() || n.misses >= self.rules.misses_before_failover)
+    }
+}
+
+#[cfg(test)]
+mod tests;

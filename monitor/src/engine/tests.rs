@@ -1,0 +1,399 @@
+//! One named case per rule and per reason not to act. Each case runs the engine over a few
+//! consecutive views (one per heartbeat) and checks what it asks for at the last one.
+
+use super::*;
+
+const S: Duration = Duration::from_secs(1);
+
+fn rules() -> Rules {
+    Rules {
+        misses_before_failover: 3,
+        slot_diff_threshold: 100,
+        stale_vote_slot_threshold: 8,
+        cooldown: Duration::from_secs(600),
+        fence_margin: Duration::from_secs(5),
+        watch_votes: true,
+    }
+}
+
+fn report(holds: bool, slot: u64) -> AgentReport {
+    AgentReport {
+        holds_staked: Some(holds),
+        process_running: Some(true),
+        slot: Some(slot),
+        healthy: true,
+        fence_after: Duration::from_secs(30),
+    }
+}
+
+/// A healthy cluster at second `t`: node 0 active, both at the tip, votes current.
+fn healthy(t: u64) -> View {
+    let tip = 1000 + t * 3;
+    View {
+        now: S * t as u32,
+        nodes: [
+            NodeView {
+                misses: 0,
+                report: Some(report(true, tip)),
+                last_answer: Some(S * t as u32),
+                staked_in_gossip: true,
+            },
+            NodeView {
+                misses: 0,
+                report: Some(report(false, tip)),
+                last_answer: Some(S * t as u32),
+                staked_in_gossip: false,
+            },
+        ],
+        tip: Some(tip),
+        last_vote: Some(tip - 1),
+    }
+}
+
+/// Runs the engine over `views` and returns the actions of the last step.
+fn run(rules: Rules, views: &[View], prepare: impl FnOnce(&mut Engine)) -> Vec<Action> {
+    let mut engine = Engine::new(rules);
+    prepare(&mut engine);
+    let mut last = Vec::new();
+    for v in views {
+        last = engine.step(v);
+    }
+    last
+}
+
+/// Heartbeats 0..n where `edit(t, view)` changes heartbeat `t`.
+fn timeline(n: u64, edit: impl Fn(u64, &mut View)) -> Vec<View> {
+    (0..n)
+        .map(|t| {
+            let mut v = healthy(t);
+            edit(t, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// The active's agent stops answering from heartbeat `from` on (its last report stays).
+fn agent0_silent_from(from: u64) -> impl Fn(u64, &mut View) {
+    move |t, v| {
+        if t >= from {
+            v.nodes[0].misses = (t - from + 1) as u32;
+            v.nodes[0].last_answer = Some(S * (from - 1) as u32);
+            v.nodes[0].report = Some(report(true, 1000 + (from - 1) * 3));
+        }
+    }
+}
+
+fn stop_votes_from(from: u64) -> impl Fn(u64, &mut View) {
+    move |t, v| {
+        if t >= from {
+            v.last_vote = Some(1000 + from * 3);
+        }
+    }
+}
+
+fn failover(from: Option<usize>, to: usize, reason: Reason, demotable: bool) -> Action {
+    Action::Failover {
+        from,
+        to,
+        reason,
+        demotable,
+    }
+}
+
+fn has_failover(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Failover { .. }))
+}
+
+fn hold_of(actions: &[Action]) -> Option<Hold> {
+    actions.iter().find_map(|a| match a {
+        Action::Hold { hold, .. } => Some(hold.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn healthy_cluster_does_nothing() {
+    assert_eq!(run(rules(), &timeline(10, |_, _| {}), |_| {}), vec![]);
+}
+
+#[test]
+fn unreachable_active_whose_votes_stopped_is_replaced_after_its_fence() {
+    // Silent from t=5, votes stop at t=5; fence = 30 s + 5 s margin after its last answer (t=4).
+    let views = timeline(41, |t, v| {
+        agent0_silent_from(5)(t, v);
+        stop_votes_from(5)(t, v);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(
+        actions.contains(&failover(
+            Some(0),
+            1,
+            Reason::AgentUnreachable { misses: 36 },
+            false
+        )),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn unreachable_active_is_not_replaced_before_its_fence() {
+    let views = timeline(20, |t, v| {
+        agent0_silent_from(5)(t, v);
+        stop_votes_from(5)(t, v);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(
+        matches!(hold_of(&actions), Some(Hold::AwaitingFence { .. })),
+        "{actions:?}"
+    );
+    assert!(!has_failover(&actions));
+}
+
+#[test]
+fn unreachable_active_whose_votes_still_land_is_not_replaced() {
+    let actions = run(rules(), &timeline(60, agent0_silent_from(5)), |_| {});
+    assert_eq!(
+        hold_of(&actions),
+        Some(Hold::OldActiveStillVoting),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_few_missed_heartbeats_are_not_a_failure() {
+    let actions = run(rules(), &timeline(7, agent0_silent_from(5)), |_| {});
+    assert_eq!(actions, vec![]);
+}
+
+#[test]
+fn a_down_validator_is_replaced_after_two_samples() {
+    let down = |from: u64| {
+        move |t: u64, v: &mut View| {
+            if t >= from {
+                v.nodes[0].report.as_mut().unwrap().process_running = Some(false);
+            }
+        }
+    };
+    assert!(
+        !has_failover(&run(rules(), &timeline(6, down(5)), |_| {})),
+        "one sample is not enough"
+    );
+    let actions = run(rules(), &timeline(7, down(5)), |_| {});
+    assert_eq!(
+        actions,
+        vec![failover(Some(0), 1, Reason::ValidatorDown, true)]
+    );
+}
+
+#[test]
+fn an_unreadable_validator_without_rpc_counts_as_down() {
+    let views = timeline(7, |t, v| {
+        if t >= 5 {
+            let r = v.nodes[0].report.as_mut().unwrap();
+            r.holds_staked = None;
+            r.slot = None;
+        }
+        // Gossip still shows it: it was the active.
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert_eq!(
+        actions,
+        vec![failover(Some(0), 1, Reason::ValidatorDown, true)]
+    );
+}
+
+#[test]
+fn a_lagging_active_is_replaced_after_two_samples() {
+    let lag = |t: u64, v: &mut View| {
+        if t >= 5 {
+            v.nodes[0].report.as_mut().unwrap().slot = Some(v.tip.unwrap() - 150);
+        }
+    };
+    assert!(!has_failover(&run(rules(), &timeline(6, lag), |_| {})));
+    let actions = run(rules(), &timeline(7, lag), |_| {});
+    assert_eq!(
+        actions,
+        vec![failover(Some(0), 1, Reason::SlotLag { lag: 150 }, true)]
+    );
+}
+
+#[test]
+fn stale_votes_replace_the_active_after_two_samples() {
+    // Votes stop at t=5 (last vote 1015); the tip moves 3 slots a second.
+    let one = run(rules(), &timeline(9, stop_votes_from(5)), |_| {});
+    assert!(!has_failover(&one), "lag 9 once is not enough: {one:?}");
+    let actions = run(rules(), &timeline(10, stop_votes_from(5)), |_| {});
+    assert_eq!(
+        actions,
+        vec![failover(Some(0), 1, Reason::VoteStale { lag: 9 + 3 }, true)]
+    );
+}
+
+#[test]
+fn stale_votes_are_ignored_when_votes_are_not_watched() {
+    let mut r = rules();
+    r.watch_votes = false;
+    let views = timeline(30, |t, v| {
+        stop_votes_from(5)(t, v);
+        v.last_vote = None;
+    });
+    assert_eq!(run(r, &views, |_| {}), vec![]);
+}
+
+/// The active's votes are stale from t=5: every case below wants a switch and must hold it.
+fn wanting_switch(edit: impl Fn(u64, &mut View)) -> Vec<View> {
+    timeline(10, move |t, v| {
+        stop_votes_from(5)(t, v);
+        edit(t, v);
+    })
+}
+
+#[test]
+fn never_to_an_unreachable_passive() {
+    let actions = run(
+        rules(),
+        &wanting_switch(|_, v| v.nodes[1].misses = 1),
+        |_| {},
+    );
+    assert_eq!(hold_of(&actions), Some(Hold::PassiveUnreachable));
+}
+
+#[test]
+fn never_to_a_down_passive() {
+    let views =
+        wanting_switch(|_, v| v.nodes[1].report.as_mut().unwrap().process_running = Some(false));
+    assert_eq!(
+        hold_of(&run(rules(), &views, |_| {})),
+        Some(Hold::PassiveDown)
+    );
+}
+
+#[test]
+fn never_to_a_lagging_passive() {
+    let views = wanting_switch(|_, v| {
+        let tip = v.tip.unwrap();
+        v.nodes[1].report.as_mut().unwrap().slot = Some(tip - 500);
+    });
+    assert_eq!(
+        hold_of(&run(rules(), &views, |_| {})),
+        Some(Hold::PassiveLagging { lag: 500 })
+    );
+}
+
+#[test]
+fn never_to_an_unhealthy_passive() {
+    let views = wanting_switch(|_, v| v.nodes[1].report.as_mut().unwrap().healthy = false);
+    assert_eq!(
+        hold_of(&run(rules(), &views, |_| {})),
+        Some(Hold::PassiveUnhealthy)
+    );
+}
+
+#[test]
+fn not_within_the_cooldown() {
+    let actions = run(rules(), &wanting_switch(|_, _| {}), |e| {
+        e.switched(Duration::ZERO)
+    });
+    assert!(
+        matches!(hold_of(&actions), Some(Hold::Cooldown { .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn after_the_cooldown_it_acts_again() {
+    let mut r = rules();
+    r.cooldown = Duration::from_secs(3);
+    let actions = run(r, &wanting_switch(|_, _| {}), |e| {
+        e.switched(Duration::ZERO)
+    });
+    assert!(has_failover(&actions), "{actions:?}");
+}
+
+#[test]
+fn nothing_while_the_view_is_incomplete() {
+    for (name, edit) in [
+        (
+            "no tip",
+            Box::new(|_: u64, v: &mut View| v.tip = None) as Box<dyn Fn(u64, &mut View)>,
+        ),
+        (
+            "no vote sample",
+            Box::new(|_, v: &mut View| v.last_vote = None),
+        ),
+        (
+            "passive never answered",
+            Box::new(|_, v: &mut View| v.nodes[1].report = None),
+        ),
+    ] {
+        let actions = run(rules(), &wanting_switch(edit), |_| {});
+        assert!(!has_failover(&actions), "{name}: {actions:?}");
+    }
+}
+
+#[test]
+fn both_active_is_critical_and_changes_nothing() {
+    let views = timeline(3, |_, v| {
+        v.nodes[1].report.as_mut().unwrap().holds_staked = Some(true)
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(
+        matches!(actions.as_slice(), [Action::Critical { .. }]),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn nobody_active_and_nobody_voting_promotes_the_best_passive() {
+    let views = timeline(10, |t, v| {
+        v.nodes[0].report.as_mut().unwrap().holds_staked = Some(false);
+        v.nodes[0].staked_in_gossip = false;
+        v.nodes[0].report.as_mut().unwrap().slot = Some(v.tip.unwrap() - 5);
+        stop_votes_from(3)(t, v);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert_eq!(actions, vec![failover(None, 1, Reason::NoActive, true)]);
+}
+
+#[test]
+fn nobody_active_but_votes_landing_does_nothing() {
+    let views = timeline(10, |_, v| {
+        v.nodes[0].report.as_mut().unwrap().holds_staked = Some(false);
+        v.nodes[0].staked_in_gossip = false;
+    });
+    assert_eq!(run(rules(), &views, |_| {}), vec![]);
+}
+
+#[test]
+fn roles_are_read_from_the_agents_either_way_round() {
+    // Node 1 is the active one here; its votes stop.
+    let views = timeline(10, |t, v| {
+        v.nodes.swap(0, 1);
+        stop_votes_from(5)(t, v);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert_eq!(
+        actions,
+        vec![failover(Some(1), 0, Reason::VoteStale { lag: 12 }, true)]
+    );
+}
+
+#[test]
+fn unreachable_and_back_online_are_each_reported_once() {
+    let mut engine = Engine::new(rules());
+    let mut seen = Vec::new();
+    for t in 0..12 {
+        let mut v = healthy(t);
+        if (3..8).contains(&t) {
+            v.nodes[1].misses = (t - 2) as u32;
+        }
+        seen.extend(engine.step(&v));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            Action::Unreachable { node: 1 },
+            Action::BackOnline { node: 1 }
+        ]
+    );
+}
