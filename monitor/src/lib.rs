@@ -5,5 +5,6 @@
 //! not run or parse the `solana` CLI, and keeps every decision in the pure [`engine`] so that each
 //! rule can be tested without IO.
 
+pub mod engine;
 pub mod notify;
 pub mod vote_alert;
