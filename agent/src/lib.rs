@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 mod commands;
+pub mod logging;
 pub mod process;
 pub mod service;
 pub mod state;

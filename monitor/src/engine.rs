@@ -385,7 +385,8 @@ impl Engine {
         actions
     }
 
-    fn passive_problem(&self, view: &View, p: usize) -> Option<Hold> {
+    /// What, if anything, makes node `p` unfit to become the active now.
+    pub fn passive_problem(&self, view: &View, p: usize) -> Option<Hold> {
         let node = &view.nodes[p];
         let Some(report) = node.report.as_ref().filter(|_| node.misses == 0) else {
             return Some(Hold::PassiveUnreachable);

@@ -6,5 +6,10 @@
 //! rule can be tested without IO.
 
 pub mod engine;
+pub mod manager;
 pub mod notify;
+pub mod observer;
+pub mod switch;
 pub mod vote_alert;
+
+pub use manager::{run, Manager};

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = init_logging(cfg.log_file.as_ref()) {
+    if let Err(e) = failover_agent::logging::init(cfg.log_file.as_ref()) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -105,29 +105,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
         _ = term.recv() => info!("SIGTERM"),
     }
-}
-
-/// Logs to stderr and, when configured, appends to `log_file` too.
-fn init_logging(log_file: Option<&PathBuf>) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    // Colours only on a terminal: journald and log files get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
-    match log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log_file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
-                .init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
 }

@@ -1,0 +1,535 @@
+//! The manager's control loop and its one-shot commands.
+//!
+//! Each heartbeat: the observer samples everything → the engine decides → actions run (switch,
+//! notify). A planned switchover (`--trigger-failover`) reaches a running manager through its
+//! control socket (`<state_dir>/manager.sock`); without one, the CLI does it itself. The term and
+//! the newest verified tower backup persist in `<state_dir>/manager-state.json`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use failover_agent::api::TowerBlob;
+use failover_agent::store::EtcdTowers;
+use failover_agent::towers::verify_blob;
+use failover_agent::AgentClient;
+use failover_config::{ManagerConfig, TowerStore};
+use failover_identity::{Keypair, Permissions};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::engine::{Action, Engine, Hold, Rules};
+use crate::notify::{Event, Notifier, NotifierConfig};
+use crate::observer::{Observer, ObserverConfig, Sample};
+use crate::switch::{Outcome, Plan};
+
+/// Agents may take this long to answer a switch command (settle + deadlines).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a failed switch, wait this long before trying again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+const STATE_FILE: &str = "manager-state.json";
+pub const CONTROL_SOCKET: &str = "manager.sock";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    term: u64,
+    /// The newest verified tower backup (embedded store).
+    tower: Option<TowerBlob>,
+}
+
+/// A request on the control socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Trigger { reason: String, force: bool },
+}
+
+pub struct Manager {
+    pub(crate) cfg: ManagerConfig,
+    pub(crate) observer: Observer,
+    /// Clients for switch commands (longer timeout than heartbeats).
+    pub(crate) commands: [AgentClient; 2],
+    pub(crate) engine: Engine,
+    pub(crate) notifier: Notifier,
+    state: Persisted,
+    etcd: Option<EtcdTowers>,
+    last_sample: Option<Sample>,
+}
+
+/// Loads the manager's command-signing key, if commands are signed.
+fn signer(cfg: &ManagerConfig) -> anyhow::Result<Option<Arc<Keypair>>> {
+    match &cfg.signing_keypair_path {
+        None => Ok(None),
+        Some(path) => Ok(Some(Arc::new(Keypair::read_file(
+            path,
+            Permissions::Strict,
+        )?))),
+    }
+}
+
+impl Manager {
+    /// Builds the manager: keys, state, clients. Starts the pubsub tip watcher.
+    pub async fn new(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
+        let signer = signer(&cfg)?;
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create state_dir {}: {e}", cfg.state_dir.display())
+        })?;
+        let state = match std::fs::read(cfg.state_dir.join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is corrupt: {e}",
+                    cfg.state_dir.join(STATE_FILE).display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
+            Err(e) => anyhow::bail!("cannot read the manager state: {e}"),
+        };
+        let client = |v: &failover_config::ValidatorEndpoint, timeout| {
+            AgentClient::new(v.endpoint.as_str(), signer.clone(), timeout)
+        };
+        let agents = [
+            client(&cfg.validator1, cfg.request_timeout),
+            client(&cfg.validator2, cfg.request_timeout),
+        ];
+        let commands = [
+            client(&cfg.validator1, COMMAND_TIMEOUT),
+            client(&cfg.validator2, COMMAND_TIMEOUT),
+        ];
+        let observer = Observer::new(
+            ObserverConfig {
+                cluster_rpc: cfg.cluster_rpc.to_string(),
+                cluster_ws: cfg.cluster_ws.to_string(),
+                staked: cfg.staked_identity_pubkey,
+                vote_account: cfg.vote_account_pubkey,
+                ips: [cfg.validator1.ip, cfg.validator2.ip],
+                request_timeout: cfg.request_timeout,
+                rpc_requests_per_second: cfg.rpc_requests_per_second,
+            },
+            agents,
+        );
+        let engine = Engine::new(Rules {
+            misses_before_failover: cfg.misses_before_failover,
+            slot_diff_threshold: cfg.slot_diff_threshold,
+            stale_vote_slot_threshold: cfg.stale_vote_slot_threshold,
+            cooldown: cfg.failover_cooldown,
+            fence_margin: cfg.fence_margin,
+            watch_votes: cfg.vote_account_pubkey.is_some(),
+        });
+        Ok(Self {
+            cfg,
+            observer,
+            commands,
+            engine,
+            notifier,
+            state,
+            etcd: None,
+            last_sample: None,
+        })
+    }
+
+    pub(crate) fn describe(&self, i: usize) -> String {
+        let v = if i == 0 {
+            &self.cfg.validator1
+        } else {
+            &self.cfg.validator2
+        };
+        format!("{} ({})", v.name, v.ip)
+    }
+
+    pub(crate) fn cfg_ip(&self, i: usize) -> IpAddr {
+        if i == 0 {
+            self.cfg.validator1.ip
+        } else {
+            self.cfg.validator2.ip
+        }
+    }
+
+    pub(crate) fn staked_str(&self) -> String {
+        self.cfg.staked_identity_pubkey.to_string()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.state.term
+    }
+
+    fn save_state(&self) -> std::io::Result<()> {
+        let path = self.cfg.state_dir.join(STATE_FILE);
+        let tmp = path.with_extension("json.new");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&self.state).expect("state serializes"))?;
+            f.sync_all()?;
+        }
+        std::fs::rename(tmp, path)
+    }
+
+    async fn etcd(&mut self) -> Result<Option<EtcdTowers>, String> {
+        let TowerStore::Etcd(config) = &self.cfg.tower_store else {
+            return Ok(None);
+        };
+        if self.etcd.is_none() {
+            self.etcd = Some(
+                EtcdTowers::connect(config)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(self.etcd.clone())
+    }
+
+    /// The next term: above everything this manager and the agents have seen; persisted, and
+    /// raised in etcd, before any agent hears it.
+    pub(crate) async fn next_term(&mut self) -> Result<u64, String> {
+        let agents_max = self
+            .last_sample
+            .as_ref()
+            .map(|s| {
+                s.last_statuses
+                    .iter()
+                    .flatten()
+                    .map(|st| st.term)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let term = self.state.term.max(agents_max) + 1;
+        self.state.term = term;
+        self.save_state()
+            .map_err(|e| format!("cannot persist term {term}: {e}"))?;
+        if let Some(etcd) = self.etcd().await? {
+            let now = etcd.raise_term(term).await.map_err(|e| e.to_string())?;
+            if now != term {
+                return Err(format!(
+                    "etcd holds term {now}, above {term}: another manager is switching"
+                ));
+            }
+        }
+        Ok(term)
+    }
+
+    pub(crate) async fn etcd_sha(&mut self) -> Option<String> {
+        let etcd = self.etcd().await.ok()??;
+        Some(etcd.get_tower().await.ok()??.tower.sha256)
+    }
+
+    pub(crate) fn saved_backup(&self) -> Option<TowerBlob> {
+        self.state.tower.clone()
+    }
+
+    /// Keeps `tower` as the backup if it verifies and is newer than the one kept.
+    pub(crate) fn save_backup(&mut self, tower: &TowerBlob) {
+        if self
+            .state
+            .tower
+            .as_ref()
+            .is_some_and(|t| t.last_vote >= tower.last_vote)
+        {
+            return;
+        }
+        if let Err(e) = verify_blob(tower, &self.cfg.staked_identity_pubkey, None) {
+            warn!(error = %e, "not keeping a tower backup that does not verify");
+            return;
+        }
+        self.state.tower = Some(tower.clone());
+        if let Err(e) = self.save_state() {
+            warn!(error = %e, "cannot persist the tower backup");
+        }
+    }
+
+    /// One heartbeat: sample, keep the tower backup, decide.
+    pub async fn observe(&mut self) -> Vec<Action> {
+        let sample = self.observer.sample(self.state.term).await;
+        for status in sample.statuses.iter().flatten() {
+            if let Some(tower) = &status.tower_backup {
+                self.save_backup(tower);
+            }
+        }
+        let actions = self.engine.step(&sample.view);
+        self.last_sample = Some(sample);
+        actions
+    }
+
+    pub fn last_sample(&self) -> Option<&Sample> {
+        self.last_sample.as_ref()
+    }
+
+    /// Which node holds the staked identity now, by its agent.
+    fn active(&self) -> Option<usize> {
+        let sample = self.last_sample.as_ref()?;
+        (0..2).find(|&i| {
+            sample.view.nodes[i]
+                .report
+                .as_ref()
+                .and_then(|r| r.holds_staked)
+                == Some(true)
+        })
+    }
+
+    /// A planned switchover from the active to the passive. Refuses when the passive is unhealthy
+    /// unless `force`.
+    pub async fn trigger(&mut self, reason: &str, force: bool) -> Result<Outcome, String> {
+        // Two samples, so that the view is current.
+        self.observe().await;
+        self.observe().await;
+        let sample = self.last_sample.clone().expect("sampled");
+        let active = self
+            .active()
+            .ok_or("no validator reports the staked identity: nothing to switch from")?;
+        let passive = 1 - active;
+        if sample.view.nodes[active].misses > 0 {
+            return Err(format!(
+                "{}'s agent is not answering: cannot demote it",
+                self.describe(active)
+            ));
+        }
+        if let Some(problem) = self.engine.passive_problem(&sample.view, passive) {
+            if !force {
+                return Err(format!(
+                    "refusing: {problem} ({}); --force to switch anyway",
+                    self.describe(passive)
+                ));
+            }
+            warn!(%problem, "switching anyway (--force)");
+        }
+        let outcome = self
+            .execute(Plan {
+                from: Some(active),
+                to: passive,
+                reason: reason.to_string(),
+                demotable: true,
+            })
+            .await;
+        self.after_switch(&outcome);
+        Ok(outcome)
+    }
+
+    fn after_switch(&mut self, outcome: &Outcome) {
+        if outcome.dry_run {
+            return;
+        }
+        if outcome.ok {
+            self.engine.switched(self.observer.now());
+            self.notifier.send(Event::FailoverComplete {
+                reason: outcome.reason.clone(),
+                from: outcome.from.clone().unwrap_or_else(|| "nobody".into()),
+                to: outcome.to.clone(),
+                term: outcome.term,
+                summary: outcome.summary(),
+            });
+        } else {
+            self.notifier.send(Event::FailoverFailed {
+                reason: outcome.reason.clone(),
+                error: outcome.error.clone().unwrap_or_default(),
+            });
+        }
+    }
+
+    /// Lines describing both validators, for `--status` and the periodic report.
+    pub fn status_lines(&self) -> Vec<String> {
+        let Some(sample) = &self.last_sample else {
+            return vec!["no sample yet".into()];
+        };
+        let mut lines = Vec::new();
+        for i in 0..2 {
+            let line = match (&sample.statuses[i], &sample.errors[i]) {
+                (Some(s), _) => format!(
+                    "{}: {:?}, identity {}, slot {}, health {:?}, process {}, tower last vote {}",
+                    self.describe(i),
+                    s.role,
+                    s.identity.as_deref().unwrap_or("unreadable"),
+                    s.slot.map_or("?".into(), |v| v.to_string()),
+                    s.health,
+                    match s.process_running {
+                        Some(true) => "running",
+                        Some(false) => "NOT running",
+                        None => "?",
+                    },
+                    s.tower.last_vote.map_or("none".into(), |v| v.to_string()),
+                ),
+                (None, err) => format!(
+                    "{}: UNREACHABLE ({})",
+                    self.describe(i),
+                    err.as_deref().unwrap_or("?")
+                ),
+            };
+            lines.push(line);
+        }
+        lines.push(format!(
+            "cluster tip {}, vote account last vote {}, term {}",
+            sample.view.tip.map_or("?".into(), |v| v.to_string()),
+            sample.view.last_vote.map_or("?".into(), |v| v.to_string()),
+            self.state.term
+        ));
+        lines
+    }
+
+    /// Sends `/shutdown` to both agents at once.
+    pub async fn shutdown_agents(&self) -> [Result<(), String>; 2] {
+        let term = self.state.term;
+        let (a, b) = tokio::join!(
+            self.commands[0].shutdown(term),
+            self.commands[1].shutdown(term)
+        );
+        [a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())]
+    }
+}
+
+/// Runs the manager until `shutdown` resolves.
+pub async fn run(
+    cfg: ManagerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (notifier, _sender) = Notifier::start(NotifierConfig::from_manager(&cfg));
+    let socket_path = cfg.state_dir.join(CONTROL_SOCKET);
+    let heartbeat = cfg.heartbeat_interval;
+    let status_every = cfg.status_report_interval;
+    let mut manager = Manager::new(cfg, notifier.clone()).await?;
+    let (control_tx, mut control_rx) = mpsc::channel(8);
+    let control = bind_control(&socket_path)?;
+    let control_task = tokio::spawn(serve_control(control, control_tx));
+    info!(
+        term = manager.term(),
+        "manager running; control socket {}",
+        socket_path.display()
+    );
+
+    let mut ticks = tokio::time::interval(heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report =
+        tokio::time::interval_at(tokio::time::Instant::now() + status_every, status_every);
+    let mut retry_after: Option<Duration> = None;
+    let mut last_hold: Option<String> = None;
+    let mut critical = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
+            Some((request, reply)) = control_rx.recv() => {
+                let ControlRequest::Trigger { reason, force } = request;
+                let answer = manager.trigger(&reason, force).await;
+                let _ = reply.send(answer);
+            }
+            _ = ticks.tick() => {
+                let actions = manager.observe().await;
+                let mut saw_critical = false;
+                for action in actions {
+                    match action {
+                        Action::Unreachable { node } => {
+                            let error = manager.last_sample().and_then(|s| s.errors[node].clone()).unwrap_or_default();
+                            warn!(node = %manager.describe(node), %error, "agent unreachable");
+                            manager.notifier.send(Event::ServerUnreachable { name: manager.describe(node), endpoint: manager.commands[node].endpoint().into(), error });
+                        }
+                        Action::BackOnline { node } => {
+                            info!(node = %manager.describe(node), "agent back online");
+                            manager.notifier.send(Event::ServerBackOnline { name: manager.describe(node), endpoint: manager.commands[node].endpoint().into() });
+                        }
+                        Action::Critical { text } => {
+                            saw_critical = true;
+                            if !critical {
+                                error!("{text}");
+                                manager.notifier.send(Event::Critical { text });
+                            }
+                        }
+                        Action::Hold { reason, hold } => {
+                            let line = format!("{reason}, but {hold}");
+                            if last_hold.as_deref() != Some(line.as_str()) && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {
+                                warn!("not switching: {line}");
+                            }
+                            last_hold = Some(line);
+                        }
+                        Action::Failover { from, to, reason, demotable } => {
+                            last_hold = None;
+                            let now = manager.observer.now();
+                            if retry_after.is_some_and(|t| now < t) {
+                                continue;
+                            }
+                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }).await;
+                            manager.after_switch(&outcome);
+                            retry_after = (!outcome.ok).then(|| manager.observer.now() + RETRY_AFTER_FAILURE);
+                        }
+                    }
+                }
+                critical = saw_critical;
+            }
+        }
+    }
+    control_task.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    notifier.flush().await;
+    info!("manager stopped");
+    Ok(())
+}
+
+type ControlReply = oneshot::Sender<Result<Outcome, String>>;
+
+/// Binds the control socket, refusing when another manager is running on the same state_dir.
+fn bind_control(path: &PathBuf) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another manager is running with this state_dir ({} answers)",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve_control(
+    listener: UnixListener,
+    requests: mpsc::Sender<(ControlRequest, ControlReply)>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(read).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(request) => {
+                    let (tx, rx) = oneshot::channel();
+                    if requests.send((request, tx)).await.is_err() {
+                        Err("the manager is stopping".to_string())
+                    } else {
+                        rx.await
+                            .unwrap_or_else(|_| Err("the manager dropped the request".into()))
+                    }
+                }
+                Err(e) => Err(format!("bad control request: {e}")),
+            };
+            let text = serde_json::to_string(&answer).expect("answer serializes");
+            let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Asks a running manager to do `request`; `None` when no manager is running there.
+pub async fn ask_running(
+    state_dir: &std::path::Path,
+    request: &ControlRequest,
+) -> Option<Result<Outcome, String>> {
+    let stream = UnixStream::connect(state_dir.join(CONTROL_SOCKET))
+        .await
+        .ok()?;
+    let (read, mut write) = stream.into_split();
+    let text = serde_json::to_string(request).expect("request serializes");
+    write.write_all(format!("{text}\n").as_bytes()).await.ok()?;
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await.ok()?;
+    Some(
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| Err(format!("unreadable answer from the manager: {e}"))),
+    )
+}

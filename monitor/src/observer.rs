@@ -1,0 +1,302 @@
+//! The one observer: everything the manager knows comes through here, once per heartbeat.
+//!
+//! - The cluster tip from a pubsub `slotSubscribe` (reconnected with backoff; while it is down,
+//!   `getSlot` is polled instead).
+//! - The vote account's last vote from `getVoteAccounts { votePubkey, processed }`.
+//! - Gossip from `getClusterNodes`: which configured IP carries the staked identity.
+//! - Each agent's `/status` (signed), with consecutive misses counted.
+//!
+//! Requests to the cluster RPC go through one rate limiter. It never runs or parses the `solana`
+//! CLI.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use failover_agent::api::{Health, StatusResponse};
+use failover_agent::AgentClient;
+use failover_identity::Pubkey;
+use futures_util::StreamExt;
+use solana_commitment_config::CommitmentConfig;
+use solana_pubsub_client::nonblocking::pubsub_client::PubsubClient;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_rpc_client_api::config::RpcGetVoteAccountsConfig;
+use tracing::{debug, info, warn};
+
+use crate::engine::{AgentReport, NodeView, View};
+
+/// How often gossip is re-read, in heartbeats (`getClusterNodes` is the heaviest call).
+const GOSSIP_EVERY: u64 = 5;
+
+/// What the observer needs to know.
+#[derive(Clone, Debug)]
+pub struct ObserverConfig {
+    pub cluster_rpc: String,
+    pub cluster_ws: String,
+    pub staked: Pubkey,
+    pub vote_account: Option<Pubkey>,
+    pub ips: [IpAddr; 2],
+    pub request_timeout: Duration,
+    pub rpc_requests_per_second: u32,
+}
+
+/// The latest tip from pubsub.
+#[derive(Default)]
+struct Tip {
+    slot: AtomicU64,
+    live: AtomicBool,
+}
+
+/// A token bucket for the cluster RPC.
+struct Limiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Limiter {
+    fn new(per_second: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let mut next = self.next.lock().await;
+        let now = Instant::now();
+        if *next > now {
+            tokio::time::sleep(*next - now).await;
+        }
+        *next = (*next).max(now) + self.interval;
+    }
+}
+
+/// One agent's history.
+#[derive(Default, Clone)]
+struct NodeState {
+    misses: u32,
+    last_answer: Option<Duration>,
+    last_status: Option<StatusResponse>,
+}
+
+/// What one heartbeat saw.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub view: View,
+    /// The agents' full answers (`None` when the agent did not answer this time).
+    pub statuses: [Option<StatusResponse>; 2],
+    /// The last answers ever received (kept while an agent is unreachable).
+    pub last_statuses: [Option<StatusResponse>; 2],
+    pub errors: [Option<String>; 2],
+}
+
+pub struct Observer {
+    cfg: ObserverConfig,
+    agents: [AgentClient; 2],
+    rpc: RpcClient,
+    tip: Arc<Tip>,
+    tip_task: tokio::task::JoinHandle<()>,
+    limiter: Limiter,
+    nodes: [NodeState; 2],
+    gossip: Option<Option<IpAddr>>,
+    heartbeats: u64,
+    started: Instant,
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.tip_task.abort();
+    }
+}
+
+impl Observer {
+    pub fn new(cfg: ObserverConfig, agents: [AgentClient; 2]) -> Self {
+        let tip = Arc::new(Tip::default());
+        let tip_task = tokio::spawn(watch_tip(cfg.cluster_ws.clone(), tip.clone()));
+        let rpc = RpcClient::new_with_timeout(cfg.cluster_rpc.clone(), cfg.request_timeout);
+        Self {
+            limiter: Limiter::new(cfg.rpc_requests_per_second),
+            cfg,
+            agents,
+            rpc,
+            tip,
+            tip_task,
+            nodes: Default::default(),
+            gossip: None,
+            heartbeats: 0,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn agent(&self, i: usize) -> &AgentClient {
+        &self.agents[i]
+    }
+
+    /// The manager's monotonic clock, shared with the engine's views.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Reads everything once.
+    pub async fn sample(&mut self, term: u64) -> Sample {
+        self.heartbeats += 1;
+        let refresh_gossip = self.gossip.is_none() || self.heartbeats % GOSSIP_EVERY == 0;
+        let (s0, s1, tip, last_vote, gossip) = tokio::join!(
+            self.agents[0].status(term),
+            self.agents[1].status(term),
+            self.tip(),
+            self.last_vote(),
+            async {
+                if refresh_gossip {
+                    Some(self.gossip_holder().await)
+                } else {
+                    None
+                }
+            }
+        );
+        if let Some(Ok(holder)) = gossip {
+            self.gossip = Some(holder);
+        }
+        let now = self.now();
+        let mut statuses = [None, None];
+        let mut errors = [None, None];
+        for (i, result) in [s0, s1].into_iter().enumerate() {
+            let node = &mut self.nodes[i];
+            match result {
+                Ok(status) => {
+                    if node.misses > 0 {
+                        info!(node = i + 1, "agent answers again");
+                    }
+                    node.misses = 0;
+                    node.last_answer = Some(now);
+                    node.last_status = Some(status.clone());
+                    statuses[i] = Some(status);
+                }
+                Err(e) => {
+                    node.misses += 1;
+                    debug!(node = i + 1, misses = node.misses, error = %e, "agent did not answer");
+                    errors[i] = Some(e.to_string());
+                }
+            }
+        }
+        let holder = self.gossip.flatten();
+        let view = View {
+            now,
+            nodes: [0, 1].map(|i| NodeView {
+                misses: self.nodes[i].misses,
+                report: self.nodes[i]
+                    .last_status
+                    .as_ref()
+                    .map(|s| report(s, &self.cfg.staked)),
+                last_answer: self.nodes[i].last_answer,
+                staked_in_gossip: holder == Some(self.cfg.ips[i]),
+            }),
+            tip,
+            last_vote,
+        };
+        Sample {
+            view,
+            statuses,
+            last_statuses: [
+                self.nodes[0].last_status.clone(),
+                self.nodes[1].last_status.clone(),
+            ],
+            errors,
+        }
+    }
+
+    /// The tip: from pubsub while it is live, else one `getSlot`.
+    async fn tip(&self) -> Option<u64> {
+        if self.tip.live.load(Ordering::Relaxed) {
+            return Some(self.tip.slot.load(Ordering::Relaxed));
+        }
+        self.limiter.acquire().await;
+        match self
+            .rpc
+            .get_slot_with_commitment(CommitmentConfig::processed())
+            .await
+        {
+            Ok(slot) => Some(slot),
+            Err(e) => {
+                warn!(error = %e, "cluster RPC getSlot failed");
+                None
+            }
+        }
+    }
+
+    async fn last_vote(&self) -> Option<u64> {
+        let vote = self.cfg.vote_account?;
+        self.limiter.acquire().await;
+        let config = RpcGetVoteAccountsConfig {
+            vote_pubkey: Some(vote.to_string()),
+            commitment: Some(CommitmentConfig::processed()),
+            keep_unstaked_delinquents: Some(true),
+            ..Default::default()
+        };
+        match self.rpc.get_vote_accounts_with_config(config).await {
+            Ok(accounts) => accounts
+                .current
+                .iter()
+                .chain(accounts.delinquent.iter())
+                .find(|a| a.vote_pubkey == vote.to_string())
+                .map(|a| a.last_vote),
+            Err(e) => {
+                warn!(error = %e, "cluster RPC getVoteAccounts failed");
+                None
+            }
+        }
+    }
+
+    /// Which configured validator's address gossip shows the staked identity at.
+    pub async fn gossip_holder(&self) -> Result<Option<IpAddr>, String> {
+        self.limiter.acquire().await;
+        let nodes = self.rpc.get_cluster_nodes().await.map_err(|e| {
+            warn!(error = %e, "cluster RPC getClusterNodes failed");
+            e.to_string()
+        })?;
+        let staked = self.cfg.staked.to_string();
+        Ok(nodes
+            .iter()
+            .find(|n| n.pubkey == staked)
+            .and_then(|n| n.gossip)
+            .map(|g| g.ip())
+            .filter(|ip| self.cfg.ips.contains(ip)))
+    }
+}
+
+/// What the engine needs from a status answer.
+pub fn report(status: &StatusResponse, staked: &Pubkey) -> AgentReport {
+    AgentReport {
+        holds_staked: status.identity.as_ref().map(|id| *id == staked.to_string()),
+        process_running: status.process_running,
+        slot: status.slot,
+        healthy: status.health == Health::Ok,
+        fence_after: Duration::from_millis(status.fence_after_ms),
+    }
+}
+
+/// Follows the tip over pubsub for as long as it runs, reconnecting with backoff.
+async fn watch_tip(url: String, tip: Arc<Tip>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match PubsubClient::new(url.as_str()).await {
+            Ok(client) => match client.slot_subscribe().await {
+                Ok((mut slots, _unsubscribe)) => {
+                    info!(%url, "following the cluster tip over pubsub");
+                    backoff = Duration::from_millis(250);
+                    while let Some(info) = slots.next().await {
+                        tip.slot.store(info.slot, Ordering::Relaxed);
+                        tip.live.store(true, Ordering::Relaxed);
+                    }
+                    warn!(%url, "pubsub slot stream ended; polling getSlot until it is back");
+                }
+                Err(e) => warn!(%url, error = %e, "slotSubscribe failed"),
+            },
+            Err(e) => debug!(%url, error = %e, "pubsub connect failed"),
+        }
+        tip.live.store(false, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,362 @@
+//! Moving the staked identity, in DESIGN.md §3's order, through the agents: raise the term →
+//! demote the old active and confirm (or, when it cannot be reached, rely on its fence and the
+//! newest verified tower backup) → promote the new one with the tower and its hash → confirm
+//! through its agent and through gossip. Every phase is timed; the switch ends with one summary.
+
+use std::time::{Duration, Instant};
+
+use failover_agent::api::{FailoverAction, FailoverRequest, Role, TowerBlob};
+use failover_agent::towers::verify_blob;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::manager::Manager;
+
+/// How long gossip may take to show the new active before the switch reports it unconfirmed.
+const GOSSIP_CONFIRM: Duration = Duration::from_secs(10);
+
+/// A switch to make.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub from: Option<usize>,
+    pub to: usize,
+    pub reason: String,
+    /// The old active's agent can be asked to demote it.
+    pub demotable: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub name: String,
+    pub ms: u64,
+    pub detail: String,
+}
+
+/// How a switch went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    pub term: u64,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub phases: Vec<PhaseTime>,
+    /// Decision → new active confirmed by its agent.
+    pub total_ms: u64,
+    pub error: Option<String>,
+    pub dry_run: bool,
+}
+
+impl Outcome {
+    /// One line with every phase's time.
+    pub fn summary(&self) -> String {
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|p| format!("{} {} ms", p.name, p.ms))
+            .collect();
+        let verdict = if self.ok { "done" } else { "FAILED" };
+        format!(
+            "switch term {} {} → {} {verdict} in {} ms ({}): {}{}",
+            self.term,
+            self.from.as_deref().unwrap_or("nobody"),
+            self.to,
+            self.total_ms,
+            self.reason,
+            phases.join(", "),
+            self.error
+                .as_ref()
+                .map(|e| format!("; error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+struct Clock {
+    started: Instant,
+    last: Instant,
+    outcome: Outcome,
+}
+
+impl Clock {
+    fn phase(&mut self, name: &str, result: Result<String, String>) -> bool {
+        let ms = self.last.elapsed().as_millis() as u64;
+        self.last = Instant::now();
+        let ok = result.is_ok();
+        let detail = result.unwrap_or_else(|e| e);
+        if ok {
+            info!(phase = name, ms, %detail, "switch phase done");
+        } else {
+            error!(phase = name, ms, %detail, "switch phase failed");
+            self.outcome.ok = false;
+            self.outcome.error = Some(format!("{name}: {detail}"));
+        }
+        self.outcome.phases.push(PhaseTime {
+            name: name.into(),
+            ms,
+            detail,
+        });
+        ok
+    }
+}
+
+impl Manager {
+    /// Executes `plan`. Nothing is promoted unless the old active is proven demoted, or could not
+    /// be reached and the engine has waited out its fence.
+    pub async fn execute(&mut self, plan: Plan) -> Outcome {
+        let names = [self.describe(0), self.describe(1)];
+        let name = |i: usize| names[i].clone();
+        let mut clock = Clock {
+            started: Instant::now(),
+            last: Instant::now(),
+            outcome: Outcome {
+                ok: true,
+                term: 0,
+                from: plan.from.map(name),
+                to: name(plan.to),
+                reason: plan.reason.clone(),
+                phases: Vec::new(),
+                total_ms: 0,
+                error: None,
+                dry_run: self.cfg.dry_run,
+            },
+        };
+        info!(from = ?clock.outcome.from, to = %clock.outcome.to, reason = %plan.reason, demotable = plan.demotable, "switch decided");
+        if self.cfg.dry_run {
+            clock.phase(
+                "plan",
+                Ok(format!(
+                    "dry-run: would raise the term, {}, hand the tower over and promote {}",
+                    match plan.from {
+                        Some(a) if plan.demotable => format!("demote {}", name(a)),
+                        Some(a) => format!("rely on {}'s self-fence", name(a)),
+                        None => "with nobody active".into(),
+                    },
+                    name(plan.to)
+                )),
+            );
+            return self.finish(clock);
+        }
+        if self.cfg.secure.is_some() {
+            clock.phase(
+                "plan",
+                Err("secure identity mode is not available in this version yet".into()),
+            );
+            return self.finish(clock);
+        }
+
+        // 1. A new term, persisted (and in etcd) before any agent hears it.
+        let term = match self.next_term().await {
+            Ok(t) => t,
+            Err(e) => {
+                clock.phase("term", Err(e));
+                return self.finish(clock);
+            }
+        };
+        clock.outcome.term = term;
+        clock.phase("term", Ok(format!("term {term}")));
+
+        // 2. Demote the old active, or rely on its fence.
+        let mut tower: Option<TowerBlob> = None;
+        match plan.from {
+            Some(a) if plan.demotable => {
+                let request = command(FailoverAction::BecomePassive, term, &plan.reason, None);
+                match self.commands[a].failover(&request).await {
+                    Ok(r) if r.ok && r.identity.as_deref() != Some(self.staked_str().as_str()) => {
+                        let settle = r
+                            .phases
+                            .iter()
+                            .find(|p| p.name == "settle")
+                            .map(|p| p.detail.clone());
+                        tower = r.tower;
+                        clock.phase(
+                            "demote",
+                            Ok(format!(
+                                "{} demoted{}",
+                                name(a),
+                                settle.map(|s| format!(" ({s})")).unwrap_or_default()
+                            )),
+                        );
+                    }
+                    Ok(r) => {
+                        clock.phase(
+                            "demote",
+                            Err(r.error.unwrap_or_else(|| {
+                                "the validator still reports the staked identity".into()
+                            })),
+                        );
+                        return self.finish(clock);
+                    }
+                    Err(e) => {
+                        clock.phase("demote", Err(e.to_string()));
+                        return self.finish(clock);
+                    }
+                }
+            }
+            Some(a) => {
+                clock.phase("demote", Ok(format!("{} unreachable: fenced by time (its self-fence plus the margin has passed)", name(a))));
+            }
+            None => {
+                clock.phase("demote", Ok("nobody holds the staked identity".into()));
+            }
+        }
+
+        // 3. The tower: the one the demotion returned, else the newest verified backup.
+        let tower = match tower {
+            Some(t) => Some(t),
+            None => self.newest_backup().await,
+        };
+        let sha = match (&tower, self.etcd_sha().await) {
+            (Some(t), _) => Some(t.sha256.clone()),
+            (None, Some(sha)) => Some(sha),
+            (None, None) => None,
+        };
+        clock.phase(
+            "tower",
+            Ok(match &tower {
+                Some(t) => format!("last vote {:?}, sha256 {}", t.last_vote, &t.sha256[..16]),
+                None => match &sha {
+                    Some(s) => format!("in etcd, sha256 {}", &s[..16.min(s.len())]),
+                    None => "no tower anywhere: the new active must build its own".into(),
+                },
+            }),
+        );
+        if let Some(t) = &tower {
+            self.save_backup(t);
+        }
+
+        // 4. Promote.
+        let embedded = matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded);
+        let request = command(
+            FailoverAction::BecomeActive,
+            term,
+            &plan.reason,
+            if embedded { tower.clone() } else { None },
+        );
+        let request = FailoverRequest {
+            tower_sha256: sha,
+            ..request
+        };
+        match self.commands[plan.to].failover(&request).await {
+            Ok(r) if r.ok => {
+                let detail = r
+                    .phases
+                    .iter()
+                    .map(|p| format!("{} {} ms", p.name, p.ms))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                clock.phase(
+                    "promote",
+                    Ok(format!("{} promoted ({detail})", name(plan.to))),
+                );
+            }
+            Ok(r) => {
+                clock.phase(
+                    "promote",
+                    Err(r.error.unwrap_or_else(|| "promotion failed".into())),
+                );
+                return self.finish(clock);
+            }
+            Err(e) => {
+                clock.phase("promote", Err(e.to_string()));
+                return self.finish(clock);
+            }
+        }
+
+        // 5. Confirm through the agent, then through gossip.
+        let confirmed = match self.observer.agent(plan.to).status(term).await {
+            Ok(s) if s.role == Role::Active => Ok(format!(
+                "{} reports {}",
+                name(plan.to),
+                s.identity.unwrap_or_default()
+            )),
+            Ok(s) => Err(format!(
+                "{} reports {:?} as {:?}",
+                name(plan.to),
+                s.identity,
+                s.role
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        if !clock.phase("confirm", confirmed) {
+            return self.finish(clock);
+        }
+        clock.outcome.total_ms = clock.started.elapsed().as_millis() as u64;
+        let want = self.cfg_ip(plan.to);
+        let deadline = Instant::now() + GOSSIP_CONFIRM;
+        let gossip = loop {
+            match self.observer.gossip_holder().await {
+                Ok(Some(ip)) if ip == want => {
+                    break Ok(format!("gossip shows the staked identity at {ip}"))
+                }
+                _ if Instant::now() >= deadline => break Err(format!(
+                    "gossip did not show the staked identity at {want} within {GOSSIP_CONFIRM:?}"
+                )),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        if let Err(e) = &gossip {
+            // The agent confirmed the identity; gossip lagging is worth a warning, not a rollback.
+            warn!("{e}");
+            clock.outcome.phases.push(PhaseTime {
+                name: "gossip".into(),
+                ms: clock.last.elapsed().as_millis() as u64,
+                detail: e.clone(),
+            });
+        } else {
+            clock.phase("gossip", gossip);
+        }
+        self.finish(clock)
+    }
+
+    fn finish(&mut self, mut clock: Clock) -> Outcome {
+        if clock.outcome.total_ms == 0 {
+            clock.outcome.total_ms = clock.started.elapsed().as_millis() as u64;
+        }
+        let outcome = clock.outcome;
+        if outcome.ok {
+            info!("{}", outcome.summary());
+        } else {
+            error!("{}", outcome.summary());
+        }
+        outcome
+    }
+
+    /// The newest verified tower any source offers: the manager's own backup, or what an agent
+    /// returned with its status (an active's current tower, a demoted node's final one).
+    async fn newest_backup(&self) -> Option<TowerBlob> {
+        let staked = self.cfg.staked_identity_pubkey;
+        let mut candidates: Vec<TowerBlob> = self.saved_backup().into_iter().collect();
+        for i in 0..2 {
+            if let Ok(s) = self.observer.agent(i).status(self.term()).await {
+                candidates.extend(s.tower_backup);
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|t| match verify_blob(t, &staked, None) {
+                Ok(_) => true,
+                Err(e) => {
+                    warn!(error = %e, "ignoring a tower backup that does not verify");
+                    false
+                }
+            })
+            .max_by_key(|t| t.last_vote)
+    }
+}
+
+fn command(
+    action: FailoverAction,
+    term: u64,
+    reason: &str,
+    tower: Option<TowerBlob>,
+) -> FailoverRequest {
+    FailoverRequest {
+        action,
+        term,
+        skip_identity: false,
+        reason: reason.to_string(),
+        tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
+        tower,
+    }
+}
