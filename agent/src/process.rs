@@ -23,7 +23,7 @@ pub fn find(name: &str) -> Option<Found> {
             continue;
         };
         let dir = entry.path();
-        if !matches_name(&dir, name) {
+        if !matches_name(&dir, name) || is_zombie(&dir) {
             continue;
         }
         let start = start_ticks(&dir).unwrap_or(u64::MAX);
@@ -57,6 +57,17 @@ fn matches_name(dir: &Path, name: &str) -> bool {
         }
     }
     false
+}
+
+/// A zombie has exited: it is not a running validator, whatever its name.
+fn is_zombie(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.

@@ -241,9 +241,18 @@ impl Agent {
     pub async fn startup_check(&self) -> Result<String, String> {
         if let Some(socket) = self.validator.admin_socket() {
             if !socket.exists() {
-                return Err(format!(
-                    "admin socket {} does not exist: is the validator running with this ledger \
-                     (ledger_path / admin_socket)?",
+                // With the validator down there is no socket yet; with it running, the path is wrong.
+                if crate::process::find(&self.cfg.process_name).is_some() {
+                    return Err(format!(
+                        "admin socket {} does not exist although {} is running: is ledger_path / \
+                         admin_socket the validator's?",
+                        socket.display(),
+                        self.cfg.process_name
+                    ));
+                }
+                return Ok(format!(
+                    "validator not running ({} not found, no admin socket at {}): reporting it down",
+                    self.cfg.process_name,
                     socket.display()
                 ));
             }

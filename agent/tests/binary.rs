@@ -117,7 +117,7 @@ async fn a_wrong_admin_socket_stops_the_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("admin socket /nonexistent/admin.rpc does not exist"));
+        .contains("admin socket /nonexistent/admin.rpc does not exist although"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -384,6 +384,15 @@ pub async fn run(
     cfg: ManagerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the control socket accepts requests.
+pub async fn run_with(
+    cfg: ManagerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let (notifier, _sender) = Notifier::start(NotifierConfig::from_manager(&cfg));
     let socket_path = cfg.state_dir.join(CONTROL_SOCKET);
     let heartbeat = cfg.heartbeat_interval;
@@ -397,12 +406,15 @@ pub async fn run(
         "manager running; control socket {}",
         socket_path.display()
     );
+    ready();
 
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report =
         tokio::time::interval_at(tokio::time::Instant::now() + status_every, status_every);
-    let mut retry_after: Option<Duration> = None;
+    // After a failed switch, the same plan waits before it is tried again; a different one (the
+    // old active became reachable, another node is the target) goes ahead at once.
+    let mut failed: Option<(PlanKey, Duration)> = None;
     let mut last_hold: Option<String> = None;
     let mut critical = false;
     tokio::pin!(shutdown);
@@ -445,13 +457,14 @@ pub async fn run(
                         }
                         Action::Failover { from, to, reason, demotable } => {
                             last_hold = None;
+                            let key = (from, to, demotable);
                             let now = manager.observer.now();
-                            if retry_after.is_some_and(|t| now < t) {
+                            if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
                             let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }).await;
                             manager.after_switch(&outcome);
-                            retry_after = (!outcome.ok).then(|| manager.observer.now() + RETRY_AFTER_FAILURE);
+                            failed = (!outcome.ok).then(|| (key, manager.observer.now() + RETRY_AFTER_FAILURE));
                         }
                     }
                 }
@@ -467,6 +480,9 @@ pub async fn run(
 }
 
 type ControlReply = oneshot::Sender<Result<Outcome, String>>;
+
+/// What identifies a switch for retry purposes: from, to, whether the old active is demotable.
+type PlanKey = (Option<usize>, usize, bool);
 
 /// Binds the control socket, refusing when another manager is running on the same state_dir.
 fn bind_control(path: &PathBuf) -> anyhow::Result<UnixListener> {

@@ -206,6 +206,23 @@ impl Manager {
             Some(t) => Some(t),
             None => self.newest_backup().await,
         };
+        // Never a tower older than what the chain shows was voted (DESIGN.md §3 rule 2): with the
+        // old active unreachable, the newest backup may predate votes it cast since.
+        let chain_vote = self.last_sample().and_then(|s| s.view.last_vote);
+        if let (Some(t), Some(voted)) = (&tower, chain_vote) {
+            if t.last_vote.is_none_or(|v| v < voted) {
+                clock.phase(
+                    "tower",
+                    Err(format!(
+                        "the newest tower available (last vote {:?}) is older than the vote account's last vote {voted}: \
+                         promoting with it could break lockouts; bring the old active's agent back (its tower is on its disk) \
+                         or restore that tower by hand",
+                        t.last_vote
+                    )),
+                );
+                return self.finish(clock);
+            }
+        }
         let sha = match (&tower, self.etcd_sha().await) {
             (Some(t), _) => Some(t.sha256.clone()),
             (None, Some(sha)) => Some(sha),
@@ -289,9 +306,11 @@ impl Manager {
                 Ok(Some(ip)) if ip == want => {
                     break Ok(format!("gossip shows the staked identity at {ip}"))
                 }
-                _ if Instant::now() >= deadline => break Err(format!(
+                _ if Instant::now() >= deadline => {
+                    break Err(format!(
                     "gossip did not show the staked identity at {want} within {GOSSIP_CONFIRM:?}"
-                )),
+                ))
+                }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };

@@ -1,23 +1,44 @@
 //! Starting, driving and stopping a simulated cluster: the slot clock, each node's servers (RPC,
 //! pubsub, admin socket) and the cluster endpoint, and faults on demand.
+//!
+//! Each node also has a stand-in process: a real `sleep infinity` run through a symlink named
+//! after the node ([`NodeInfo::process_name`]), so that a check that looks for the validator in
+//! `/proc` by name sees it come and go. A crash kills it, a restart starts a new one, a hang stops
+//! it (SIGSTOP) and unhang continues it. Stand-ins are signalled, killed and reaped by pid, never
+//! by name, and all of them are killed when the cluster shuts down or is dropped.
 
+use std::ffi::OsStr;
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use anyhow::Context;
 use failover_identity::tower::{tower_path, write_atomic, TowerFile};
 use failover_identity::{Keypair, Pubkey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+use crate::process::OwnedProcess;
 use crate::safety::{SafetyRecorder, SafetyReport};
 use crate::server::Down;
 use crate::world::{NetworkNode, Node, VoteAccount, World};
 
 /// The Agave version simulated nodes report unless told otherwise.
 pub const DEFAULT_VERSION: &str = "3.1.12";
+
+/// The longest name `/proc/<pid>/comm` shows in full: the kernel's `TASK_COMM_LEN` less the NUL.
+const COMM_MAX_BYTES: usize = 15;
+
+/// How long a restarted node waits for the ports it had to be free again.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the stand-ins' program may be; the first that exists is used.
+const SLEEP_BINARIES: [&str; 2] = ["/usr/bin/sleep", "/bin/sleep"];
 
 /// How to build a cluster. `dir` must be chosen; the rest has defaults matching a local Agave
 /// test cluster.
@@ -103,6 +124,10 @@ pub struct NodeInfo {
     pub admin_socket: PathBuf,
     pub unstaked_keypair: PathBuf,
     pub unstaked_pubkey: String,
+    /// The name of the node's stand-in process, as `/proc/<pid>/comm` shows it
+    /// (`simval-<unstaked pubkey prefix>-<node number>`, at most 15 bytes): what an agent's
+    /// `process_name` should be.
+    pub process_name: String,
 }
 
 /// Where to find the cluster.
@@ -134,6 +159,8 @@ pub struct Shared {
     pub rpc_addrs: Vec<SocketAddr>,
     pub network_rpc_addr: SocketAddr,
     runtimes: Mutex<Vec<Option<NodeRuntime>>>,
+    /// Node `i`'s stand-in is started through `stand_in_links[i]`, a symlink to `sleep`.
+    stand_in_links: Vec<PathBuf>,
 }
 
 impl Shared {
@@ -161,11 +188,27 @@ impl Shared {
     pub fn admin_delay(&self, i: usize) -> Duration {
         Duration::from_millis(self.world().nodes[i].faults.admin_delay_ms)
     }
+
+    /// The pid of node `i`'s stand-in process while it runs; `None` while the node is crashed.
+    pub fn stand_in_pid(&self, i: usize) -> Option<u32> {
+        self.runtimes()
+            .get(i)?
+            .as_ref()
+            .filter(|runtime| !runtime.stand_in.exited())
+            .map(|runtime| runtime.stand_in.pid())
+    }
+
+    fn runtimes(&self) -> MutexGuard<'_, Vec<Option<NodeRuntime>>> {
+        self.runtimes.lock().expect("runtimes")
+    }
 }
 
+/// What a running node is made of; dropped when it crashes.
 struct NodeRuntime {
     down: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The real process standing in for the validator's, for checks that look in `/proc`.
+    stand_in: OwnedProcess,
 }
 
 /// A running simulated cluster. Dropping it stops every task it started.
@@ -189,11 +232,13 @@ impl Cluster {
         let vote_keypair = Keypair::generate();
         write_keypair(&vote_keypair, &config.dir.join("vote-account.json"))?;
         let network_identity = Keypair::generate().pubkey();
+        let sleep = find_sleep()?;
 
         let mut nodes = Vec::new();
         let mut node_infos = Vec::new();
         let mut listeners = Vec::new();
         let mut keypairs = Vec::new();
+        let mut stand_in_links = Vec::new();
         for i in 0..config.nodes {
             let name = format!("node{}", i + 1);
             let home = config.dir.join(&name);
@@ -203,6 +248,10 @@ impl Cluster {
             let unstaked_path = home.join("unstaked-identity.json");
             write_keypair(&unstaked, &unstaked_path)?;
             keypairs.push(unstaked.clone());
+            let process_name = stand_in_name(&unstaked.pubkey(), i + 1);
+            let link = home.join(&process_name);
+            link_to(&sleep, &link)?;
+            stand_in_links.push(link);
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, config.first_ip_octet + i as u8));
             let (rpc, pubsub) = bind_pair(ip).await?;
             let rpc_addr = rpc.local_addr()?;
@@ -233,6 +282,7 @@ impl Cluster {
                 ledger,
                 unstaked_keypair: unstaked_path,
                 unstaked_pubkey: unstaked.pubkey().to_string(),
+                process_name,
             });
             listeners.push((rpc, pubsub));
         }
@@ -282,17 +332,20 @@ impl Cluster {
             rpc_addrs: node_infos.iter().map(|n| n.rpc_addr).collect(),
             network_rpc_addr,
             runtimes: Mutex::new(Vec::new()),
+            stand_in_links,
         });
 
         let (network_down, down) = Down::new();
         crate::rpc::spawn(shared.clone(), Endpoint::Network, net_rpc, net_pubsub, down);
         for (i, (rpc, pubsub)) in listeners.into_iter().enumerate() {
-            let runtime = start_node(&shared, i, rpc, pubsub, &node_infos[i])?;
-            shared
-                .runtimes
-                .lock()
-                .expect("runtimes")
-                .push(Some(runtime));
+            match start_node(&shared, i, rpc, pubsub, &node_infos[i]) {
+                Ok(runtime) => shared.runtimes().push(Some(runtime)),
+                Err(err) => {
+                    // No `Cluster` will be dropped to stop the nodes already started.
+                    stop_nodes(&shared);
+                    return Err(err);
+                }
+            }
         }
 
         let clock = tokio::spawn(run_clock(shared.clone(), config.slot_time));
@@ -333,6 +386,12 @@ impl Cluster {
     /// The unstaked identity node `i` was started with.
     pub fn unstaked_pubkey(&self, i: usize) -> Pubkey {
         self.keypairs[i].pubkey()
+    }
+
+    /// The pid of node `i`'s stand-in process (named [`NodeInfo::process_name`]) while it runs;
+    /// `None` while the node is crashed or after shutdown. A restart gives it a new pid.
+    pub fn stand_in_pid(&self, i: usize) -> Option<u32> {
+        self.shared.stand_in_pid(i)
     }
 
     pub fn slot(&self) -> u64 {
@@ -389,7 +448,11 @@ impl Cluster {
         anyhow::ensure!(i < self.info.nodes.len(), "no node {i}");
         match fault {
             Fault::Crash => {
-                let _ = crash_node(&self.shared, i);
+                // Return once the servers let go of their ports, as a dead process's have, so
+                // that a restart right after can bind them again.
+                for task in crash_node(&self.shared, i) {
+                    let _ = task.await;
+                }
             }
             Fault::Restart { startup_slots } => {
                 // Wait for the old servers to let go of their ports, as a restarted process would.
@@ -397,14 +460,20 @@ impl Cluster {
                     let _ = task.await;
                 }
                 let info = &self.info.nodes[i];
-                let rpc = TcpListener::bind(info.rpc_addr).await?;
-                let pubsub =
-                    TcpListener::bind(SocketAddr::new(info.ip, info.rpc_addr.port() + 1)).await?;
+                let rpc = rebind(info.rpc_addr).await?;
+                let pubsub = rebind(SocketAddr::new(info.ip, info.rpc_addr.port() + 1)).await?;
                 self.shared.world().restart(i, startup_slots);
                 let runtime = start_node(&self.shared, i, rpc, pubsub, info)?;
-                self.shared.runtimes.lock().expect("runtimes")[i] = Some(runtime);
+                self.shared.runtimes()[i] = Some(runtime);
             }
             other => {
+                // The stand-in stops (or continues) first, as a process does before it goes
+                // quiet; a failed signal leaves the fault unapplied.
+                match other {
+                    Fault::Hang => pause_stand_in(&self.shared, i, true)?,
+                    Fault::Unhang | Fault::Heal => pause_stand_in(&self.shared, i, false)?,
+                    _ => {}
+                }
                 let mut world = self.shared.world();
                 let faults = &mut world.nodes[i].faults;
                 match other {
@@ -428,20 +497,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops the clock and every server.
+    /// Stops the clock and every server, and kills and reaps every stand-in process.
     pub fn shutdown(&self) {
         self.clock.abort();
         let _ = self.network_down.send(true);
-        for runtime in self
-            .shared
-            .runtimes
-            .lock()
-            .expect("runtimes")
-            .iter()
-            .flatten()
-        {
-            let _ = runtime.down.send(true);
-        }
+        stop_nodes(&self.shared);
     }
 }
 
@@ -454,9 +514,10 @@ impl Drop for Cluster {
 /// Kills node `i` like a process death: servers and connections gone, admin socket removed,
 /// no identity held.
 pub(crate) fn crash_node(shared: &Shared, i: usize) -> Vec<tokio::task::JoinHandle<()>> {
-    let runtime = shared.runtimes.lock().expect("runtimes")[i].take();
+    let runtime = shared.runtimes()[i].take();
     let tasks = match runtime {
         Some(runtime) => {
+            kill_stand_in(&runtime.stand_in);
             let _ = runtime.down.send(true);
             runtime.tasks
         }
@@ -485,6 +546,8 @@ fn start_node(
     pubsub: TcpListener,
     info: &NodeInfo,
 ) -> anyhow::Result<NodeRuntime> {
+    // The process starts before it opens its sockets; if they fail, dropping it stops it.
+    let stand_in = spawn_stand_in(&shared.stand_in_links[i])?;
     let (down_tx, down) = Down::new();
     let mut tasks = vec![crate::admin::spawn(
         shared.clone(),
@@ -502,7 +565,100 @@ fn start_node(
     Ok(NodeRuntime {
         down: down_tx,
         tasks,
+        stand_in,
     })
+}
+
+/// Stops every running node's servers and kills and reaps its stand-in; the runtimes stay, so
+/// this may run twice (`shutdown`, then drop).
+fn stop_nodes(shared: &Shared) {
+    for runtime in shared.runtimes().iter().flatten() {
+        kill_stand_in(&runtime.stand_in);
+        let _ = runtime.down.send(true);
+    }
+}
+
+/// The stand-in's name for node `number` (from 1): `simval-<pubkey prefix>-<number>`. The
+/// node's fresh unstaked pubkey makes it unique across clusters running side by side; the prefix
+/// is shortened if need be so that the whole name fits in `comm`.
+fn stand_in_name(unstaked: &Pubkey, number: usize) -> String {
+    const PREFIX_LEN: usize = 6;
+    let number = number.to_string();
+    let room = COMM_MAX_BYTES.saturating_sub("simval--".len() + number.len());
+    // Base58 is ASCII, so any byte index is a char boundary.
+    let pubkey = unstaked.to_string();
+    format!("simval-{}-{number}", &pubkey[..room.min(PREFIX_LEN)])
+}
+
+/// The system's `sleep`, which every stand-in runs.
+fn find_sleep() -> anyhow::Result<PathBuf> {
+    SLEEP_BINARIES
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no sleep(1) at {}: the simulated nodes' stand-in processes run it (install coreutils)",
+                SLEEP_BINARIES.join(" or ")
+            )
+        })
+}
+
+/// Makes `link` a symlink to `target`, replacing whatever was there (a reused `dir`).
+fn link_to(target: &Path, link: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", link.display())),
+    }
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("symlink {} to {}", link.display(), target.display()))
+}
+
+/// Runs `<link> infinity` and returns once `/proc/<pid>/comm` shows it. The kernel names a
+/// process after the file name it was executed by, so comm (and argv[0]) carry the link's name,
+/// not `sleep`.
+fn spawn_stand_in(link: &Path) -> anyhow::Result<OwnedProcess> {
+    let mut command = Command::new(link);
+    command.arg("infinity");
+    // A multi-call binary (busybox, uutils coreutils) picks its tool by argv[0]'s name; it gets
+    // `sleep` there, and comm still comes from the link.
+    let target =
+        std::fs::canonicalize(link).with_context(|| format!("resolve {}", link.display()))?;
+    if target.file_name() != Some(OsStr::new("sleep")) {
+        command.arg0("sleep");
+    }
+    let stand_in = OwnedProcess::spawn_silent(
+        "stand-in",
+        command,
+        &format!("{} leads nowhere: is sleep(1) gone?", link.display()),
+    )?;
+    let name = link.file_name().and_then(OsStr::to_str).unwrap_or_default();
+    stand_in.wait_exec_named(name)?;
+    Ok(stand_in)
+}
+
+/// SIGKILL and reap; a stand-in that will not die is reported, not fatal.
+fn kill_stand_in(stand_in: &OwnedProcess) {
+    if let Err(err) = stand_in.kill() {
+        eprintln!(
+            "failover-sim: killing stand-in process {}: {err:#}",
+            stand_in.pid()
+        );
+    }
+}
+
+/// Stops (SIGSTOP) or continues (SIGCONT) node `i`'s stand-in and waits until `/proc` shows it
+/// stopped or running; a crashed node has none.
+fn pause_stand_in(shared: &Shared, i: usize, stopped: bool) -> anyhow::Result<()> {
+    let runtimes = shared.runtimes();
+    let Some(runtime) = &runtimes[i] else {
+        return Ok(());
+    };
+    runtime
+        .stand_in
+        .signal(if stopped { "STOP" } else { "CONT" })?;
+    runtime.stand_in.wait_stopped(stopped)
 }
 
 async fn run_clock(shared: Arc<Shared>, slot_time: Duration) {
@@ -518,6 +674,26 @@ async fn run_clock(shared: Arc<Shared>, slot_time: Duration) {
         };
         let _ = shared.slots.send(slot);
         shared.bump();
+    }
+}
+
+/// Binds `addr` again after a crash closed its listener. A process spawned anywhere in this
+/// process (a stand-in, kill(1)) holds a copy of every descriptor from its fork until its exec
+/// closes them, so a listener closed here may go on listening for a moment.
+async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + REBIND_TIMEOUT;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("bind {addr} again")),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Processes the test harnesses start (etcd, sshd): spawned with their output in a log file,
-//! signalled and stopped by pid — SIGTERM, then SIGKILL after a grace period, always reaped — also
-//! when a test panics; never by name. Also free loopback ports and readiness polling.
+//! Processes the simulator and the test harnesses start (etcd, sshd, each simulated node's
+//! stand-in): spawned with their output in a log file (or discarded), signalled and stopped by
+//! pid — SIGTERM, then SIGKILL after a grace period, always reaped — also when a test panics;
+//! never by name. Also free loopback ports and readiness polling.
 
 use std::fs::{self, File};
 use std::future::Future;
@@ -21,6 +22,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How long `wait_stopped` waits for a stop or continue signal to take effect.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `wait_exec_named` waits for a new process to take its program's name.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many lines of the log an error shows.
 const LOG_TAIL_LINES: usize = 30;
@@ -61,6 +65,17 @@ impl OwnedProcess {
             child: Mutex::new(child),
             log: log.to_path_buf(),
         })
+    }
+
+    /// Spawns `command` with stdin, stdout and stderr all `/dev/null`, for a process whose output
+    /// nobody reads; otherwise as [`OwnedProcess::spawn`].
+    pub(crate) fn spawn_silent(
+        name: &'static str,
+        command: Command,
+        missing: &str,
+    ) -> anyhow::Result<Self> {
+        // `File::create` on /dev/null opens it for writing; truncating it does nothing.
+        Self::spawn(name, command, Path::new("/dev/null"), missing)
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -141,6 +156,38 @@ impl OwnedProcess {
             // `pause` and `resume` are not async; this waits for the state change by polling.
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `/proc/<pid>/comm` is `comm`, the name the process gets when its `execve`
+    /// is done. `spawn` returns as soon as the kernel lets the parent go, which is before exec
+    /// renames the child: until then comm is still the spawning thread's.
+    pub(crate) fn wait_exec_named(&self, comm: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + EXEC_TIMEOUT;
+        let mut backoff = Duration::from_micros(50);
+        loop {
+            // The lock keeps the child unreaped, so the pid in `/proc` is still this one.
+            let mut child = self.child();
+            if let Some(status) = child.try_wait()? {
+                bail!("{} (pid {}) exited ({status})", self.name, self.pid);
+            }
+            let now = fs::read_to_string(format!("/proc/{}/comm", self.pid))
+                .with_context(|| format!("read /proc/{}/comm", self.pid))?;
+            let now = now.trim_end_matches('\n');
+            if now == comm {
+                return Ok(());
+            }
+            drop(child);
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} (pid {}) is still called {now:?}, not {comm:?}, after {EXEC_TIMEOUT:?}",
+                    self.name,
+                    self.pid
+                );
+            }
+            // Called from synchronous code; the rename takes microseconds.
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(10));
         }
     }
 

@@ -110,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 node.unstaked_pubkey,
                 node.unstaked_keypair.display()
             );
+            println!("         process name {}", node.process_name);
         }
         if args.drill.is_none() {
             println!("Ctrl-C to stop.");

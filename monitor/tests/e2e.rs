@@ -1,0 +1,247 @@
+//! The manager end to end on the simulated cluster, with real agent processes: role detection,
+//! a failover for each unhealthy reason, no failover for each reason not to act, the planned
+//! switchover, a restart mid-way, and the operator's messages. Every test asserts the safety
+//! recorder's three properties.
+
+mod e2e_support;
+
+use e2e_support::{system, PATIENCE};
+use failover_agent::api::{FailoverAction, FailoverRequest};
+use failover_agent::AgentClient;
+use failover_monitor::manager::{ask_running, ControlRequest};
+use failover_monitor::notify::Notifier;
+use failover_monitor::Manager;
+use failover_sim::Fault;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_are_detected_and_reported() {
+    let sys = system(|_, _| {}).await;
+    let mut manager = Manager::new(sys.manager_cfg(), Notifier::disabled())
+        .await
+        .unwrap();
+    manager.observe().await;
+    let lines = manager.status_lines();
+    assert!(
+        lines[0].starts_with("validator1 (127.0.0.2): Active"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("validator2 (127.0.0.3): Passive"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("process running"), "{lines:?}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_switchover_through_the_running_manager_and_its_messages() {
+    let mut sys = system(|_, _| {}).await;
+    let manager = sys.start_manager().await;
+    let outcome = ask_running(
+        &manager.state_dir,
+        &ControlRequest::Trigger {
+            reason: "maintenance on validator1".into(),
+            force: false,
+        },
+    )
+    .await
+    .expect("the manager answers on its control socket")
+    .unwrap();
+    assert!(outcome.ok, "{}", outcome.summary());
+    assert_eq!(outcome.term, 1);
+    let names: Vec<&str> = outcome.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["term", "demote", "tower", "promote", "confirm", "gossip"]
+    );
+    sys.wait_active(1).await;
+
+    // The operator hears about it on Telegram and on the webhook, with the reason and the nodes.
+    let (path, text) = sys.receiver.wait_for("Failover complete").await;
+    let other = sys.receiver.wait_for("Failover complete").await.0;
+    let mut paths = [path, other];
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            format!("/bot{}/sendMessage", e2e_support::BOT_TOKEN),
+            "/webhook".to_string()
+        ]
+    );
+    assert!(text.contains("maintenance on validator1"), "{text}");
+    assert!(
+        text.contains("validator1 (127.0.0.2)") && text.contains("validator2 (127.0.0.3)"),
+        "{text}"
+    );
+    manager.stop().await;
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_validator_is_replaced_automatically() {
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("down"), "{text}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validator_that_stops_voting_is_replaced() {
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("last vote"), "{text}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_validator_is_replaced() {
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster
+        .fault(0, Fault::Behind { slots: 300 })
+        .await
+        .unwrap();
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("behind"), "{text}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_agent_whose_validator_still_votes_is_left_alone_and_no_stale_tower_is_used() {
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.agents[0].kill().await;
+    sys.receiver.wait_for("Server unreachable").await;
+    // Its validator still votes: promoting the other would make two voters.
+    sys.slots(40).await;
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
+    assert_ne!(sys.cluster.identity(1), Some(sys.staked()));
+    // Now the validator dies too. Votes stop and the fence passes, but the manager's newest tower
+    // backup predates the votes cast since its agent died: it refuses to promote with it.
+    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    let (_, text) = sys.receiver.wait_for("Failover failed").await;
+    assert!(
+        text.contains("older than the vote account's last vote"),
+        "{text}"
+    );
+    assert_ne!(sys.cluster.identity(1), Some(sys.staked()));
+    // The operator brings the agent back: it reads the real final tower from its disk, and the
+    // switch completes.
+    let config = sys.dir.path().join("validator-config-1.json");
+    let url = sys.agents[0].url.clone();
+    sys.agents[0] = e2e_support::spawn_agent(&config, url).await;
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("From: validator1 (127.0.0.2)"), "{text}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn never_to_an_unhealthy_passive() {
+    let sys = system(|_, _| {}).await;
+    sys.cluster
+        .fault(1, Fault::Behind { slots: 500 })
+        .await
+        .unwrap();
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.slots(60).await;
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
+    assert_ne!(sys.cluster.identity(1), Some(sys.staked()));
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_second_failover_within_the_cooldown() {
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    sys.receiver.wait_for("Failover complete").await;
+    // Node 1 recovers; node 2 now stops voting within the one-minute cooldown.
+    sys.cluster.fault(0, Fault::ResumeVoting).await.unwrap();
+    sys.cluster.fault(1, Fault::StopVoting).await.unwrap();
+    sys.slots(60).await;
+    assert_eq!(sys.cluster.identity(1), Some(sys.staked()));
+    assert_eq!(
+        sys.receiver.inbox.count("Failover complete"),
+        2,
+        "one switch, on two channels"
+    );
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_manager() {
+    let sys = system(|_, _| {}).await;
+    // A previous manager demoted node 1 (term 1) and died before promoting node 2.
+    let key = failover_identity::Keypair::read_file(
+        &sys.manager_key,
+        failover_identity::Permissions::Strict,
+    )
+    .unwrap();
+    let agent = AgentClient::new(&sys.agents[0].url, Some(std::sync::Arc::new(key)), PATIENCE);
+    let demoted = agent
+        .failover(&FailoverRequest {
+            action: FailoverAction::BecomePassive,
+            term: 1,
+            skip_identity: false,
+            reason: "interrupted".into(),
+            tower: None,
+            tower_sha256: None,
+        })
+        .await
+        .unwrap();
+    assert!(demoted.ok, "{demoted:#?}");
+    // Nobody votes now. The new manager sees it and finishes the switch with the final tower.
+    let _manager = sys.start_manager().await;
+    sys.wait_active(1).await;
+    let installed = std::fs::read(
+        sys.cluster.info().nodes[1]
+            .ledger
+            .join(format!("tower-1_9-{}.bin", sys.staked())),
+    );
+    // The new active has voted since, so its tower moved on from the one installed; the vote
+    // account shows it resumed after the demoted node's last vote.
+    assert!(installed.is_ok());
+    let last_old = demoted.tower.unwrap().last_vote.unwrap();
+    assert!(sys.cluster.vote_account().last_vote > last_old);
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_decides_but_changes_nothing() {
+    let mut sys = system(|_, _| {}).await;
+    sys.manager_config["dry_run"] = true.into();
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.slots(60).await;
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
+    assert_ne!(sys.cluster.identity(1), Some(sys.staked()));
+    assert_eq!(sys.receiver.inbox.count("Failover complete"), 0);
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_report_arrives_on_schedule() {
+    let mut sys = system(|_, _| {}).await;
+    sys.manager_config["status_report_interval"] = "2s".into();
+    let _manager = sys.start_manager().await;
+    let (_, text) = sys.receiver.wait_for("Server status").await;
+    assert!(text.contains("validator1 (127.0.0.2): Active"), "{text}");
+    sys.cluster.safety().assert_safe();
+}

@@ -1,0 +1,330 @@
+//! The whole system on loopback for the manager's tests: a simulated cluster, a real
+//! `failover-agent` process per validator (stopped by pid), the manager in-process, and a
+//! loopback receiver playing Telegram's Bot API and a webhook.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use failover_identity::Keypair;
+use failover_sim::{Cluster, SimConfig};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+pub const PATIENCE: Duration = Duration::from_secs(30);
+pub const BOT_TOKEN: &str = "123456:test-token-never-logged";
+
+/// A binary built next to these tests (`cargo test --workspace` builds every binary).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Messages the receiver got: (path, text).
+#[derive(Clone, Default)]
+pub struct Inbox {
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    pub inbox: Inbox,
+    rx: mpsc::UnboundedReceiver<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    /// Starts a loopback server that records every POSTed message (Telegram `sendMessage` and
+    /// the webhook alike).
+    pub async fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Inbox::default();
+        let app = Router::new()
+            .fallback(post(record))
+            .with_state((tx, inbox.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url,
+            inbox,
+            rx,
+            task,
+        }
+    }
+
+    /// Waits for the next message whose text contains `needle`.
+    pub async fn wait_for(&mut self, needle: &str) -> (String, String) {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no message containing {needle:?}; got {:?}",
+                        self.inbox.all()
+                    )
+                })
+                .expect("receiver open");
+            if msg.1.contains(needle) {
+                return msg;
+            }
+        }
+    }
+}
+
+impl Inbox {
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|(_, t)| t.contains(needle))
+            .count()
+    }
+}
+
+async fn record(
+    State((tx, inbox)): State<(mpsc::UnboundedSender<(String, String)>, Inbox)>,
+    uri: axum::http::Uri,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let text = body["text"].as_str().unwrap_or_default().to_string();
+    let path = uri.path().to_string();
+    inbox
+        .seen
+        .lock()
+        .unwrap()
+        .push((path.clone(), text.clone()));
+    let _ = tx.send((path, text));
+    Json(json!({"ok": true, "result": {}}))
+}
+
+/// A running `failover-agent` process.
+pub struct AgentProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl AgentProcess {
+    /// SIGKILL by pid, as a crash of the agent would be.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+pub struct System {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub manager_key: PathBuf,
+    pub manager_pubkey: String,
+    pub agents: Vec<AgentProcess>,
+    pub receiver: Receiver,
+    /// The manager config (JSON), editable before starting the manager.
+    pub manager_config: Value,
+}
+
+async fn free_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts the cluster and both agents; `agent_edit` changes each agent's config.
+pub async fn system(agent_edit: impl Fn(usize, &mut Value)) -> System {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimConfig::new(dir.path().join("cluster"));
+    sim.slot_time = Duration::from_millis(100);
+    let cluster = Cluster::start(sim).await.unwrap();
+    let info = cluster.info().clone();
+    let manager = Keypair::generate();
+    let manager_key = dir.path().join("manager-signing.json");
+    manager.write_new_file(&manager_key).unwrap();
+    let receiver = Receiver::start().await;
+
+    let mut agents = Vec::new();
+    let mut endpoints = Vec::new();
+    for (i, node) in info.nodes.iter().enumerate() {
+        let port = free_port().await;
+        let mut config = json!({
+            "listen_addr": format!("127.0.0.1:{port}"),
+            "allowed_ips": ["127.0.0.1"],
+            "local_rpc": node.rpc_url,
+            "process_name": node.process_name,
+            "manager_timeout": "1s",
+            "validator_identity": info.staked_pubkey,
+            "ledger_path": node.ledger,
+            "staked_identity_keypair": info.staked_keypair,
+            "unstaked_identity_keypair": node.unstaked_keypair,
+            "manager_pubkeys": [manager.pubkey().to_string()],
+            "state_dir": dir.path().join(format!("agent{}", i + 1)),
+            "connectivity_targets": [receiver.url.trim_start_matches("http://")],
+            "connectivity_failures_to_fence": 1,
+            "connectivity_timeout": "200ms",
+        });
+        agent_edit(i, &mut config);
+        let path = dir.path().join(format!("validator-config-{}.json", i + 1));
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        agents.push(spawn_agent(&path, url.clone()).await);
+        endpoints.push((url, node.ip));
+    }
+    let manager_config = json!({
+        "validator1": {"endpoint": endpoints[0].0, "ip": endpoints[0].1.to_string()},
+        "validator2": {"endpoint": endpoints[1].0, "ip": endpoints[1].1.to_string()},
+        "cluster_rpc": info.rpc_url,
+        "cluster_ws": info.pubsub_url,
+        "heartbeat_interval": "200ms",
+        "misses_before_failover": 3,
+        "request_timeout": "1s",
+        "slot_diff_threshold": 100,
+        "stale_vote_slot_threshold": 8,
+        "staked_identity_pubkey": info.staked_pubkey,
+        "vote_account_pubkey": info.vote_pubkey,
+        "signing_keypair_path": manager_key,
+        "state_dir": dir.path().join("manager"),
+        "failover_cooldown": "1m",
+        "fence_margin": "500ms",
+        "telegram_bot_token": BOT_TOKEN,
+        "telegram_chat_id": "-1001234567890",
+        "telegram_api_base": receiver.url,
+        "webhook_url": format!("{}/webhook", receiver.url),
+    });
+    System {
+        cluster,
+        manager_pubkey: manager.pubkey().to_string(),
+        dir,
+        manager_key,
+        agents,
+        receiver,
+        manager_config,
+    }
+}
+
+/// Starts `failover-agent --config path` and waits until it listens.
+pub async fn spawn_agent(config: &Path, url: String) -> AgentProcess {
+    let mut child = Command::new(binary("failover-agent"))
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("agent start-up")
+            .unwrap()
+            .expect("agent exited during start-up");
+        if line.contains(" listening listen=") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    AgentProcess { child, url }
+}
+
+/// The manager running in-process until dropped.
+pub struct RunningManager {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub state_dir: PathBuf,
+}
+
+impl RunningManager {
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningManager {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl System {
+    pub fn manager_cfg(&self) -> failover_config::ManagerConfig {
+        let path = self.dir.path().join("manager-config.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&self.manager_config).unwrap(),
+        )
+        .unwrap();
+        failover_config::load_manager(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the manager's control loop in the background and waits until it is ready.
+    pub async fn start_manager(&self) -> RunningManager {
+        let cfg = self.manager_cfg();
+        let state_dir = cfg.state_dir.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(failover_monitor::manager::run_with(
+            cfg,
+            async move {
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = ready.send(());
+            },
+        ));
+        tokio::time::timeout(PATIENCE, is_ready)
+            .await
+            .expect("the manager started")
+            .expect("the manager started");
+        RunningManager {
+            stop: Some(stop),
+            task,
+            state_dir,
+        }
+    }
+
+    pub fn staked(&self) -> failover_identity::Pubkey {
+        self.cluster.staked_pubkey()
+    }
+
+    /// Waits until node `i` holds the staked identity and votes land from it.
+    pub async fn wait_active(&self, i: usize) {
+        let staked = self.staked();
+        self.cluster
+            .wait_until(PATIENCE, |w| {
+                w.holders(&staked) == vec![i] && w.vote.last_voter == Some(i)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {} never became the voting active: {e}", i + 1));
+    }
+
+    /// Waits `slots` slots (an event of the simulated cluster, not a sleep).
+    pub async fn slots(&self, slots: u64) {
+        let now = self.cluster.slot();
+        self.cluster
+            .wait_for_slot(now + slots, PATIENCE)
+            .await
+            .unwrap();
+    }
+}
