@@ -479,6 +479,28 @@ pub async fn run_with(
     Ok(())
 }
 
+/// A fixed-rate schedule: the status report every `status_report_interval` (4 h by default).
+pub struct Every {
+    period: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Every {
+    /// First due one period from now.
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            next: tokio::time::Instant::now() + period,
+        }
+    }
+
+    /// Waits until the next due time. Cancel-safe: a cancelled wait does not skip a report.
+    pub async fn tick(&mut self) {
+        tokio::time::sleep_until(self.next).await;
+        self.next += self.period;
+    }
+}
+
 type ControlReply = oneshot::Sender<Result<Outcome, String>>;
 
 /// What identifies a switch for retry purposes: from, to, whether the old active is demotable.
@@ -548,4 +570,23 @@ pub async fn ask_running(
         serde_json::from_str(&line)
             .unwrap_or_else(|e| Err(format!("unreadable answer from the manager: {e}"))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_status_report_comes_every_four_hours() {
+        let four_hours = Duration::from_secs(4 * 3600);
+        let mut every = Every::new(four_hours);
+        for _ in 0..3 {
+            let early =
+                tokio::time::timeout(four_hours - Duration::from_secs(1), every.tick()).await;
+            assert!(early.is_err(), "a report came early");
+            tokio::time::timeout(Duration::from_secs(2), every.tick())
+                .await
+                .expect("the report is due at four hours");
+        }
+    }
 }
