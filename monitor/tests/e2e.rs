@@ -245,3 +245,16 @@ async fn the_status_report_arrives_on_schedule() {
     assert!(text.contains("validator1 (127.0.0.2): Active"), "{text}");
     sys.cluster.safety().assert_safe();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_pubsub_the_tip_comes_from_get_slot() {
+    let mut sys = system(|_, _| {}).await;
+    // Nothing listens here: the observer keeps reconnecting and polls getSlot meanwhile.
+    sys.manager_config["cluster_ws"] = "ws://127.0.0.1:9".into();
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    sys.receiver.wait_for("Failover complete").await;
+    sys.cluster.safety().assert_safe();
+}

@@ -128,6 +128,8 @@ pub struct NodeInfo {
     /// (`simval-<unstaked pubkey prefix>-<node number>`, at most 15 bytes): what an agent's
     /// `process_name` should be.
     pub process_name: String,
+    /// The `--identity` symlink the node restarts with (points at the staked or unstaked keypair).
+    pub identity_link: PathBuf,
 }
 
 /// Where to find the cluster.
@@ -260,18 +262,30 @@ impl Cluster {
             } else {
                 unstaked.clone()
             };
+            // The validator starts with `--identity <home>/identity.json`, a symlink the
+            // reference design's identity_symlink commands repoint on promotion and demotion.
+            let identity_link = home.join("identity.json");
+            let _ = std::fs::remove_file(&identity_link);
+            let target = if config.active == Some(i) {
+                &staked_path
+            } else {
+                &unstaked_path
+            };
+            std::os::unix::fs::symlink(target, &identity_link)?;
             let version = config
                 .versions
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| DEFAULT_VERSION.to_string());
-            nodes.push(Node::new(
+            let mut node = Node::new(
                 name.clone(),
                 ledger.clone(),
                 identity,
                 vec![staked.clone()],
                 version,
-            ));
+            );
+            node.identity_link = Some(identity_link.clone());
+            nodes.push(node);
             node_infos.push(NodeInfo {
                 name,
                 ip,
@@ -283,6 +297,7 @@ impl Cluster {
                 unstaked_keypair: unstaked_path,
                 unstaked_pubkey: unstaked.pubkey().to_string(),
                 process_name,
+                identity_link,
             });
             listeners.push((rpc, pubsub));
         }

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod control;
+pub mod demo;
 pub mod drill;
 pub mod etcd;
 pub mod jsonrpc;

@@ -195,6 +195,14 @@ impl SafetyRecorder {
         }
     }
 
+    /// The first slot after `after` that node `node` voted on with the staked identity.
+    pub fn first_vote_after(&self, node: usize, after: u64) -> Option<u64> {
+        self.voters_by_slot
+            .range(after + 1..)
+            .find(|(_, voter)| **voter == node)
+            .map(|(slot, _)| *slot)
+    }
+
     pub fn report(&self) -> SafetyReport {
         let has = |f: fn(&Violation) -> bool| self.violations.iter().any(f);
         SafetyReport {

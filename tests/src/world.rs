@@ -62,8 +62,11 @@ pub struct Node {
     pub name: String,
     pub ledger: PathBuf,
     pub identity: Arc<Keypair>,
-    /// The identity it comes back with after a restart (its `--identity` flag).
+    /// The identity it comes back with after a restart (its `--identity` flag) when it has no
+    /// identity symlink.
     pub startup_identity: Arc<Keypair>,
+    /// The `--identity` symlink: on restart the node loads whatever keypair it points at.
+    pub identity_link: Option<PathBuf>,
     /// Keypairs it may vote with (`--authorized-voter`, or its startup identity).
     pub authorized_voters: Vec<Arc<Keypair>>,
     pub faults: Faults,
@@ -86,6 +89,7 @@ impl Node {
             name,
             ledger,
             startup_identity: identity.clone(),
+            identity_link: None,
             identity,
             authorized_voters,
             faults: Faults::default(),
@@ -425,7 +429,14 @@ impl World {
             starting_until: (startup_slots > 0).then_some(until),
             ..Faults::default()
         };
-        node.identity = node.startup_identity.clone();
+        node.identity = node
+            .identity_link
+            .as_deref()
+            .and_then(|link| {
+                Keypair::read_file(link, failover_identity::Permissions::AllowInsecure).ok()
+            })
+            .map(Arc::new)
+            .unwrap_or_else(|| node.startup_identity.clone());
         self.boot_node(i);
     }
 }

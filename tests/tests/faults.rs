@@ -205,3 +205,29 @@ async fn admin_exit_stops_the_validator() {
         .unwrap();
     assert!(!info.nodes[1].admin_socket.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_comes_back_with_the_identity_its_symlink_names() {
+    let sim = start().await;
+    let info = sim.cluster.info().clone();
+    // Demoted as the reference does it: the identity link now names the unstaked key.
+    sim.admin(0)
+        .set_identity(&info.nodes[0].unstaked_keypair, false)
+        .await
+        .unwrap();
+    std::fs::remove_file(&info.nodes[0].identity_link).unwrap();
+    std::os::unix::fs::symlink(
+        &info.nodes[0].unstaked_keypair,
+        &info.nodes[0].identity_link,
+    )
+    .unwrap();
+    sim.cluster
+        .fault(0, Fault::Restart { startup_slots: 0 })
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.cluster.identity(0),
+        Some(sim.cluster.unstaked_pubkey(0))
+    );
+    sim.cluster.safety().assert_safe();
+}

@@ -178,6 +178,9 @@ pub async fn system(agent_edit: impl Fn(usize, &mut Value)) -> System {
             "ledger_path": node.ledger,
             "staked_identity_keypair": info.staked_keypair,
             "unstaked_identity_keypair": node.unstaked_keypair,
+            // The reference's hooks: a restarted validator comes back with what the link names.
+            "active_identity_symlink_command": format!("ln -sfn {} {}", info.staked_keypair.display(), node.identity_link.display()),
+            "passive_identity_symlink_command": format!("ln -sfn {} {}", node.unstaked_keypair.display(), node.identity_link.display()),
             "manager_pubkeys": [manager.pubkey().to_string()],
             "state_dir": dir.path().join(format!("agent{}", i + 1)),
             "connectivity_targets": [receiver.url.trim_start_matches("http://")],

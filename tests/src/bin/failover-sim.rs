@@ -49,6 +49,14 @@ struct Args {
     /// In a drill, slots the old active's tower must stay unchanged before it is copied.
     #[arg(long, default_value_t = 2)]
     quiet_slots: u64,
+    /// The product's demo: start two failover-agent processes and failover-manager (built next to
+    /// this binary) on the cluster, then run a planned switchover, a crash failover and a
+    /// stopped-voting failover, printing each with timings. Exits non-zero if safety was violated.
+    #[arg(long)]
+    demo: bool,
+    /// With --demo: how many rounds (each three switches); more than one prints medians and worsts.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[tokio::main]
@@ -65,6 +73,22 @@ async fn main() -> anyhow::Result<()> {
             (temp.clone(), Some(TempDir(temp)))
         }
     };
+    if args.demo {
+        std::fs::create_dir_all(&dir)?;
+        let rounds = failover_sim::demo::run(
+            &dir,
+            Duration::from_millis(args.slot_ms.max(10)),
+            args.rounds.max(1),
+        )
+        .await?;
+        if rounds.len() > 1 {
+            print_rounds(&rounds);
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&rounds)?);
+        }
+        return Ok(());
+    }
     let mut config = SimConfig::new(&dir);
     config.nodes = args.nodes;
     config.slot_time = Duration::from_millis(args.slot_ms.max(10));
@@ -178,6 +202,55 @@ async fn drill(
         report.safety.violations
     );
     Ok(())
+}
+
+/// Median and worst of each figure over the rounds.
+fn print_rounds(rounds: &[failover_sim::demo::Round]) {
+    let stat = |f: fn(&failover_sim::demo::Round) -> u64| {
+        let mut v: Vec<u64> = rounds.iter().map(f).collect();
+        v.sort_unstable();
+        (v[v.len() / 2], *v.last().expect("at least one round"))
+    };
+    println!("\n== {} rounds: median / worst", rounds.len());
+    for (name, unit, (median, worst)) in [
+        (
+            "planned switchover, decision to new active confirmed",
+            "ms",
+            stat(|r| r.planned_ms),
+        ),
+        (
+            "crashed validator, detection",
+            "ms",
+            stat(|r| r.crash_detect_ms),
+        ),
+        (
+            "crashed validator, crash to new active voting",
+            "ms",
+            stat(|r| r.crash_total_ms),
+        ),
+        (
+            "crashed validator, vote gap",
+            "slots",
+            stat(|r| r.crash_vote_gap),
+        ),
+        (
+            "silent validator, detection",
+            "slots",
+            stat(|r| r.silent_detect_slots),
+        ),
+        (
+            "silent validator, silence to new active voting",
+            "ms",
+            stat(|r| r.silent_total_ms),
+        ),
+        (
+            "silent validator, vote gap",
+            "slots",
+            stat(|r| r.silent_vote_gap),
+        ),
+    ] {
+        println!("  {name}: {median} / {worst} {unit}");
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {

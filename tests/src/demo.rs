@@ -1,0 +1,411 @@
+//! The product's main job on loopback: the simulated cluster, a real `failover-agent` process per
+//! validator and a real `failover-manager`, with the embedded tower store and the manager's default
+//! detection settings. It runs a planned switchover, then an automatic failover after crashing the
+//! active, then one after the active stops voting, and prints what happened with timings. With
+//! several rounds it is the benchmark of BENCHMARKS.md.
+//!
+//! The simulator does not link the agent or the manager: it runs their binaries, found next to its
+//! own, and stops every process it started by its pid.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::routing::post;
+use axum::{Json, Router};
+use failover_identity::Keypair;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::cluster::{Cluster, Fault, SimConfig};
+
+/// How long any step of the demo may take before it is reported as stuck.
+const STEP: Duration = Duration::from_secs(90);
+
+/// A process the demo started; SIGTERM by pid when dropped (SIGKILL as the backstop).
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Spawns `bin args…` with its log in `log`, and waits until a log line contains `ready`.
+async fn spawn(
+    name: &'static str,
+    bin: &Path,
+    args: &[&str],
+    log: &Path,
+    ready: &str,
+) -> anyhow::Result<Proc> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut file = tokio::fs::File::create(log).await?;
+    let waited = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await? {
+            file.write_all(format!("{line}\n").as_bytes()).await?;
+            if line.contains(ready) {
+                return Ok(true);
+            }
+        }
+        Ok::<_, std::io::Error>(false)
+    })
+    .await;
+    if !matches!(waited, Ok(Ok(true))) {
+        anyhow::bail!("{name} did not start; see {}", log.display());
+    }
+    // Keep writing its log.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+        }
+    });
+    Ok(Proc { name, child })
+}
+
+/// A binary built next to this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --workspace`)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Timings of one round of the demo.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Round {
+    /// Planned switchover: decision → new active confirmed, as the manager measured it.
+    pub planned_ms: u64,
+    /// Crash of the active → the manager decided (its message minus its own switch time).
+    pub crash_detect_ms: u64,
+    /// Crash → new active confirmed.
+    pub crash_total_ms: u64,
+    /// Active stops voting → the manager decided, in slots.
+    pub silent_detect_slots: u64,
+    /// Active stops voting → new active confirmed.
+    pub silent_total_ms: u64,
+    /// Slots without a vote around each automatic failover.
+    pub crash_vote_gap: u64,
+    pub silent_vote_gap: u64,
+}
+
+/// The messages the manager sends to its webhook, as they arrive.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<(Instant, String)>,
+}
+
+impl Inbox {
+    async fn next_with(&mut self, needle: &str) -> anyhow::Result<(Instant, String)> {
+        loop {
+            let msg = tokio::time::timeout(STEP, self.rx.recv())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("no manager message containing {needle:?} within {STEP:?}")
+                })?
+                .ok_or_else(|| anyhow::anyhow!("webhook receiver closed"))?;
+            if msg.1.contains(needle) {
+                return Ok(msg);
+            }
+        }
+    }
+}
+
+async fn start_inbox() -> anyhow::Result<(String, Inbox, tokio::task::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/webhook",
+        post(move |Json(body): Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((
+                    Instant::now(),
+                    body["text"].as_str().unwrap_or_default().to_string(),
+                ));
+                Json(json!({"ok": true}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, Inbox { rx }, task))
+}
+
+/// "… done in 812 ms …" → 812.
+fn switch_ms(message: &str) -> u64 {
+    message
+        .split(" done in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the demo in `dir` for `rounds` rounds; prints as it goes.
+pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Result<Vec<Round>> {
+    let agent_bin = sibling("failover-agent")?;
+    let manager_bin = sibling("failover-manager")?;
+    let mut sim = SimConfig::new(dir.join("cluster"));
+    sim.slot_time = slot_time;
+    let cluster = Arc::new(Cluster::start(sim).await?);
+    let info = cluster.info().clone();
+    let (webhook, mut inbox, inbox_task) = start_inbox().await?;
+    let manager_key = Keypair::generate();
+    let key_path = dir.join("manager-signing-keypair.json");
+    manager_key.write_new_file(&key_path)?;
+
+    println!(
+        "== a simulated cluster ({} ms slots), two agents and the manager on loopback",
+        slot_time.as_millis()
+    );
+    let mut agents = Vec::new();
+    let mut endpoints = Vec::new();
+    for (i, node) in info.nodes.iter().enumerate() {
+        let port = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            l.local_addr()?.port()
+        };
+        let config = json!({
+            "listen_addr": format!("127.0.0.1:{port}"),
+            "allowed_ips": ["127.0.0.1"],
+            "local_rpc": node.rpc_url,
+            "process_name": node.process_name,
+            "validator_identity": info.staked_pubkey,
+            "ledger_path": node.ledger,
+            "staked_identity_keypair": info.staked_keypair,
+            "unstaked_identity_keypair": node.unstaked_keypair,
+            // The reference's hooks: a restarted validator comes back with what the link names.
+            "active_identity_symlink_command": format!("ln -sfn {} {}", info.staked_keypair.display(), node.identity_link.display()),
+            "passive_identity_symlink_command": format!("ln -sfn {} {}", node.unstaked_keypair.display(), node.identity_link.display()),
+            "manager_pubkeys": [manager_key.pubkey().to_string()],
+            "state_dir": dir.join(format!("agent{}", i + 1)),
+            // Loopback only: the reachable target is the demo's own webhook listener.
+            "connectivity_targets": [webhook.trim_start_matches("http://")],
+            "connectivity_failures_to_fence": 1,
+        });
+        let path = dir.join(format!("validator-config-{}.json", i + 1));
+        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        let log = dir.join(format!("agent{}.log", i + 1));
+        agents.push(
+            spawn(
+                "agent",
+                &agent_bin,
+                &["--config", path.to_str().unwrap()],
+                &log,
+                " listening listen=",
+            )
+            .await?,
+        );
+        println!(
+            "  {}: agent on 127.0.0.1:{port}, validator rpc {}, log {}",
+            node.name,
+            node.rpc_url,
+            log.display()
+        );
+        endpoints.push((format!("http://127.0.0.1:{port}"), node.ip));
+    }
+    let manager_config = json!({
+        "validator1": {"endpoint": endpoints[0].0, "ip": endpoints[0].1.to_string()},
+        "validator2": {"endpoint": endpoints[1].0, "ip": endpoints[1].1.to_string()},
+        "cluster_rpc": info.rpc_url,
+        "cluster_ws": info.pubsub_url,
+        "staked_identity_pubkey": info.staked_pubkey,
+        "vote_account_pubkey": info.vote_pubkey,
+        "signing_keypair_path": key_path,
+        "state_dir": dir.join("manager"),
+        "webhook_url": format!("{webhook}/webhook"),
+        // The demo switches every few seconds; production keeps the 10-minute default.
+        "failover_cooldown": "5s",
+    });
+    let manager_cfg = dir.join("manager-config.json");
+    std::fs::write(&manager_cfg, serde_json::to_string_pretty(&manager_config)?)?;
+    let manager_log = dir.join("manager.log");
+    let manager = spawn(
+        "manager",
+        &manager_bin,
+        &["--config", manager_cfg.to_str().unwrap()],
+        &manager_log,
+        "manager running",
+    )
+    .await?;
+    println!(
+        "  manager: heartbeat 1 s (default), log {}",
+        manager_log.display()
+    );
+
+    let staked = cluster.staked_pubkey();
+    let active = || (0..2).find(|&i| cluster.identity(i) == Some(staked));
+    let wait_voting = |i: usize| {
+        let cluster = cluster.clone();
+        async move {
+            cluster
+                .wait_until(STEP, |w| {
+                    w.holders(&staked) == vec![i] && w.vote.last_voter == Some(i)
+                })
+                .await
+        }
+    };
+    let slot_ms = slot_time.as_millis() as u64;
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("\n== round {round} of {rounds}");
+        }
+        // Planned switchover.
+        let from = active().context("nobody active")?;
+        cluster.wait_for_slot(cluster.slot() + 3, STEP).await?;
+        let out = Command::new(&manager_bin)
+            .args([
+                "--config",
+                manager_cfg.to_str().unwrap(),
+                "--trigger-failover",
+                "--reason",
+                "demo: planned switchover",
+            ])
+            .output()
+            .await?;
+        let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        anyhow::ensure!(
+            out.status.success(),
+            "planned switchover failed: {summary} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_voting(1 - from).await?;
+        println!("\n-- planned switchover\n{summary}");
+        let planned_ms = switch_ms(&summary);
+
+        // Crash the active validator.
+        let from = 1 - from;
+        inbox.next_with("Failover complete").await?;
+        cluster
+            .wait_for_slot(cluster.slot() + (5_000 / slot_ms.max(1)) + 3, STEP)
+            .await?; // past the cooldown
+        let last_vote = cluster.vote_account().last_vote;
+        let crashed = Instant::now();
+        cluster.fault(from, Fault::Crash).await?;
+        let (at, message) = inbox.next_with("Failover complete").await?;
+        wait_voting(1 - from).await?;
+        let crash_total_ms = crashed.elapsed().as_millis() as u64;
+        let crash_detect_ms = (at - crashed).as_millis() as u64
+            - switch_ms(&message).min((at - crashed).as_millis() as u64);
+        let crash_vote_gap = first_vote_after(&cluster, 1 - from, last_vote).await? - last_vote - 1;
+        println!("\n-- crash of {}: detected in {crash_detect_ms} ms, new active voting {crash_total_ms} ms after the crash, vote gap {crash_vote_gap} slots\n{message}", info.nodes[from].name);
+        cluster
+            .fault(from, Fault::Restart { startup_slots: 2 })
+            .await?;
+
+        // The active stops voting but stays up.
+        let from = 1 - from;
+        cluster
+            .wait_for_slot(cluster.slot() + (5_000 / slot_ms.max(1)) + 3, STEP)
+            .await?;
+        cluster
+            .wait_until(STEP, |w| w.nodes[1 - from].faults.starting_until.is_none())
+            .await?;
+        let silent_slot = cluster.slot();
+        let last_vote = cluster.vote_account().last_vote;
+        let silenced = Instant::now();
+        cluster.fault(from, Fault::StopVoting).await?;
+        let (at, message) = inbox.next_with("Failover complete").await?;
+        wait_voting(1 - from).await?;
+        let silent_total_ms = silenced.elapsed().as_millis() as u64;
+        let decided_after = (at - silenced).as_millis() as u64
+            - switch_ms(&message).min((at - silenced).as_millis() as u64);
+        let silent_detect_slots = decided_after / slot_ms.max(1);
+        let silent_vote_gap =
+            first_vote_after(&cluster, 1 - from, last_vote).await? - last_vote - 1;
+        println!("\n-- {} stops voting at slot {silent_slot}: detected after {silent_detect_slots} slots, new active voting {silent_total_ms} ms later, vote gap {silent_vote_gap} slots\n{message}", info.nodes[from].name);
+        cluster.fault(from, Fault::ResumeVoting).await?;
+        cluster
+            .wait_for_slot(cluster.slot() + (5_000 / slot_ms.max(1)) + 3, STEP)
+            .await?;
+
+        results.push(Round {
+            planned_ms,
+            crash_detect_ms,
+            crash_total_ms,
+            silent_detect_slots,
+            silent_total_ms,
+            crash_vote_gap,
+            silent_vote_gap,
+        });
+    }
+
+    let safety = cluster.safety();
+    println!(
+        "\n== safety: staked identity on two nodes: {}; two votes in one slot: {}; tower went backwards: {}",
+        yes_no(safety.staked_held_twice),
+        yes_no(safety.double_votes),
+        yes_no(safety.tower_went_backwards)
+    );
+    manager.stop().await;
+    for agent in agents {
+        agent.stop().await;
+    }
+    inbox_task.abort();
+    cluster.shutdown();
+    anyhow::ensure!(
+        safety.violations.is_empty(),
+        "safety violated: {:?}",
+        safety.violations
+    );
+    Ok(results)
+}
+
+/// The first slot the vote account received from node `i` after `after`.
+async fn first_vote_after(cluster: &Cluster, i: usize, after: u64) -> anyhow::Result<u64> {
+    cluster
+        .wait_until(STEP, |w| {
+            w.vote.last_voter == Some(i) && w.vote.last_vote > after
+        })
+        .await?;
+    // The recorder knows every vote; the vote account only its latest.
+    Ok(cluster
+        .with_world(|w| w.safety.first_vote_after(i, after))
+        .unwrap_or(after + 1))
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "YES"
+    } else {
+        "never"
+    }
+}
+
+impl std::fmt::Display for Proc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (pid {:?})", self.name, self.child.id())
+    }
+}
