@@ -77,43 +77,31 @@ async fn planned_switchover_through_the_running_manager_and_its_messages() {
     sys.cluster.safety().assert_safe();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crashed_validator_is_replaced_automatically() {
+/// Puts the active in `fault` and expects the manager to fail over, saying `why`.
+async fn fails_over_after(fault: Fault, why: &str) {
     let mut sys = system(|_, _| {}).await;
     let _manager = sys.start_manager().await;
     sys.slots(5).await;
-    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    sys.cluster.fault(0, fault).await.unwrap();
     sys.wait_active(1).await;
     let (_, text) = sys.receiver.wait_for("Failover complete").await;
-    assert!(text.contains("down"), "{text}");
+    assert!(text.contains(why), "{text}");
     sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_validator_is_replaced_automatically() {
+    fails_over_after(Fault::Crash, "down").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_validator_that_stops_voting_is_replaced() {
-    let mut sys = system(|_, _| {}).await;
-    let _manager = sys.start_manager().await;
-    sys.slots(5).await;
-    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
-    sys.wait_active(1).await;
-    let (_, text) = sys.receiver.wait_for("Failover complete").await;
-    assert!(text.contains("last vote"), "{text}");
-    sys.cluster.safety().assert_safe();
+    fails_over_after(Fault::StopVoting, "last vote").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_validator_is_replaced() {
-    let mut sys = system(|_, _| {}).await;
-    let _manager = sys.start_manager().await;
-    sys.slots(5).await;
-    sys.cluster
-        .fault(0, Fault::Behind { slots: 300 })
-        .await
-        .unwrap();
-    sys.wait_active(1).await;
-    let (_, text) = sys.receiver.wait_for("Failover complete").await;
-    assert!(text.contains("behind"), "{text}");
-    sys.cluster.safety().assert_safe();
+    fails_over_after(Fault::Behind { slots: 300 }, "behind").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
