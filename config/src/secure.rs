@@ -31,6 +31,8 @@ pub struct SecureMode {
     pub ssh_authorized_voter_command: Option<String>,
     /// `ssh_require_tower`: run set-identity with `--require-tower`. Default true.
     pub ssh_require_tower: bool,
+    /// `ssh_program`: the OpenSSH client to run. Default `ssh` (from `PATH`).
+    pub ssh_program: PathBuf,
 }
 
 /// The outcome of reading the secure-mode fields.
@@ -55,6 +57,7 @@ struct Fields<'a> {
     voter: Option<Field<'a>>,
     known_hosts: Option<Field<'a>>,
     require_tower: Option<Field<'a>>,
+    program: Option<Field<'a>>,
 }
 
 /// Reads `secure_identity_mode` and the fields that go with it.
@@ -71,6 +74,7 @@ pub(crate) fn read(o: &mut Object<'_>, diag: &mut Diagnostics) -> Secure {
         voter: o.get("ssh_authorized_voter_command"),
         known_hosts: o.get("ssh_known_hosts"),
         require_tower: o.get("ssh_require_tower"),
+        program: o.get("ssh_program"),
     };
     match enabled {
         None => Secure::Invalid,
@@ -154,6 +158,10 @@ fn read_enabled(fields: Fields<'_>, diag: &mut Diagnostics) -> Secure {
         None => Some(true),
         Some(field) => field.bool(diag),
     };
+    let ssh_program = match fields.program {
+        None => Some(PathBuf::from("ssh")),
+        Some(f) => f.path(diag),
+    };
     let mode = (|| {
         Some(SecureMode {
             identity_keypair_path: identity_keypair_path?,
@@ -163,6 +171,7 @@ fn read_enabled(fields: Fields<'_>, diag: &mut Diagnostics) -> Secure {
             ssh_set_identity_command: ssh_set_identity_command?,
             ssh_authorized_voter_command,
             ssh_require_tower: ssh_require_tower?,
+            ssh_program: ssh_program?,
         })
     })();
     match mode {

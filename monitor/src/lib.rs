@@ -9,6 +9,7 @@ pub mod engine;
 pub mod manager;
 pub mod notify;
 pub mod observer;
+pub mod ssh;
 pub mod switch;
 pub mod vote_alert;
 

@@ -58,6 +58,8 @@ pub struct Manager {
     state: Persisted,
     etcd: Option<EtcdTowers>,
     last_sample: Option<Sample>,
+    /// Secure identity mode: the staked keypair, held only here (zeroized on drop).
+    pub(crate) secure_key: Option<Arc<Keypair>>,
 }
 
 /// Loads the manager's command-signing key, if commands are signed.
@@ -75,6 +77,21 @@ impl Manager {
     /// Builds the manager: keys, state, clients. Starts the pubsub tip watcher.
     pub async fn new(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
         let signer = signer(&cfg)?;
+        let secure_key = match &cfg.secure {
+            None => None,
+            Some(secure) => {
+                let key = Keypair::read_file(&secure.identity_keypair_path, Permissions::Strict)
+                    .map_err(|e| anyhow::anyhow!("secure mode: identity_keypair_path: {e}"))?;
+                anyhow::ensure!(
+                    key.pubkey() == cfg.staked_identity_pubkey,
+                    "secure mode: identity_keypair_path {} holds {}, not staked_identity_pubkey {}",
+                    secure.identity_keypair_path.display(),
+                    key.pubkey(),
+                    cfg.staked_identity_pubkey
+                );
+                Some(Arc::new(key))
+            }
+        };
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
             anyhow::anyhow!("cannot create state_dir {}: {e}", cfg.state_dir.display())
         })?;
@@ -128,6 +145,26 @@ impl Manager {
             state,
             etcd: None,
             last_sample: None,
+            secure_key,
+        })
+    }
+
+    /// How to reach validator `i` over SSH (secure mode).
+    pub(crate) fn ssh_target(&self, i: usize) -> Option<crate::ssh::SshTarget> {
+        let secure = self.cfg.secure.as_ref()?;
+        let v = if i == 0 {
+            &self.cfg.validator1
+        } else {
+            &self.cfg.validator2
+        };
+        Some(crate::ssh::SshTarget {
+            program: secure.ssh_program.clone(),
+            user: secure.ssh_user.clone(),
+            host: v.ssh_host.clone(),
+            port: v.ssh_port,
+            key: secure.ssh_key_path.clone(),
+            known_hosts: secure.ssh_known_hosts.clone(),
+            timeout: Duration::from_secs(30),
         })
     }
 
@@ -464,7 +501,10 @@ pub async fn run_with(
                             }
                             let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }).await;
                             manager.after_switch(&outcome);
-                            failed = (!outcome.ok).then(|| (key, manager.observer.now() + RETRY_AFTER_FAILURE));
+                            // A failure that retrying cannot fix (SSH refused, unknown host key) waits
+                            // out the cooldown instead of hammering the validators.
+                            let wait = if outcome.retry_soon { RETRY_AFTER_FAILURE } else { manager.cfg.failover_cooldown };
+                            failed = (!outcome.ok).then(|| (key, manager.observer.now() + wait));
                         }
                     }
                 }

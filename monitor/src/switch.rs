@@ -45,6 +45,13 @@ pub struct Outcome {
     pub total_ms: u64,
     pub error: Option<String>,
     pub dry_run: bool,
+    /// Whether trying the same switch again soon could succeed (false for SSH refusals).
+    #[serde(default = "yes")]
+    pub retry_soon: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Outcome {
@@ -119,6 +126,7 @@ impl Manager {
                 total_ms: 0,
                 error: None,
                 dry_run: self.cfg.dry_run,
+                retry_soon: true,
             },
         };
         info!(from = ?clock.outcome.from, to = %clock.outcome.to, reason = %plan.reason, demotable = plan.demotable, "switch decided");
@@ -137,12 +145,24 @@ impl Manager {
             );
             return self.finish(clock);
         }
-        if self.cfg.secure.is_some() {
-            clock.phase(
-                "plan",
-                Err("secure identity mode is not available in this version yet".into()),
-            );
-            return self.finish(clock);
+        // Secure mode: prove the new active can be reached over SSH before anything changes.
+        if let Some(target) = self.ssh_target(plan.to) {
+            match target.run("true", None).await {
+                Ok(_) => {
+                    clock.phase(
+                        "ssh_check",
+                        Ok(format!(
+                            "{}@{}:{} reachable",
+                            target.user, target.host, target.port
+                        )),
+                    );
+                }
+                Err(e) => {
+                    clock.outcome.retry_soon = false;
+                    clock.phase("ssh_check", Err(format!("{e}; nothing was changed")));
+                    return self.finish(clock);
+                }
+            }
         }
 
         // 1. A new term, persisted (and in etcd) before any agent hears it.
@@ -252,6 +272,8 @@ impl Manager {
         );
         let request = FailoverRequest {
             tower_sha256: sha,
+            // Secure mode: the agent installs the tower; the identity comes over SSH.
+            skip_identity: self.secure_key.is_some(),
             ..request
         };
         match self.commands[plan.to].failover(&request).await {
@@ -276,6 +298,18 @@ impl Manager {
             }
             Err(e) => {
                 clock.phase("promote", Err(e.to_string()));
+                return self.finish(clock);
+            }
+        }
+
+        // 4b. Secure mode: the identity travels over SSH, on the remote command's stdin.
+        if self.secure_key.is_some() {
+            if let Err(e) = self
+                .ssh_promote(plan.to, term, &plan.reason, &mut clock)
+                .await
+            {
+                clock.outcome.retry_soon = false;
+                clock.phase("ssh", Err(e));
                 return self.finish(clock);
             }
         }
@@ -326,6 +360,78 @@ impl Manager {
             clock.phase("gossip", gossip);
         }
         self.finish(clock)
+    }
+
+    /// Secure mode's promotion: set-identity (with the tower requirement) and the authorized voter
+    /// over SSH. If the voter cannot be added, the node is demoted again so it is left passive.
+    async fn ssh_promote(
+        &mut self,
+        to: usize,
+        term: u64,
+        reason: &str,
+        clock: &mut Clock,
+    ) -> Result<(), String> {
+        let secure = self.cfg.secure.clone().expect("secure mode");
+        let target = self.ssh_target(to).expect("secure mode");
+        let key = self.secure_key.clone().expect("secure mode");
+        let ledger = if to == 0 {
+            self.cfg.validator1.ledger_path.clone()
+        } else {
+            self.cfg.validator2.ledger_path.clone()
+        };
+        let json = key.to_json();
+        let set = crate::ssh::remote_command(
+            &secure.ssh_set_identity_command,
+            ledger.as_deref(),
+            secure.ssh_require_tower,
+        );
+        match target.run(&set, Some(json.as_bytes())).await {
+            Ok(_) => {
+                clock.phase(
+                    "ssh_set_identity",
+                    Ok(format!("`{set}` on {}", target.host)),
+                );
+            }
+            Err(e) => return Err(format!("{e}; {} left passive", self.describe(to))),
+        }
+        if let Some(template) = &secure.ssh_authorized_voter_command {
+            let add = crate::ssh::remote_command(template, ledger.as_deref(), false);
+            match target.run(&add, Some(json.as_bytes())).await {
+                Ok(_) => {
+                    clock.phase(
+                        "ssh_authorized_voter",
+                        Ok(format!("`{add}` on {}", target.host)),
+                    );
+                }
+                Err(crate::ssh::SshError::RemoteFailed { stderr, .. })
+                    if stderr.contains("already present") =>
+                {
+                    clock.phase(
+                        "ssh_authorized_voter",
+                        Ok("authorized voter already present".into()),
+                    );
+                }
+                Err(e) => {
+                    // Staked but unable to vote: put it back to passive rather than leave it so.
+                    let request = command(FailoverAction::BecomePassive, term, reason, None);
+                    let reverted = self.commands[to]
+                        .failover(&request)
+                        .await
+                        .map(|r| r.ok)
+                        .unwrap_or(false);
+                    return Err(format!(
+                        "{e}; {} {}",
+                        self.describe(to),
+                        if reverted {
+                            "demoted again"
+                        } else {
+                            "COULD NOT BE DEMOTED AGAIN: check it now"
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn finish(&mut self, mut clock: Clock) -> Outcome {

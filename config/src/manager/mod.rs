@@ -76,6 +76,7 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "ssh_set_identity_command",
     "ssh_authorized_voter_command",
     "ssh_known_hosts",
+    "ssh_program",
     "ssh_require_tower",
     "status_report_interval",
     "signing_keypair_path",
