@@ -27,13 +27,13 @@ use crate::cluster::{Cluster, Fault, SimConfig};
 const STEP: Duration = Duration::from_secs(90);
 
 /// A process the demo started; SIGTERM by pid when dropped (SIGKILL as the backstop).
-struct Proc {
+pub(crate) struct Proc {
     name: &'static str,
-    child: Child,
+    pub(crate) child: Child,
 }
 
 impl Proc {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -50,7 +50,7 @@ impl Proc {
 }
 
 /// Spawns `bin args…` with its log in `log`, and waits until a log line contains `ready`.
-async fn spawn(
+pub(crate) async fn spawn(
     name: &'static str,
     bin: &Path,
     args: &[&str],
@@ -89,7 +89,7 @@ async fn spawn(
 }
 
 /// A binary built next to this one.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
     anyhow::ensure!(

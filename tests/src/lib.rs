@@ -12,6 +12,7 @@
 //! loopback.
 
 pub mod admin;
+pub mod agave_drill;
 pub mod cluster;
 pub mod control;
 pub mod demo;
