@@ -438,12 +438,14 @@ impl Agent {
                     &self.cfg.tower_file,
                     self.cfg.tower_settle,
                     self.cfg.tower_settle + SETTLE_EXTRA,
+                    || self.validator.slot(),
                 )
                 .await
                 .map(|s| {
                     format!(
-                        "{} rewrite(s) after the demotion; settled after {} ms",
+                        "{} rewrite(s) after the demotion, {} slots replayed; settled after {} ms",
                         s.changes,
+                        s.slots.map_or("?".to_string(), |n| n.to_string()),
                         s.waited.as_millis()
                     )
                 })

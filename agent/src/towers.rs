@@ -126,54 +126,90 @@ fn fingerprint(path: &Path) -> Option<(u64, i64, i64, u64)> {
 /// How long the tower must stay unchanged after the one straggler vote before it is taken.
 pub const AFTER_STRAGGLER_QUIET: Duration = Duration::from_millis(100);
 
+/// Slots the validator must replay after the demotion (and after the last rewrite) before an
+/// unchanged tower counts as final.
+pub const SETTLE_SLOTS: u64 = 3;
+
 /// How the wait for a demoted node's tower ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settled {
     pub waited: Duration,
     /// Tower rewrites seen after the demotion (Agave casts at most one).
     pub changes: u32,
+    /// Slots the validator replayed meanwhile (`None` when its RPC did not answer).
+    pub slots: Option<u64>,
 }
 
 /// Waits until the staked tower at `path` can no longer change after a confirmed demotion.
 ///
-/// Agave's replay loop may cast one vote with the identity it just left (the iteration in flight),
-/// and none after it. So: once exactly one rewrite has been seen, [`AFTER_STRAGGLER_QUIET`] of
-/// quiet is enough; with none seen, `quiet` must pass (the straggler may still come); a second
-/// rewrite contradicts that model, so then `quiet` must pass after the last one. Gives up at
-/// `deadline`.
-pub async fn wait_settled(
+/// Agave's replay loop notices a new identity only after it has voted on the next bank it
+/// finishes (solana-core 3.1 `replay_stage.rs`): one more vote with the old identity may come,
+/// and when slots are slow it comes seconds later — no fixed quiet time covers it. So:
+/// - one rewrite seen: that was the straggler; [`AFTER_STRAGGLER_QUIET`] of quiet is enough;
+/// - none seen: the validator must have replayed [`SETTLE_SLOTS`] slots past the demotion with
+///   the tower unchanged, and at least `quiet` must have passed;
+/// - a second rewrite contradicts that model: the same slot rule starts again after it.
+///
+/// `slot` reads the validator's processed slot; when it cannot (RPC down), only a rewrite or
+/// `deadline` ends the wait — the tower is never declared final on time alone.
+pub async fn wait_settled<F, Fut>(
     path: &Path,
     quiet: Duration,
     deadline: Duration,
-) -> Result<Settled, String> {
+    mut slot: F,
+) -> Result<Settled, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
     let started = Instant::now();
+    let first_slot = slot().await;
     let mut last = fingerprint(path);
     let mut since = Instant::now();
+    let mut slot_at_change = first_slot;
     let mut changes = 0u32;
+    let mut now_slot = first_slot;
+    let mut last_slot_poll = Instant::now();
     loop {
-        let needed = if changes == 1 {
-            AFTER_STRAGGLER_QUIET
-        } else {
-            quiet
+        let replayed = match (slot_at_change, now_slot) {
+            (Some(from), Some(now)) => Some(now.saturating_sub(from)),
+            _ => None,
         };
-        if since.elapsed() >= needed {
+        let settled = match changes {
+            1 => since.elapsed() >= AFTER_STRAGGLER_QUIET,
+            _ => since.elapsed() >= quiet && replayed.is_some_and(|r| r >= SETTLE_SLOTS),
+        };
+        if settled {
             return Ok(Settled {
                 waited: started.elapsed(),
                 changes,
+                slots: match (first_slot, now_slot) {
+                    (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                    _ => None,
+                },
             });
         }
         if started.elapsed() >= deadline {
             return Err(format!(
-                "tower {} still changing after {deadline:?} ({changes} rewrites since the demotion): \
-                 is the validator still voting with it?",
-                path.display()
+                "tower {} not provably final after {deadline:?} ({changes} rewrites since the demotion, \
+                 {} slots replayed): is the validator still voting with it, or is its RPC down?",
+                path.display(),
+                replayed.map_or("unknown".to_string(), |r| r.to_string())
             ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
         let now = fingerprint(path);
+        // The validator's RPC is asked at most ten times a second.
+        if last_slot_poll.elapsed() >= Duration::from_millis(100) {
+            last_slot_poll = Instant::now();
+            if let Some(s) = slot().await {
+                now_slot = Some(s);
+            }
+        }
         if now != last {
             last = now;
             since = Instant::now();
+            slot_at_change = now_slot;
             changes += 1;
             if changes > 1 {
                 tracing::warn!(changes, path = %path.display(), "tower rewritten more than once after the demotion");

@@ -181,3 +181,25 @@ async fn a_failed_demotion_stops_the_switch() {
     );
     assert_eq!(bed.cluster.identity(0), Some(bed.cluster.staked_pubkey()));
 }
+
+/// Found on real Agave: the straggler vote comes with the next bank the replay loop finishes, so
+/// with slow slots it arrives long after any fixed quiet time. The settle must wait for slots, or
+/// the copied tower misses the straggler and both nodes vote the same slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_slow_slots_the_late_straggler_vote_is_still_waited_for() {
+    let bed = support::bed_with_slots(std::time::Duration::from_millis(1500), |_, c| {
+        c["tower_settle"] = "250ms".into();
+    })
+    .await;
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    let settle = passive.phases.iter().find(|p| p.name == "settle").unwrap();
+    assert!(settle.detail.contains("slots replayed"), "{settle:?}");
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_voter == Some(1))
+        .await
+        .unwrap();
+    let slot = bed.cluster.slot();
+    bed.cluster.wait_for_slot(slot + 2, PATIENCE).await.unwrap();
+    bed.cluster.safety().assert_safe();
+}

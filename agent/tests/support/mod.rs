@@ -111,9 +111,14 @@ fn rand_suffix() -> String {
 
 /// A cluster with an agent on each of its two nodes; `tweak` edits each agent's config.
 pub async fn bed_with(tweak: impl Fn(usize, &mut Value)) -> Bed {
+    bed_with_slots(Duration::from_millis(100), tweak).await
+}
+
+/// [`bed_with`] with a chosen slot time.
+pub async fn bed_with_slots(slot_time: Duration, tweak: impl Fn(usize, &mut Value)) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let mut sim = SimConfig::new(dir.path().join("cluster"));
-    sim.slot_time = Duration::from_millis(100);
+    sim.slot_time = slot_time;
     let cluster = Cluster::start(sim).await.unwrap();
     let manager = Arc::new(Keypair::generate());
     let mut agents = Vec::new();
