@@ -76,14 +76,14 @@ impl RealCluster {
                     .and_then(Value::as_str)
                     .map(PathBuf::from)
                     .unwrap_or_else(|| ledger.join("admin.rpc")),
-                unstaked_keypair: PathBuf::from(text(n, &["unstaked_keypair"])?),
+                unstaked_keypair: PathBuf::from(text(&v, &[&format!("{name}_unstaked"), "keypair"])?),
                 pid: n.get("pid").and_then(Value::as_u64).map(|p| p as u32),
                 ledger,
             })
         };
         let rpc = text(&v, &["cluster_rpc"])?;
         let ws = v
-            .get("cluster_ws")
+            .get("cluster_pubsub")
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| ws_of(&rpc));
@@ -92,7 +92,7 @@ impl RealCluster {
             cluster_ws: ws,
             x_keypair: PathBuf::from(text(&v, &["x", "keypair"])?),
             x: text(&v, &["x", "pubkey"])?.parse()?,
-            vote_account: text(&v, &["x", "vote_account"])?.parse()?,
+            vote_account: text(&v, &["x", "vote_pubkey"])?.parse()?,
             a: node("a")?,
             b: node("b")?,
         })
