@@ -76,7 +76,10 @@ impl RealCluster {
                     .and_then(Value::as_str)
                     .map(PathBuf::from)
                     .unwrap_or_else(|| ledger.join("admin.rpc")),
-                unstaked_keypair: PathBuf::from(text(&v, &[&format!("{name}_unstaked"), "keypair"])?),
+                unstaked_keypair: PathBuf::from(text(
+                    &v,
+                    &[&format!("{name}_unstaked"), "keypair"],
+                )?),
                 pid: n.get("pid").and_then(Value::as_u64).map(|p| p as u32),
                 ledger,
             })
