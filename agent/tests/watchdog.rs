@@ -7,19 +7,21 @@ use std::time::Duration;
 
 use support::{bed_with, fence_report, PATIENCE};
 
-/// A loopback port on which nothing listens.
-async fn closed_port() -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().to_string()
+/// A loopback port on which nothing listens, held (bound, never listening) so that no other test
+/// can take it while this one expects connections to be refused.
+struct ClosedPort(#[allow(dead_code)] tokio::net::TcpSocket, String);
+
+fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    ClosedPort(socket, addr)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_isolated_active_demotes_itself() {
-    let targets = vec![
-        closed_port().await,
-        closed_port().await,
-        closed_port().await,
-    ];
+    let closed = [closed_port(), closed_port(), closed_port()];
+    let targets: Vec<String> = closed.iter().map(|c| c.1.clone()).collect();
     let bed = bed_with(|_, c| {
         c["manager_timeout"] = "300ms".into();
         c["connectivity_targets"] = serde_json::json!(targets);
@@ -44,10 +46,11 @@ async fn an_active_that_reaches_the_outside_stays_active() {
     // Two of three targets answer: fewer failures than the two needed to fence.
     let up1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = closed_port();
     let targets = vec![
         up1.local_addr().unwrap().to_string(),
         up2.local_addr().unwrap().to_string(),
-        closed_port().await,
+        closed.1.clone(),
     ];
     let bed = bed_with(|_, c| {
         c["manager_timeout"] = "300ms".into();
@@ -70,10 +73,10 @@ async fn an_active_that_reaches_the_outside_stays_active() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_keep_the_watchdog_quiet() {
-    let closed = closed_port().await;
+    let closed = closed_port();
     let bed = bed_with(|_, c| {
         c["manager_timeout"] = "500ms".into();
-        c["connectivity_targets"] = serde_json::json!([closed]);
+        c["connectivity_targets"] = serde_json::json!([closed.1]);
         c["connectivity_failures_to_fence"] = 1.into();
     })
     .await;
