@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use crate::demo::{sibling, spawn, Proc};
+use crate::demo::{free_port, sibling, spawn, start_agent, AgentSetup, Proc};
 
 /// One node of the real cluster, as `cluster.json` describes it.
 #[derive(Clone, Debug)]
@@ -360,37 +360,26 @@ impl Bed {
         let mut endpoints = Vec::new();
         for i in 0..2 {
             let node = cluster.node(i).clone();
-            let port = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await?
-                .local_addr()?
-                .port();
-            let config = json!({
-                "listen_addr": format!("127.0.0.1:{port}"),
-                "allowed_ips": ["127.0.0.1"],
-                "local_rpc": node.rpc_url,
-                "process_name": "agave-validator",
-                "validator_identity": cluster.x.to_string(),
-                "ledger_path": node.ledger,
-                "staked_identity_keypair": cluster.x_keypair,
-                "unstaked_identity_keypair": node.unstaked_keypair,
-                "manager_pubkeys": [key.pubkey().to_string()],
-                "state_dir": dir.join(format!("agent-{}", node.name)),
-                "connectivity_targets": [reachable_addr],
-                "connectivity_failures_to_fence": 1,
-            });
-            let path = dir.join(format!("validator-config-{}.json", node.name));
-            std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
-            let log = dir.join(format!("agent-{}.log", node.name));
-            agents.push(Some(
-                spawn(
-                    "agent",
-                    &agent_bin,
-                    &["--config", path.to_str().unwrap()],
-                    &log,
-                    " listening listen=",
-                )
-                .await?,
-            ));
+            let port = free_port().await?;
+            let agent = start_agent(
+                &agent_bin,
+                dir,
+                AgentSetup {
+                    name: &node.name,
+                    port,
+                    rpc_url: &node.rpc_url,
+                    process_name: "agave-validator",
+                    staked: &cluster.x,
+                    ledger: &node.ledger,
+                    staked_keypair: &cluster.x_keypair,
+                    unstaked_keypair: &node.unstaked_keypair,
+                    manager: &key.pubkey(),
+                    reachable: &reachable_addr,
+                    identity_link: None,
+                },
+            )
+            .await?;
+            agents.push(Some(agent));
             endpoints.push(format!("http://127.0.0.1:{port}"));
         }
         // Both validators gossip from 127.0.0.1 on this loopback cluster; the manager tells them

@@ -88,6 +88,72 @@ pub(crate) async fn spawn(
     Ok(Proc { name, child })
 }
 
+/// What an agent on one validator server needs to know (agave kind, signed commands from the
+/// manager's key, loopback only).
+pub(crate) struct AgentSetup<'a> {
+    pub name: &'a str,
+    pub port: u16,
+    pub rpc_url: &'a str,
+    pub process_name: &'a str,
+    pub staked: &'a failover_identity::Pubkey,
+    pub ledger: &'a Path,
+    pub staked_keypair: &'a Path,
+    pub unstaked_keypair: &'a Path,
+    pub manager: &'a failover_identity::Pubkey,
+    /// A reachable loopback address for the connectivity check (so agents never fence by mistake).
+    pub reachable: &'a str,
+    /// The validator's `--identity` symlink, when the reference's symlink hooks should repoint it.
+    pub identity_link: Option<&'a Path>,
+}
+
+/// Writes the agent's config into `dir` and starts `failover-agent` on it.
+pub(crate) async fn start_agent(bin: &Path, dir: &Path, a: AgentSetup<'_>) -> anyhow::Result<Proc> {
+    let mut config = json!({
+        "listen_addr": format!("127.0.0.1:{}", a.port),
+        "allowed_ips": ["127.0.0.1"],
+        "local_rpc": a.rpc_url,
+        "process_name": a.process_name,
+        "validator_identity": a.staked.to_string(),
+        "ledger_path": a.ledger,
+        "staked_identity_keypair": a.staked_keypair,
+        "unstaked_identity_keypair": a.unstaked_keypair,
+        "manager_pubkeys": [a.manager.to_string()],
+        "state_dir": dir.join(format!("agent-{}", a.name)),
+        "connectivity_targets": [a.reachable],
+        "connectivity_failures_to_fence": 1,
+    });
+    if let Some(link) = a.identity_link {
+        // The reference's hooks: a restarted validator comes back with what the link names.
+        config["active_identity_symlink_command"] =
+            format!("ln -sfn {} {}", a.staked_keypair.display(), link.display()).into();
+        config["passive_identity_symlink_command"] = format!(
+            "ln -sfn {} {}",
+            a.unstaked_keypair.display(),
+            link.display()
+        )
+        .into();
+    }
+    let path = dir.join(format!("validator-config-{}.json", a.name));
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+    let log = dir.join(format!("agent-{}.log", a.name));
+    spawn(
+        "agent",
+        bin,
+        &["--config", path.to_str().expect("UTF-8 path")],
+        &log,
+        " listening listen=",
+    )
+    .await
+}
+
+/// A loopback port nothing uses right now (bound and released).
+pub(crate) async fn free_port() -> anyhow::Result<u16> {
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?
+        .port())
+}
+
 /// A binary built next to this one.
 pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -191,47 +257,33 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
     );
     let mut agents = Vec::new();
     let mut endpoints = Vec::new();
-    for (i, node) in info.nodes.iter().enumerate() {
-        let port = {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            l.local_addr()?.port()
-        };
-        let config = json!({
-            "listen_addr": format!("127.0.0.1:{port}"),
-            "allowed_ips": ["127.0.0.1"],
-            "local_rpc": node.rpc_url,
-            "process_name": node.process_name,
-            "validator_identity": info.staked_pubkey,
-            "ledger_path": node.ledger,
-            "staked_identity_keypair": info.staked_keypair,
-            "unstaked_identity_keypair": node.unstaked_keypair,
-            // The reference's hooks: a restarted validator comes back with what the link names.
-            "active_identity_symlink_command": format!("ln -sfn {} {}", info.staked_keypair.display(), node.identity_link.display()),
-            "passive_identity_symlink_command": format!("ln -sfn {} {}", node.unstaked_keypair.display(), node.identity_link.display()),
-            "manager_pubkeys": [manager_key.pubkey().to_string()],
-            "state_dir": dir.join(format!("agent{}", i + 1)),
-            // Loopback only: the reachable target is the demo's own webhook listener.
-            "connectivity_targets": [webhook.trim_start_matches("http://")],
-            "connectivity_failures_to_fence": 1,
-        });
-        let path = dir.join(format!("validator-config-{}.json", i + 1));
-        std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
-        let log = dir.join(format!("agent{}.log", i + 1));
-        agents.push(
-            spawn(
-                "agent",
-                &agent_bin,
-                &["--config", path.to_str().unwrap()],
-                &log,
-                " listening listen=",
-            )
-            .await?,
-        );
+    for node in info.nodes.iter() {
+        let port = free_port().await?;
+        let agent = start_agent(
+            &agent_bin,
+            dir,
+            AgentSetup {
+                name: &node.name,
+                port,
+                rpc_url: &node.rpc_url,
+                process_name: &node.process_name,
+                staked: &cluster.staked_pubkey(),
+                ledger: &node.ledger,
+                staked_keypair: &info.staked_keypair,
+                unstaked_keypair: &node.unstaked_keypair,
+                manager: &manager_key.pubkey(),
+                // Loopback only: the reachable target is the demo's own webhook listener.
+                reachable: webhook.trim_start_matches("http://"),
+                identity_link: Some(&node.identity_link),
+            },
+        )
+        .await?;
+        agents.push(agent);
         println!(
             "  {}: agent on 127.0.0.1:{port}, validator rpc {}, log {}",
             node.name,
             node.rpc_url,
-            log.display()
+            dir.join(format!("agent-{}.log", node.name)).display()
         );
         endpoints.push((format!("http://127.0.0.1:{port}"), node.ip));
     }
