@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use crate::demo::{free_port, sibling, spawn, start_agent, AgentSetup, Proc};
+use crate::demo::{free_port, sibling, start_agent, start_manager, AgentSetup, Proc};
 
 /// One node of the real cluster, as `cluster.json` describes it.
 #[derive(Clone, Debug)]
@@ -331,7 +331,6 @@ pub struct DrillRun {
 /// Agents, the manager and the sampler on a real cluster.
 pub struct Bed {
     pub cluster: RealCluster,
-    dir: PathBuf,
     agents: Vec<Option<Proc>>,
     manager: Option<Proc>,
     manager_cfg: PathBuf,
@@ -395,20 +394,9 @@ impl Bed {
             "state_dir": dir.join("manager"),
             "failover_cooldown": "5s",
         });
-        let manager_cfg = dir.join("manager-config.json");
-        std::fs::write(&manager_cfg, serde_json::to_string_pretty(&manager_config)?)?;
-        let log = dir.join("manager.log");
-        let manager = spawn(
-            "manager",
-            &manager_bin,
-            &["--config", manager_cfg.to_str().unwrap()],
-            &log,
-            "manager running",
-        )
-        .await?;
+        let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
         Ok(Self {
             cluster,
-            dir: dir.to_path_buf(),
             agents,
             manager: Some(manager),
             manager_cfg,
@@ -530,6 +518,5 @@ impl Bed {
         for a in self.agents.iter_mut().filter_map(Option::take) {
             a.stop().await;
         }
-        let _ = &self.dir;
     }
 }

@@ -28,7 +28,6 @@ const STEP: Duration = Duration::from_secs(90);
 
 /// A process the demo started; SIGTERM by pid when dropped (SIGKILL as the backstop).
 pub(crate) struct Proc {
-    name: &'static str,
     pub(crate) child: Child,
 }
 
@@ -85,7 +84,7 @@ pub(crate) async fn spawn(
             let _ = file.write_all(format!("{line}\n").as_bytes()).await;
         }
     });
-    Ok(Proc { name, child })
+    Ok(Proc { child })
 }
 
 /// What an agent on one validator server needs to know (agave kind, signed commands from the
@@ -144,6 +143,27 @@ pub(crate) async fn start_agent(bin: &Path, dir: &Path, a: AgentSetup<'_>) -> an
         " listening listen=",
     )
     .await
+}
+
+/// Writes the manager's config into `dir` and starts `failover-manager` on it; returns the process
+/// and the config path (for one-shot commands such as `--trigger-failover`).
+pub(crate) async fn start_manager(
+    bin: &Path,
+    dir: &Path,
+    config: &Value,
+) -> anyhow::Result<(Proc, PathBuf)> {
+    let path = dir.join("manager-config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(config)?)?;
+    let log = dir.join("manager.log");
+    let manager = spawn(
+        "manager",
+        bin,
+        &["--config", path.to_str().expect("UTF-8 path")],
+        &log,
+        "manager running",
+    )
+    .await?;
+    Ok((manager, path))
 }
 
 /// A loopback port nothing uses right now (bound and released).
@@ -300,17 +320,8 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
         // The demo switches every few seconds; production keeps the 10-minute default.
         "failover_cooldown": "5s",
     });
-    let manager_cfg = dir.join("manager-config.json");
-    std::fs::write(&manager_cfg, serde_json::to_string_pretty(&manager_config)?)?;
+    let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
     let manager_log = dir.join("manager.log");
-    let manager = spawn(
-        "manager",
-        &manager_bin,
-        &["--config", manager_cfg.to_str().unwrap()],
-        &manager_log,
-        "manager running",
-    )
-    .await?;
     println!(
         "  manager: heartbeat 1 s (default), log {}",
         manager_log.display()
@@ -453,11 +464,5 @@ fn yes_no(b: bool) -> &'static str {
         "YES"
     } else {
         "never"
-    }
-}
-
-impl std::fmt::Display for Proc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (pid {:?})", self.name, self.child.id())
     }
 }
