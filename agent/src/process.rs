@@ -1,5 +1,7 @@
 //! Whether the validator process is running, found by name in `/proc` as the reference's
-//! `process_name` check does, and how long it has been up.
+//! `process_name` check does, and how long it has been up. With the ledger known, a process of that
+//! name that runs on another ledger is not ours: a second validator on the same server (a test bed,
+//! a spare) must not make a dead one look alive.
 
 use std::path::Path;
 
@@ -10,8 +12,10 @@ pub struct Found {
     pub uptime_secs: Option<u64>,
 }
 
-/// Finds the oldest process whose command name (or argv[0]'s file name) is `name`.
-pub fn find(name: &str) -> Option<Found> {
+/// Finds the oldest process whose command name (or argv[0]'s file name) is `name` and, when
+/// `ledger` is given, whose `--ledger`/`-l` argument is that directory (a process with no ledger
+/// argument is counted: it may use the default).
+pub fn find(name: &str, ledger: Option<&Path>) -> Option<Found> {
     let entries = std::fs::read_dir("/proc").ok()?;
     let mut best: Option<(u64, u32)> = None;
     for entry in entries.flatten() {
@@ -25,6 +29,11 @@ pub fn find(name: &str) -> Option<Found> {
         let dir = entry.path();
         if !matches_name(&dir, name) || is_zombie(&dir) {
             continue;
+        }
+        if let Some(ledger) = ledger {
+            if !runs_on_ledger(&dir, ledger) {
+                continue;
+            }
         }
         let start = start_ticks(&dir).unwrap_or(u64::MAX);
         if best.is_none_or(|(s, _)| start < s) {
@@ -57,6 +66,35 @@ fn matches_name(dir: &Path, name: &str) -> bool {
         }
     }
     false
+}
+
+/// False only when the process names a ledger and it is another directory.
+fn runs_on_ledger(dir: &Path, ledger: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+        return true;
+    };
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let named = args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--ledger" || a == "-l" {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--ledger=").map(str::to_string)
+        }
+    });
+    let Some(named) = named else {
+        return true;
+    };
+    let named = Path::new(&named);
+    // A relative ledger is relative to the process's working directory.
+    let named = match std::fs::read_link(dir.join("cwd")) {
+        Ok(cwd) if named.is_relative() => cwd.join(named),
+        _ => named.to_path_buf(),
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(&named) == canonical(ledger)
 }
 
 /// A zombie has exited: it is not a running validator, whatever its name.
@@ -93,8 +131,43 @@ mod tests {
     #[test]
     fn finds_this_process_by_its_own_name() {
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-        let found = find(comm.trim_end()).expect("this test process");
+        let found = find(comm.trim_end(), None).expect("this test process");
         assert!(found.uptime_secs.is_some());
-        assert!(find("no-such-process-name-xyz").is_none());
+        assert!(find("no-such-process-name-xyz", None).is_none());
+    }
+
+    #[test]
+    fn a_process_on_another_ledger_is_not_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir_all(&ours).unwrap();
+        std::fs::create_dir_all(&theirs).unwrap();
+        // `sh` keeps running with the extra arguments in its command line (`;` stops it from
+        // exec-ing `sleep`).
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; :", "sh", "--ledger"])
+            .arg(&theirs)
+            .spawn()
+            .unwrap();
+        let proc_dir = Path::new("/proc").join(child.id().to_string());
+        // Right after the exec the kernel may still show an empty command line: wait for it.
+        let shows_ledger = || {
+            std::fs::read(proc_dir.join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("--ledger"))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !shows_ledger() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let on_theirs = runs_on_ledger(&proc_dir, &theirs);
+        let on_ours = runs_on_ledger(&proc_dir, &ours);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(on_theirs);
+        assert!(!on_ours);
+        // A process that names no ledger may be using the default one: counted.
+        assert!(runs_on_ledger(Path::new("/proc/self"), &ours));
     }
 }
