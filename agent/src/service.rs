@@ -86,7 +86,23 @@ fn refuse(status: StatusCode, reason: String) -> Refusal {
 }
 
 impl Agent {
-    pub fn new(cfg: AgentConfig, state: StateFile) -> Arc<Self> {
+    /// The validator process: by name, and on this agent's ledger when it knows it.
+    fn find_validator(&self) -> Option<crate::process::Found> {
+        crate::process::find(&self.cfg.process_name, self.cfg.ledger_path.as_deref())
+    }
+
+    pub fn new(cfg: AgentConfig, mut state: StateFile) -> Arc<Self> {
+        if let Some(old) = state.forget_other_identity(&cfg.validator_identity.to_string()) {
+            warn!(
+                recorded_for = ?old.identity,
+                last_vote = old.last_vote,
+                state = %state.path().display(),
+                "forgetting the newest tower recorded for another identity"
+            );
+            if let Err(e) = state.save() {
+                warn!(error = %e, "cannot persist the state");
+            }
+        }
         let verifier = cfg
             .auth
             .require_signed_commands
@@ -202,6 +218,7 @@ impl Agent {
             .is_none_or(|t| last_vote > t.last_vote)
         {
             state.state.newest_tower = Some(SeenTower {
+                identity: Some(self.staked().to_string()),
                 last_vote,
                 sha256: tower.sha256.clone(),
             });
@@ -242,7 +259,7 @@ impl Agent {
         if let Some(socket) = self.validator.admin_socket() {
             if !socket.exists() {
                 // With the validator down there is no socket yet; with it running, the path is wrong.
-                if crate::process::find(&self.cfg.process_name).is_some() {
+                if self.find_validator().is_some() {
                     return Err(format!(
                         "admin socket {} does not exist although {} is running: is ledger_path / \
                          admin_socket the validator's?",
@@ -286,7 +303,7 @@ impl Agent {
             Some(_) => Role::Passive,
             None => Role::Unknown,
         };
-        let process = crate::process::find(&self.cfg.process_name);
+        let process = self.find_validator();
         let (slot, health) = tokio::join!(self.validator.slot(), self.validator.health());
         let (tower_status, local) = towers::status(&self.cfg.tower_file, &staked);
         if let Some(local) = &local {
@@ -407,7 +424,7 @@ impl Agent {
             // A validator that cannot be read may still vote: a running one must be demoted and
             // confirmed like any other; only one whose process is gone cannot vote.
             Err(e) => {
-                if crate::process::find(&self.cfg.process_name).is_none() {
+                if self.find_validator().is_none() {
                     run.phase(
                         "demote",
                         Ok(format!(

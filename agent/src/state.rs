@@ -13,6 +13,9 @@ const FILE_NAME: &str = "agent-state.json";
 pub struct SeenTower {
     pub last_vote: u64,
     pub sha256: String,
+    /// The identity whose tower it was (absent in files written before it was recorded).
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,11 +67,55 @@ impl StateFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Forgets a newest tower recorded for another identity (the configured staked identity
+    /// changed, or the state dir came from another cluster): its slots say nothing about this
+    /// identity's lockouts, and keeping it would refuse every tower this identity offers.
+    /// Returns what was forgotten.
+    pub fn forget_other_identity(&mut self, identity: &str) -> Option<SeenTower> {
+        let other = self
+            .state
+            .newest_tower
+            .as_ref()
+            .is_some_and(|t| t.identity.as_deref().is_some_and(|i| i != identity));
+        if other {
+            self.state.newest_tower.take()
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tower_seen_for_another_identity_is_forgotten_one_without_identity_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = StateFile::load(dir.path()).unwrap();
+        let seen = |identity: Option<&str>| SeenTower {
+            last_vote: 340,
+            sha256: "ab".into(),
+            identity: identity.map(str::to_string),
+        };
+        file.state.newest_tower = Some(seen(None));
+        assert_eq!(file.forget_other_identity("X"), None);
+        file.state.newest_tower = Some(seen(Some("X")));
+        assert_eq!(file.forget_other_identity("X"), None);
+        assert!(file.state.newest_tower.is_some());
+        file.state.newest_tower = Some(seen(Some("Y")));
+        assert_eq!(file.forget_other_identity("X"), Some(seen(Some("Y"))));
+        assert_eq!(file.state.newest_tower, None);
+        // Files from before the field existed still load.
+        std::fs::write(
+            file.path(),
+            r#"{"term": 3, "newest_tower": {"last_vote": 9, "sha256": "cd"}}"#,
+        )
+        .unwrap();
+        let old = StateFile::load(dir.path()).unwrap();
+        assert_eq!(old.state.newest_tower.unwrap().identity, None);
+    }
 
     #[test]
     fn round_trips_and_refuses_corruption() {
@@ -77,6 +124,7 @@ mod tests {
         assert_eq!(file.state, PersistedState::default());
         file.state.term = 7;
         file.state.newest_tower = Some(SeenTower {
+            identity: None,
             last_vote: 1234,
             sha256: "ab".into(),
         });
