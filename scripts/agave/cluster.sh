@@ -10,9 +10,12 @@ CLUSTER_DIR=/tmp/agave-failover-cluster
 SLOTS_PER_EPOCH=750
 TIMEOUT=300
 STOP_TIMEOUT=30
+NICE="${AGAVE_NICE:-10}"
 KEEP_ON_FAILURE=0
 MARKER=.agave-failover-cluster
-HOST=127.0.0.1
+# Each node on its own loopback address (all of 127.0.0.0/8 is loopback on Linux), so gossip tells
+# the failover pair apart as it would two servers.
+host_of() { case "$1" in network) echo 127.0.0.1 ;; a) echo 127.0.0.2 ;; b) echo 127.0.0.3 ;; esac; }
 NODES=(network a b)
 
 # Stakes: the network node holds most of the stake, X a small one (10:1 as in the captured cluster).
@@ -25,10 +28,10 @@ usage() {
     cat <<EOF
 Usage: $(basename "$0") COMMAND [OPTIONS]
 
-Runs a three-node agave-validator ${AGAVE_VERSION} cluster on loopback (127.0.0.1 only):
-  network  bootstrap validator with most of the stake   gossip ${HOST}:18001  rpc :18899  pubsub :18900
-  a        runs as the failover identity X (active)      gossip ${HOST}:28001  rpc :28899  pubsub :28900
-  b        runs with an unstaked identity (passive),     gossip ${HOST}:38001  rpc :38899  pubsub :38900
+Runs a three-node agave-validator ${AGAVE_VERSION} cluster on loopback (127.0.0.1-3 only):
+  network  bootstrap validator with most of the stake   gossip 127.0.0.1:18001  rpc :18899  pubsub :18900
+  a        runs as the failover identity X (active)      gossip 127.0.0.2:28001  rpc :28899  pubsub :28900
+  b        runs with an unstaked identity (passive),     gossip 127.0.0.3:38001  rpc :38899  pubsub :38900
            same --vote-account as a, --authorized-voter X
 Dynamic ports: 18100-18200, 28100-28200, 38100-38200.
 
@@ -53,7 +56,8 @@ Options:
   --identity KEYPAIR      start-node: identity keypair file
   -h, --help              show this help
 
-Environment: RUST_LOG (default info) is passed to the validators; AGAVE_CACHE sets the default
+Environment: RUST_LOG (default info) is passed to the validators; AGAVE_NICE (default 10) is their
+niceness, so the machine's kernel workers and the tools under test keep some CPU; AGAVE_CACHE sets the default
 cache dir; FAILOVER_IDENTITY overrides the failover-identity binary (default target/debug/).
 
 Files in DIR: keys/*.json (0600), genesis/, ledger/{network,a,b}/ (admin socket admin.rpc,
@@ -225,8 +229,8 @@ start_node() {
 
 check_ports_free() {
     local node="$1"
-    python3 - "$HOST" "$(gossip_port "$node")" "$(rpc_port "$node")" "$(( $(rpc_port "$node") + 1 ))" <<'EOF' \
-        || die "a port of node $node is in use on $HOST (another cluster running? see 'ss -ltnup')"
+    python3 - "$(host_of "$node")" "$(gossip_port "$node")" "$(rpc_port "$node")" "$(( $(rpc_port "$node") + 1 ))" <<'EOF' \
+        || die "a port of node $node is in use on $(host_of "$node") (another cluster running? see 'ss -ltnup')"
 import socket, sys
 host = sys.argv[1]
 for port in map(int, sys.argv[2:]):
@@ -376,7 +380,10 @@ write_launcher() {
         # shellcheck disable=SC2016
         echo 'export RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1'
         echo 'unset SOLANA_METRICS_CONFIG'
-        printf 'exec %q' "$VALIDATOR"
+        # nice: on a 2-core machine three validators can starve the kernel's own workers (the VM
+        # logged 'workqueue lockup' and stopped making slots for minutes); the agents and the
+        # manager under test must not be starved either (each has a server beside its validator).
+        printf 'exec nice -n %q %q' "$NICE" "$VALIDATOR"
         # shellcheck disable=SC2016
         printf ' \\\n    --identity "$identity"'
         local args=(
@@ -384,8 +391,8 @@ write_launcher() {
             --log "$LOGS/$node.log"
             --vote-account "$vote"
             --authorized-voter "$voter"
-            --bind-address "$HOST"
-            --rpc-bind-address "$HOST"
+            --bind-address "$(host_of "$node")"
+            --rpc-bind-address "$(host_of "$node")"
             --allow-private-addr
             --gossip-port "$(gossip_port "$node")"
             --rpc-port "$(rpc_port "$node")"
@@ -418,10 +425,12 @@ def node(name, identity_path, identity_pubkey):
     except Exception:
         pid = None
     base = {"network": 18000, "a": 28000, "b": 38000}[name]
+    host = {"network": "$(host_of network)", "a": "$(host_of a)", "b": "$(host_of b)"}[name]
     return {
-        "rpc_url": "http://$HOST:%d" % (base + 899),
-        "pubsub_url": "ws://$HOST:%d" % (base + 900),
-        "gossip": "$HOST:%d" % (base + 1),
+        "ip": host,
+        "rpc_url": "http://%s:%d" % (host, base + 899),
+        "pubsub_url": "ws://%s:%d" % (host, base + 900),
+        "gossip": "%s:%d" % (host, base + 1),
         "ledger": ledger,
         "admin_socket": ledger + "/admin.rpc",
         "identity_keypair": identity_path,
@@ -446,9 +455,10 @@ except OSError:
 doc = {
     "agave_version": "$AGAVE_VERSION",
     "dir": "$CLUSTER_DIR",
-    "cluster_rpc": "http://$HOST:18899",
-    "cluster_pubsub": "ws://$HOST:18900",
-    "entrypoint": "$HOST:18001",
+    "script": "$SCRIPT_DIR/cluster.sh",
+    "cluster_rpc": "http://$(host_of network):18899",
+    "cluster_pubsub": "ws://$(host_of network):18900",
+    "entrypoint": "$(host_of network):18001",
     "slots_per_epoch": $SLOTS_PER_EPOCH,
     "genesis_hash": genesis.get("genesis_hash"),
     "shred_version": genesis.get("shred_version"),
@@ -609,7 +619,7 @@ cmd_up() {
     done
 
     local entry
-    entry="$HOST:$(gossip_port network)"
+    entry="$(host_of network):$(gossip_port network)"
     write_launcher network "$KEYS/network-identity.json" "$KEYS/network-vote.json" "$KEYS/network-identity.json" \
         --rpc-pubsub-enable-vote-subscription --no-wait-for-vote-to-start-leader
     write_launcher a "$KEYS/x-identity.json" "$(pubkey x-vote)" "$KEYS/x-identity.json" \

@@ -5,13 +5,17 @@ set -euo pipefail
 
 AGAVE_VERSION=3.1.12
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SHARED_AGAVE_DIR="$(realpath -m "$SCRIPT_DIR/../../../shared/agave")"
+# Where a prebuilt tarball may be: $AGAVE_PREBUILT_DIR, shared/agave next to the repo, or the
+# workplace's /work/shared/agave (a clean clone elsewhere, as CI makes, still finds it).
+PREBUILT_DIRS=()
+[[ -n "${AGAVE_PREBUILT_DIR:-}" ]] && PREBUILT_DIRS+=("$AGAVE_PREBUILT_DIR")
+PREBUILT_DIRS+=("$(realpath -m "$SCRIPT_DIR/../../../shared/agave")" /work/shared/agave)
 TARBALL_NAME="agave-${AGAVE_VERSION}-x86_64-linux.tar.xz"
 CACHE_DIR="${AGAVE_CACHE:-$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}}"
 
 usage() {
     cat <<EOF
-Usage: $(basename "$0") [--cache DIR] [--no-prebuilt]
+Usage: $(basename "$0") [--cache DIR] [--no-prebuilt | --no-build]
 
 Puts agave-validator and solana-genesis ${AGAVE_VERSION} into DIR/bin and builds the rlimit
 LD_PRELOAD shim (from rlimit-shim.c) into DIR/librlimit-shim.so.
@@ -19,12 +23,14 @@ LD_PRELOAD shim (from rlimit-shim.c) into DIR/librlimit-shim.so.
   --cache DIR      cache directory (default: \${AGAVE_CACHE:-\$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}},
                    currently $CACHE_DIR)
   --no-prebuilt    ignore the prebuilt tarball and build from crates.io
+  --no-build       never build: exit 3 when neither the cache nor a prebuilt tarball has them
   -h, --help       show this help
 
 Source of the binaries, in order:
   1. already installed in DIR/bin and reporting ${AGAVE_VERSION}: nothing to do;
-  2. the prebuilt tarball shared/agave/${TARBALL_NAME} next to the repo
-     ($SHARED_AGAVE_DIR), if its sha256 matches SHA256SUMS;
+  2. the prebuilt tarball ${TARBALL_NAME} in \$AGAVE_PREBUILT_DIR, in shared/agave next
+     to the repo or in /work/shared/agave (${PREBUILT_DIRS[*]}), if its sha256 matches
+     SHA256SUMS;
   3. cargo install --locked agave-validator / solana-genesis --version ${AGAVE_VERSION}
      (about an hour on 2 cores).
 
@@ -36,11 +42,13 @@ die() { echo "install.sh: error: $*" >&2; exit 1; }
 log() { echo "install.sh: $*" >&2; }
 
 USE_PREBUILT=1
+BUILD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --cache) [[ $# -ge 2 ]] || die "--cache needs a directory"; CACHE_DIR="$2"; shift 2 ;;
         --cache=*) CACHE_DIR="${1#--cache=}"; shift ;;
         --no-prebuilt) USE_PREBUILT=0; shift ;;
+        --no-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -77,8 +85,15 @@ build_shim() {
 }
 
 install_from_tarball() {
-    local tarball="$SHARED_AGAVE_DIR/$TARBALL_NAME" sums="$SHARED_AGAVE_DIR/SHA256SUMS"
-    [[ -f "$tarball" && -f "$sums" ]] || return 1
+    local dir
+    for dir in "${PREBUILT_DIRS[@]}"; do
+        [[ -f "$dir/$TARBALL_NAME" && -f "$dir/SHA256SUMS" ]] && unpack_tarball "$dir" && return 0
+    done
+    return 1
+}
+
+unpack_tarball() {
+    local tarball="$1/$TARBALL_NAME" sums="$1/SHA256SUMS"
     [[ "$(uname -m)" == x86_64 ]] || { log "prebuilt tarball is x86_64 only; skipping it"; return 1; }
     log "checking $tarball against SHA256SUMS"
     local want got
@@ -123,6 +138,10 @@ else
     installed=0
     if [[ "$USE_PREBUILT" == 1 ]] && install_from_tarball; then
         installed=1
+    fi
+    if [[ "$installed" == 0 && "$BUILD" == 0 ]]; then
+        log "no agave-validator ${AGAVE_VERSION} in $BIN_DIR and no prebuilt tarball in: ${PREBUILT_DIRS[*]}"
+        exit 3
     fi
     if [[ "$installed" == 0 ]]; then
         install_from_crates_io
