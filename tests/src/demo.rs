@@ -32,6 +32,15 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// `kill -9`, and reaps it.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
@@ -91,6 +100,8 @@ pub(crate) async fn spawn(
 /// manager's key, loopback only).
 pub(crate) struct AgentSetup<'a> {
     pub name: &'a str,
+    /// The loopback address it listens on (its "server's" address).
+    pub host: &'a str,
     pub port: u16,
     pub rpc_url: &'a str,
     pub process_name: &'a str,
@@ -105,10 +116,15 @@ pub(crate) struct AgentSetup<'a> {
     pub identity_link: Option<&'a Path>,
 }
 
+/// Where `start_agent` writes the config of agent `name`.
+pub(crate) fn agent_config_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("validator-config-{name}.json"))
+}
+
 /// Writes the agent's config into `dir` and starts `failover-agent` on it.
 pub(crate) async fn start_agent(bin: &Path, dir: &Path, a: AgentSetup<'_>) -> anyhow::Result<Proc> {
     let mut config = json!({
-        "listen_addr": format!("127.0.0.1:{}", a.port),
+        "listen_addr": format!("{}:{}", a.host, a.port),
         "allowed_ips": ["127.0.0.1"],
         "local_rpc": a.rpc_url,
         "process_name": a.process_name,
@@ -132,7 +148,7 @@ pub(crate) async fn start_agent(bin: &Path, dir: &Path, a: AgentSetup<'_>) -> an
         )
         .into();
     }
-    let path = dir.join(format!("validator-config-{}.json", a.name));
+    let path = agent_config_path(dir, a.name);
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
     let log = dir.join(format!("agent-{}.log", a.name));
     spawn(
@@ -205,12 +221,17 @@ pub struct Round {
 }
 
 /// The messages the manager sends to its webhook, as they arrive.
-struct Inbox {
+pub(crate) struct Inbox {
     rx: mpsc::UnboundedReceiver<(Instant, String)>,
 }
 
 impl Inbox {
-    async fn next_with(&mut self, needle: &str) -> anyhow::Result<(Instant, String)> {
+    /// Forgets the messages that arrived so far.
+    pub(crate) fn drain(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+
+    pub(crate) async fn next_with(&mut self, needle: &str) -> anyhow::Result<(Instant, String)> {
         loop {
             let msg = tokio::time::timeout(STEP, self.rx.recv())
                 .await
@@ -225,7 +246,7 @@ impl Inbox {
     }
 }
 
-async fn start_inbox() -> anyhow::Result<(String, Inbox, tokio::task::JoinHandle<()>)> {
+pub(crate) async fn start_inbox() -> anyhow::Result<(String, Inbox, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Router::new().route(
         "/webhook",
@@ -249,7 +270,7 @@ async fn start_inbox() -> anyhow::Result<(String, Inbox, tokio::task::JoinHandle
 }
 
 /// "… done in 812 ms …" → 812.
-fn switch_ms(message: &str) -> u64 {
+pub(crate) fn switch_ms(message: &str) -> u64 {
     message
         .split(" done in ")
         .nth(1)
@@ -284,6 +305,7 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
             dir,
             AgentSetup {
                 name: &node.name,
+                host: "127.0.0.1",
                 port,
                 rpc_url: &node.rpc_url,
                 process_name: &node.process_name,

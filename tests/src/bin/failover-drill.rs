@@ -2,9 +2,23 @@
 //! with real agents and a real manager, asserting safety from independent samples.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Parser;
-use failover_sim::agave_drill::{Bed, RealCluster};
+use clap::{Parser, ValueEnum};
+use failover_sim::agave_drill::{Bed, DrillRun, RealCluster};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Drill {
+    /// Planned switchovers via `failover-manager --trigger-failover`, alternating A→B and B→A.
+    Planned,
+    /// `kill -9` of the active validator; the manager fails over on its own; the killed node is
+    /// restarted unstaked.
+    KillValidator,
+    /// `kill -9` of the active's agent while its validator votes: the manager must not promote.
+    KillAgent,
+    /// All of the above, in that order.
+    All,
+}
 
 #[derive(Parser)]
 #[command(
@@ -12,10 +26,12 @@ use failover_sim::agave_drill::{Bed, RealCluster};
     version,
     about = "Failover drills on a real Agave cluster (see scripts/agave/cluster.sh)",
     long_about = "Failover drills on a real Agave cluster started by scripts/agave/cluster.sh: \
-        starts failover-agent on nodes A and B and failover-manager (built next to this binary), \
-        then runs the drill while sampling both validators' identity through the admin RPC every \
-        25 ms, X's last vote every 100 ms and X's tower on both ledgers. Exits non-zero if X was \
-        ever seen on both nodes, its tower went backwards, or votes did not resume."
+        starts failover-agent on nodes A and B and failover-manager (built next to this binary) \
+        with their default detection settings, then runs the drills while sampling both \
+        validators' identity through the admin RPC every 25 ms, X's last vote every 100 ms and \
+        X's tower on both ledgers every 25 ms. Exits non-zero if X was ever seen on both nodes, \
+        its tower went backwards or changed on the old active after the switch, or votes did not \
+        resume from the right node."
 )]
 struct Args {
     /// The cluster description written by `scripts/agave/cluster.sh up`.
@@ -24,10 +40,20 @@ struct Args {
     /// Where the agents' and manager's configs, state and logs go.
     #[arg(long, default_value = "/tmp/agave-failover-drill")]
     dir: PathBuf,
-    /// Planned switchovers to run (alternating A→B, B→A).
+    /// Which drill to run.
+    #[arg(long, value_enum, default_value = "all")]
+    drill: Drill,
+    /// Runs of each drill (a planned run is one switch; two runs go there and back).
     #[arg(long, default_value_t = 2)]
     runs: usize,
-    /// Print the runs as JSON too.
+    /// How long the agent-killed drill watches for a wrong promotion, in seconds (default: past
+    /// the agent's self-fence time plus the manager's margin, 30 s + 5 s, and 5 s more).
+    #[arg(long, default_value_t = 40)]
+    agent_window: u64,
+    /// Seconds of steady state measured before the drills (CPU, memory, RPC requests).
+    #[arg(long, default_value_t = 10)]
+    idle: u64,
+    /// Print every run as JSON too.
     #[arg(long)]
     json: bool,
 }
@@ -41,27 +67,106 @@ async fn main() -> anyhow::Result<()> {
         cluster.x, cluster.vote_account
     );
     let mut bed = Bed::start(cluster, &args.dir).await?;
-    let mut runs = Vec::new();
-    let mut failed = false;
-    for i in 1..=args.runs {
-        let run = bed.planned().await?;
-        println!(
-            "planned switchover {i}: {}; recovery {} ms, vote gap {} slots, {} identity samples, X on both: {}, tower backwards: {}\n  {}",
-            if run.ok { "ok" } else { "FAILED" },
-            run.recovery_ms,
-            run.vote_gap_slots,
-            run.identity_samples,
-            run.both_held_samples,
-            run.tower_backwards.len(),
-            run.summary
-        );
-        failed |= !run.ok;
-        runs.push(run);
-    }
+    // Interrupted or not, the agents and the manager it started are stopped (by pid).
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        r = drills(&mut bed, &args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
+    };
     bed.stop().await;
+    let runs = result?;
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
     }
-    anyhow::ensure!(!failed, "a drill failed its safety or recovery checks");
+    let failed = runs.iter().filter(|r| !r.ok).count();
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} drill runs failed their safety or recovery checks",
+        runs.len()
+    );
     Ok(())
+}
+
+async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
+    if args.idle > 0 {
+        let idle = bed.idle(Duration::from_secs(args.idle)).await;
+        println!(
+            "steady state over {} s: manager {} KiB RSS, {}% CPU; agents up to {} KiB RSS, {}% CPU; \
+             cluster RPC {} req/s from the manager, up to {} req/s from an agent to its validator",
+            idle.secs,
+            idle.manager_rss_kib,
+            idle.manager_cpu_pct,
+            idle.agent_rss_kib,
+            idle.agent_cpu_pct,
+            idle.cluster_rpc_per_s,
+            idle.local_rpc_per_s
+        );
+    }
+    let wanted = |d: Drill| args.drill == d || args.drill == Drill::All;
+    let mut runs = Vec::new();
+    if wanted(Drill::Planned) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.planned().await?);
+        }
+    }
+    if wanted(Drill::KillValidator) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.kill_validator().await?);
+        }
+    }
+    if wanted(Drill::KillAgent) {
+        for _ in 0..args.runs {
+            report(
+                &mut runs,
+                bed.kill_agent(Duration::from_secs(args.agent_window))
+                    .await?,
+            );
+        }
+    }
+    summarize(&runs);
+    Ok(runs)
+}
+
+fn report(runs: &mut Vec<DrillRun>, run: DrillRun) {
+    println!("{}\n  {}", run.line(), run.summary);
+    println!(
+        "  during the run: manager {} KiB, {}% CPU; agents up to {} KiB, {}% CPU",
+        run.usage.manager_rss_kib,
+        run.usage.manager_cpu_pct,
+        run.usage.agent_rss_kib,
+        run.usage.agent_cpu_pct
+    );
+    runs.push(run);
+}
+
+/// Median and worst of each figure, per drill.
+fn summarize(runs: &[DrillRun]) {
+    let mut drills: Vec<&str> = runs.iter().map(|r| r.drill.as_str()).collect();
+    drills.dedup();
+    println!("\n== summary (median / worst)");
+    for drill in drills {
+        let of = |f: &dyn Fn(&DrillRun) -> Option<u64>| {
+            let mut v: Vec<u64> = runs
+                .iter()
+                .filter(|r| r.drill == drill)
+                .filter_map(f)
+                .collect();
+            v.sort_unstable();
+            match v.len() {
+                0 => "-".to_string(),
+                n => format!("{} / {}", v[(n - 1) / 2], v[n - 1]),
+            }
+        };
+        let n = runs.iter().filter(|r| r.drill == drill).count();
+        let ok = runs.iter().filter(|r| r.drill == drill && r.ok).count();
+        println!(
+            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; recovery {} ms; vote gap {} slots; X on both {} samples",
+            of(&|r| r.detect_ms),
+            of(&|r| (r.switch_ms > 0).then_some(r.switch_ms)),
+            of(&|r| (r.recovery_ms > 0).then_some(r.recovery_ms)),
+            of(&|r| Some(r.vote_gap_slots)),
+            of(&|r| Some(r.both_held_samples as u64)),
+        );
+    }
 }

@@ -1,0 +1,264 @@
+//! The test bed around a real cluster: an agent per failover node and the manager (real
+//! processes, default detection settings, embedded tower store), a webhook inbox for the manager's
+//! messages, counting relays in front of the RPC endpoints, and CPU/RSS readings of our processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use failover_identity::{AdminRpcClient, Keypair, Timeouts};
+use serde::Serialize;
+use serde_json::json;
+
+use super::proxy::CountingProxy;
+use super::RealCluster;
+use crate::demo::{
+    agent_config_path, free_port, sibling, spawn, start_agent, start_inbox, start_manager,
+    AgentSetup, Inbox, Proc,
+};
+
+/// Agents, the manager and their instruments on a real cluster.
+pub struct Bed {
+    pub cluster: RealCluster,
+    dir: PathBuf,
+    agent_bin: PathBuf,
+    agents: [Option<Proc>; 2],
+    agent_starts: u32,
+    manager: Option<Proc>,
+    pub(super) manager_cfg: PathBuf,
+    pub(super) manager_bin: PathBuf,
+    pub(super) inbox: Inbox,
+    inbox_task: tokio::task::JoinHandle<()>,
+    /// In front of the cluster RPC the manager uses.
+    cluster_rpc: CountingProxy,
+    /// In front of each node's RPC, as its agent's `local_rpc`.
+    local_rpc: [CountingProxy; 2],
+}
+
+/// CPU and memory of the manager and the agents over a window, and the RPC load they put on the
+/// validators.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Usage {
+    pub secs: f64,
+    pub manager_rss_kib: u64,
+    pub manager_cpu_pct: f64,
+    /// The larger of the two agents.
+    pub agent_rss_kib: u64,
+    pub agent_cpu_pct: f64,
+    /// Requests per second the manager sent to the cluster RPC.
+    pub cluster_rpc_per_s: f64,
+    /// Requests per second each agent sent to its validator's RPC (the larger of the two).
+    pub local_rpc_per_s: f64,
+}
+
+/// A reading of our processes and relays at one instant.
+pub struct Reading {
+    at: Instant,
+    /// (rss KiB, utime+stime ticks) of the manager, agent A, agent B.
+    procs: [Option<(u64, u64)>; 3],
+    cluster_requests: u64,
+    local_requests: [u64; 2],
+}
+
+/// RSS (KiB) and CPU time (clock ticks) of a process.
+fn proc_usage(pid: Option<u32>) -> Option<(u64, u64)> {
+    let pid = pid?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((rss, ticks))
+}
+
+impl Bed {
+    /// Starts an agent per failover node and the manager.
+    pub async fn start(cluster: RealCluster, dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        // A fresh bed: state left by a drill on another cluster (terms, towers of another X)
+        // would only get in the way.
+        for state in ["agent-a", "agent-b", "manager"] {
+            let _ = std::fs::remove_dir_all(dir.join(state));
+        }
+        let agent_bin = sibling("failover-agent")?;
+        let manager_bin = sibling("failover-manager")?;
+        let key = Keypair::generate();
+        let key_path = dir.join("manager-signing-keypair.json");
+        let _ = std::fs::remove_file(&key_path);
+        key.write_new_file(&key_path)?;
+        let reachable = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let reachable_addr = reachable.local_addr()?.to_string();
+        // Kept open for the bed's lifetime: the agents' connectivity check target.
+        tokio::spawn(async move {
+            loop {
+                let _ = reachable.accept().await;
+            }
+        });
+        let cluster_rpc = CountingProxy::start(&cluster.cluster_rpc).await?;
+        let local_rpc = [
+            CountingProxy::start(&cluster.a.rpc_url).await?,
+            CountingProxy::start(&cluster.b.rpc_url).await?,
+        ];
+        let mut agents = [None, None];
+        let mut endpoints = Vec::new();
+        for i in 0..2 {
+            let node = cluster.node(i).clone();
+            let port = free_port().await?;
+            let agent = start_agent(
+                &agent_bin,
+                dir,
+                AgentSetup {
+                    name: &node.name,
+                    host: &node.ip,
+                    port,
+                    rpc_url: &local_rpc[i].url,
+                    process_name: "agave-validator",
+                    staked: &cluster.x,
+                    ledger: &node.ledger,
+                    staked_keypair: &cluster.x_keypair,
+                    unstaked_keypair: &node.unstaked_keypair,
+                    manager: &key.pubkey(),
+                    reachable: &reachable_addr,
+                    identity_link: None,
+                },
+            )
+            .await?;
+            agents[i] = Some(agent);
+            endpoints.push(format!("http://{}:{port}", node.ip));
+        }
+        let (inbox_url, inbox, inbox_task) = start_inbox().await?;
+        let manager_config = json!({
+            "validator1": {"endpoint": endpoints[0], "ip": cluster.a.ip},
+            "validator2": {"endpoint": endpoints[1], "ip": cluster.b.ip},
+            "cluster_rpc": cluster_rpc.url,
+            "cluster_ws": cluster.cluster_ws,
+            "staked_identity_pubkey": cluster.x.to_string(),
+            "vote_account_pubkey": cluster.vote_account.to_string(),
+            "signing_keypair_path": key_path,
+            "state_dir": dir.join("manager"),
+            "failover_cooldown": "5s",
+            "webhook_url": format!("{inbox_url}/webhook"),
+        });
+        let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
+        Ok(Self {
+            cluster,
+            dir: dir.to_path_buf(),
+            agent_bin,
+            agents,
+            agent_starts: 1,
+            manager: Some(manager),
+            manager_cfg,
+            manager_bin,
+            inbox,
+            inbox_task,
+            cluster_rpc,
+            local_rpc,
+        })
+    }
+
+    /// Which node holds X now.
+    pub async fn active(&self) -> anyhow::Result<usize> {
+        for i in 0..2 {
+            let client = AdminRpcClient::new(&self.cluster.node(i).admin_socket, Timeouts::LOCAL);
+            if client.identity().await.ok() == Some(self.cluster.x) {
+                return Ok(i);
+            }
+        }
+        anyhow::bail!("neither A nor B holds X")
+    }
+
+    /// `kill -9` of node `i`'s agent.
+    pub(super) async fn kill_agent_process(&mut self, i: usize) -> anyhow::Result<()> {
+        let agent = self.agents[i].take().ok_or_else(|| {
+            anyhow::anyhow!("the agent of {} is not running", self.cluster.node(i).name)
+        })?;
+        agent.kill().await;
+        Ok(())
+    }
+
+    /// Starts node `i`'s agent again on the config it had.
+    pub(super) async fn restart_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.agents[i].is_none(), "that agent is running");
+        let name = self.cluster.node(i).name.clone();
+        let config = agent_config_path(&self.dir, &name);
+        self.agent_starts += 1;
+        let log = self
+            .dir
+            .join(format!("agent-{name}.{}.log", self.agent_starts));
+        let agent = spawn(
+            "agent",
+            &self.agent_bin,
+            &["--config", config.to_str().expect("UTF-8 path")],
+            &log,
+            " listening listen=",
+        )
+        .await?;
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    /// Our processes and relays now.
+    pub fn reading(&self) -> Reading {
+        let pid = |p: &Option<Proc>| p.as_ref().and_then(Proc::pid);
+        Reading {
+            at: Instant::now(),
+            procs: [
+                proc_usage(pid(&self.manager)),
+                proc_usage(pid(&self.agents[0])),
+                proc_usage(pid(&self.agents[1])),
+            ],
+            cluster_requests: self.cluster_rpc.requests(),
+            local_requests: [self.local_rpc[0].requests(), self.local_rpc[1].requests()],
+        }
+    }
+
+    /// What happened between `earlier` and now.
+    pub fn usage_since(&self, earlier: &Reading) -> Usage {
+        let now = self.reading();
+        let secs = (now.at - earlier.at).as_secs_f64().max(1e-3);
+        // USER_HZ is 100 on Linux.
+        let cpu = |i: usize| match (earlier.procs[i], now.procs[i]) {
+            (Some((_, a)), Some((_, b))) => b.saturating_sub(a) as f64 / 100.0 / secs * 100.0,
+            _ => 0.0,
+        };
+        let rss = |i: usize| now.procs[i].map_or(0, |(r, _)| r);
+        let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        Usage {
+            secs: round(secs),
+            manager_rss_kib: rss(0),
+            manager_cpu_pct: round(cpu(0)),
+            agent_rss_kib: rss(1).max(rss(2)),
+            agent_cpu_pct: round(cpu(1).max(cpu(2))),
+            cluster_rpc_per_s: round(rate(earlier.cluster_requests, now.cluster_requests)),
+            local_rpc_per_s: round(
+                rate(earlier.local_requests[0], now.local_requests[0])
+                    .max(rate(earlier.local_requests[1], now.local_requests[1])),
+            ),
+        }
+    }
+
+    /// The steady state: nothing happening for `window`.
+    pub async fn idle(&self, window: Duration) -> Usage {
+        let before = self.reading();
+        tokio::time::sleep(window).await;
+        self.usage_since(&before)
+    }
+
+    /// Stops the manager and the agents (by pid).
+    pub async fn stop(mut self) {
+        if let Some(m) = self.manager.take() {
+            m.stop().await;
+        }
+        for a in self.agents.iter_mut().filter_map(Option::take) {
+            a.stop().await;
+        }
+        self.inbox_task.abort();
+    }
+}

@@ -1,0 +1,346 @@
+//! The drills themselves. Each one starts the sampler, takes a baseline, injects its fault (or
+//! trigger), waits for the outcome it expects, and judges the run from the samples: X never on
+//! both nodes, X's tower never backwards and continuous across the switch, votes resumed from the
+//! right node.
+
+use std::time::{Duration, Instant};
+
+use failover_identity::{AdminRpcClient, Timeouts};
+use serde::Serialize;
+use tokio::process::Command;
+
+use super::bed::{Bed, Usage};
+use super::sampler::{rpc_lite, Sampler, Samples};
+use super::RealCluster;
+use crate::demo::switch_ms;
+
+/// Samples taken before a fault, so "before" is known.
+const BASELINE: Duration = Duration::from_secs(2);
+/// How long a switch may take before the drill calls it failed.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// A restarted validator is caught up when its processed slot is this close to the network's.
+const CAUGHT_UP_SLOTS: u64 = 4;
+
+/// The figures of one drill run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillRun {
+    pub drill: String,
+    pub from: String,
+    pub to: String,
+    pub ok: bool,
+    /// Every check that failed, in words.
+    pub problems: Vec<String>,
+    /// The manager's switch summary line (phases and decision → confirmed).
+    pub summary: String,
+    /// Decision → new active confirmed, as the manager timed it.
+    pub switch_ms: u64,
+    /// Fault → the manager's decision (automatic drills).
+    pub detect_ms: Option<u64>,
+    /// Fault (or trigger) → X's vote account advanced with the new node holding X.
+    pub recovery_ms: u64,
+    /// The most slots X's votes skipped after the fault.
+    pub vote_gap_slots: u64,
+    pub both_held_samples: u32,
+    pub identity_samples: usize,
+    /// The manager's and agents' CPU, memory and RPC load during the run.
+    pub usage: Usage,
+}
+
+impl DrillRun {
+    /// One line for a terminal.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}→{}: {}; detect {} ms, switch {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}",
+            self.drill,
+            self.from,
+            self.to,
+            if self.ok { "ok" } else { "FAILED" },
+            self.detect_ms.map_or("-".into(), |d| d.to_string()),
+            self.switch_ms,
+            self.recovery_ms,
+            self.vote_gap_slots,
+            self.identity_samples,
+            self.both_held_samples,
+            if self.problems.is_empty() {
+                String::new()
+            } else {
+                format!("\n  problems: {}", self.problems.join("; "))
+            }
+        )
+    }
+}
+
+impl Bed {
+    /// A planned switchover through `failover-manager --trigger-failover`.
+    pub async fn planned(&mut self) -> anyhow::Result<DrillRun> {
+        let from = self.active().await?;
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let started = Instant::now();
+        // The trigger returns after the manager's gossip confirmation; X votes earlier than that.
+        let trigger = Command::new(&self.manager_bin)
+            .args([
+                "--config",
+                self.manager_cfg.to_str().expect("UTF-8 path"),
+                "--trigger-failover",
+                "--reason",
+                "drill: planned switchover",
+            ])
+            .output();
+        let (out, recovered) =
+            tokio::join!(trigger, wait_votes_from(&self.cluster, 1 - from, started));
+        let out = out?;
+        let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut problems = Vec::new();
+        if !out.status.success() {
+            problems.push(format!(
+                "--trigger-failover failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let usage = self.usage_since(&before);
+        tokio::time::sleep(BASELINE).await;
+        let samples = sampler.stop();
+        Ok(self.judge(
+            "planned", from, problems, summary, None, started, recovered, samples, usage,
+        ))
+    }
+
+    /// The active validator is killed (`kill -9`); the manager must fail over on its own. The
+    /// killed node is then restarted with its unstaked identity and left caught up as the passive.
+    pub async fn kill_validator(&mut self) -> anyhow::Result<DrillRun> {
+        let from = self.active().await?;
+        let name = self.cluster.node(from).name.clone();
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let killed = Instant::now();
+        self.cluster
+            .script("stop-node", &name, &["--signal", "KILL"])
+            .await?;
+        let mut problems = Vec::new();
+        let (message, recovered) = tokio::join!(
+            self.inbox.next_with("Failover complete"),
+            wait_votes_from(&self.cluster, 1 - from, killed)
+        );
+        let (summary, detect_ms) = match message {
+            Ok((at, message)) => {
+                // The message comes after the whole switch, gossip confirmation included.
+                let waited = (at - killed).as_millis() as u64;
+                let switched = phases_ms(&message).min(waited);
+                (message.replace('\n', " | "), Some(waited - switched))
+            }
+            Err(e) => {
+                problems.push(format!("no automatic failover: {e}"));
+                (String::new(), None)
+            }
+        };
+        let usage = self.usage_since(&before);
+        // Back as the passive, with the unstaked identity, under the sampler's eyes.
+        let unstaked = self.cluster.node(from).unstaked_keypair.clone();
+        let restart = self
+            .cluster
+            .script(
+                "start-node",
+                &name,
+                &["--identity", unstaked.to_str().expect("UTF-8 path")],
+            )
+            .await;
+        match restart {
+            Ok(()) => {
+                if let Err(e) = self.wait_caught_up(from).await {
+                    problems.push(e.to_string());
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+        let samples = sampler.stop();
+        let mut run = self.judge(
+            "validator killed",
+            from,
+            problems,
+            summary,
+            detect_ms,
+            killed,
+            recovered,
+            samples,
+            usage,
+        );
+        run.switch_ms = switch_ms(&run.summary);
+        Ok(run)
+    }
+
+    /// The active's agent is killed while its validator keeps voting: the manager must not
+    /// promote the passive (that would be two voters). Watched for `window`, then the agent is
+    /// started again.
+    pub async fn kill_agent(&mut self, window: Duration) -> anyhow::Result<DrillRun> {
+        let from = self.active().await?;
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let killed = Instant::now();
+        self.kill_agent_process(from).await?;
+        tokio::time::sleep(window).await;
+        let usage = self.usage_since(&before);
+        let mut problems = Vec::new();
+        if let Err(e) = self.restart_agent(from).await {
+            problems.push(format!("the agent did not come back: {e}"));
+        }
+        tokio::time::sleep(BASELINE).await;
+        let samples = sampler.stop();
+        let (first, last) = (
+            samples.last_vote_at(killed),
+            samples.last_vote_at(killed + window),
+        );
+        match (first, last) {
+            (Some(a), Some(b)) if b > a + 5 => {}
+            _ => problems.push(format!(
+                "X's votes did not keep landing while the agent was down ({first:?} → {last:?})"
+            )),
+        }
+        if samples.held_after(1 - from, killed) {
+            problems.push(format!(
+                "{} was promoted although {} kept voting",
+                self.cluster.node(1 - from).name,
+                self.cluster.node(from).name
+            ));
+        }
+        let node = |i: usize| self.cluster.node(i).name.clone();
+        let problems = self.common_problems(&samples, problems);
+        Ok(DrillRun {
+            drill: "agent killed".into(),
+            from: node(from),
+            to: node(from),
+            ok: problems.is_empty(),
+            problems,
+            summary: format!(
+                "watched {} s with the agent of {} down: no switch",
+                window.as_secs(),
+                node(from)
+            ),
+            switch_ms: 0,
+            detect_ms: None,
+            recovery_ms: 0,
+            vote_gap_slots: samples.vote_gap(killed),
+            both_held_samples: samples.both_held,
+            identity_samples: samples.identities.len(),
+            usage,
+        })
+    }
+
+    /// Waits until a restarted node answers its admin RPC and has replayed up to the network.
+    async fn wait_caught_up(&self, node: usize) -> anyhow::Result<()> {
+        let n = self.cluster.node(node);
+        let admin = AdminRpcClient::new(&n.admin_socket, Timeouts::LOCAL);
+        let own = rpc_lite::Client::new(&n.rpc_url);
+        let network = rpc_lite::Client::new(&self.cluster.cluster_rpc);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            if admin.identity().await.is_ok() {
+                if let (Some(mine), Some(theirs)) = (own.slot().await, network.slot().await) {
+                    if mine + CAUGHT_UP_SLOTS >= theirs {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        anyhow::bail!("{} did not catch up within 180 s of its restart", n.name)
+    }
+
+    /// The checks every drill makes.
+    fn common_problems(&self, samples: &Samples, mut problems: Vec<String>) -> Vec<String> {
+        if samples.both_held > 0 {
+            problems.push(format!(
+                "X held by both nodes in {} samples",
+                samples.both_held
+            ));
+        }
+        problems.extend(samples.tower_backwards.iter().cloned());
+        problems
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        drill: &str,
+        from: usize,
+        problems: Vec<String>,
+        summary: String,
+        detect_ms: Option<u64>,
+        started: Instant,
+        recovered: Option<Instant>,
+        samples: Samples,
+        usage: Usage,
+    ) -> DrillRun {
+        let to = 1 - from;
+        let mut problems = self.common_problems(&samples, problems);
+        problems.extend(samples.tower_continuity(from, to, started));
+        if recovered.is_none() {
+            problems.push(format!(
+                "X's votes did not resume from {} within {} s",
+                self.cluster.node(to).name,
+                PATIENCE.as_secs()
+            ));
+        }
+        DrillRun {
+            drill: drill.into(),
+            from: self.cluster.node(from).name.clone(),
+            to: self.cluster.node(to).name.clone(),
+            ok: problems.is_empty(),
+            problems,
+            switch_ms: manager_ms(&summary),
+            summary,
+            detect_ms,
+            recovery_ms: recovered.map_or(0, |r| (r - started).as_millis() as u64),
+            vote_gap_slots: samples.vote_gap(started),
+            both_held_samples: samples.both_held,
+            identity_samples: samples.identities.len(),
+            usage,
+        }
+    }
+}
+
+/// Waits until `node` holds X and the vote account advanced since it did.
+async fn wait_votes_from(cluster: &RealCluster, node: usize, since: Instant) -> Option<Instant> {
+    let client = AdminRpcClient::new(&cluster.node(node).admin_socket, Timeouts::LOCAL);
+    let votes = rpc_lite::Client::new(&cluster.cluster_rpc);
+    let vote = cluster.vote_account.to_string();
+    let mut holds_since: Option<u64> = None;
+    while since.elapsed() < PATIENCE {
+        if client.identity().await.ok() == Some(cluster.x) {
+            let last = votes.last_vote(&vote).await;
+            match (holds_since, last) {
+                (None, Some(l)) => holds_since = Some(l),
+                (Some(h), Some(l)) if l > h => return Some(Instant::now()),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The sum of the phase times in a switch summary ("…: term 1 ms, demote 41 ms, …").
+fn phases_ms(summary: &str) -> u64 {
+    let Some((_, phases)) = summary.split_once("): ") else {
+        return 0;
+    };
+    phases
+        .split(", ")
+        .filter_map(|p| p.strip_suffix(" ms").or_else(|| p.split(" ms").next()))
+        .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// "switch term 3 a → b done in 742 ms (…)" → 742.
+fn manager_ms(summary: &str) -> u64 {
+    summary
+        .split(" in ")
+        .nth(1)
+        .and_then(|r| r.split(" ms").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,282 @@
+//! The drills' independent witness: both validators' identity through their admin RPC every
+//! 25 ms, X's last vote from the network node every 100 ms, and X's tower file on both ledgers
+//! every 25 ms. Nothing here goes through the agents or the manager.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use failover_identity::tower::{tower_path, TowerFile};
+use failover_identity::{AdminRpcClient, Timeouts};
+
+use super::RealCluster;
+
+/// What the sampler saw.
+#[derive(Default, Debug)]
+pub(super) struct Samples {
+    /// (when, node, holds X)
+    pub identities: Vec<(Instant, usize, bool)>,
+    pub both_held: u32,
+    /// (when, lastVote of X's vote account)
+    pub votes: Vec<(Instant, u64)>,
+    /// (when, node, tower last vote)
+    pub towers: Vec<(Instant, usize, u64)>,
+    pub tower_backwards: Vec<String>,
+}
+
+impl Samples {
+    /// The first sampled instant after `after` at which `node` held X.
+    pub fn first_held_by(&self, node: usize, after: Instant) -> Option<Instant> {
+        self.identities
+            .iter()
+            .find(|(t, i, held)| *t >= after && *i == node && *held)
+            .map(|(t, _, _)| *t)
+    }
+
+    /// Tower continuity across a switch from `from` to `to` that started at `started`: the tower
+    /// the new active votes from is at least the old active's final one, and the old active's
+    /// tower never changes once the new active holds X (a straggler vote after the copy would).
+    pub fn tower_continuity(&self, from: usize, to: usize, started: Instant) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(took_over) = self.first_held_by(to, started) else {
+            return problems;
+        };
+        let old_final = self
+            .towers
+            .iter()
+            .filter(|(t, i, _)| *i == from && *t <= took_over)
+            .map(|(_, _, v)| *v)
+            .max();
+        let old_after = self
+            .towers
+            .iter()
+            .filter(|(t, i, _)| *i == from && *t > took_over)
+            .map(|(_, _, v)| *v)
+            .max();
+        if let (Some(before), Some(after)) = (old_final, old_after) {
+            if after > before {
+                problems.push(format!(
+                    "the old active's X tower moved from last vote {before} to {after} after the new active took X"
+                ));
+            }
+        }
+        let new_first = self
+            .towers
+            .iter()
+            .find(|(t, i, _)| *i == to && *t >= took_over)
+            .map(|(_, _, v)| *v);
+        if let (Some(old), Some(new)) = (old_final, new_first) {
+            if new < old {
+                problems.push(format!(
+                    "the new active's first X tower has last vote {new}, older than the old active's final {old}"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The largest number of slots X's votes skipped after `since` (0 when every slot got one).
+    pub fn vote_gap(&self, since: Instant) -> u64 {
+        self.votes
+            .windows(2)
+            .filter(|w| w[1].0 >= since)
+            .map(|w| w[1].1.saturating_sub(w[0].1).saturating_sub(1))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// X's last vote as sampled at or before `at`.
+    pub fn last_vote_at(&self, at: Instant) -> Option<u64> {
+        self.votes
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .last()
+            .map(|(_, v)| *v)
+    }
+
+    /// Whether `node` held X at any sample after `after`.
+    pub fn held_after(&self, node: usize, after: Instant) -> bool {
+        self.first_held_by(node, after).is_some()
+    }
+}
+
+/// Samples both validators and the vote account until stopped.
+pub(super) struct Sampler {
+    samples: Arc<Mutex<Samples>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(cluster: &RealCluster) -> Self {
+        let samples = Arc::new(Mutex::new(Samples::default()));
+        let mut tasks = Vec::new();
+        // Identities, both nodes in the same tick, every 25 ms.
+        {
+            let samples = samples.clone();
+            let x = cluster.x;
+            let clients = [
+                cluster.a.admin_socket.clone(),
+                cluster.b.admin_socket.clone(),
+            ]
+            .map(|s| {
+                AdminRpcClient::new(
+                    s,
+                    Timeouts {
+                        connect: Duration::from_millis(200),
+                        call: Duration::from_millis(500),
+                    },
+                )
+            });
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                loop {
+                    tick.tick().await;
+                    let (a, b) = tokio::join!(clients[0].identity(), clients[1].identity());
+                    let now = Instant::now();
+                    let held = [
+                        a.map(|i| i == x).unwrap_or(false),
+                        b.map(|i| i == x).unwrap_or(false),
+                    ];
+                    let mut s = samples.lock().expect("samples");
+                    for (i, h) in held.iter().enumerate() {
+                        s.identities.push((now, i, *h));
+                    }
+                    if held[0] && held[1] {
+                        s.both_held += 1;
+                    }
+                }
+            }));
+        }
+        // X's last vote from the network node, every 100 ms.
+        {
+            let samples = samples.clone();
+            let rpc = cluster.cluster_rpc.clone();
+            let vote = cluster.vote_account.to_string();
+            tasks.push(tokio::spawn(async move {
+                let client = rpc_lite::Client::new(&rpc);
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tick.tick().await;
+                    if let Some(last) = client.last_vote(&vote).await {
+                        samples
+                            .lock()
+                            .expect("samples")
+                            .votes
+                            .push((Instant::now(), last));
+                    }
+                }
+            }));
+        }
+        // X's tower on both ledgers, every 25 ms: its last vote must never go backwards.
+        {
+            let samples = samples.clone();
+            let paths = [
+                tower_path(&cluster.a.ledger, &cluster.x),
+                tower_path(&cluster.b.ledger, &cluster.x),
+            ];
+            let x = cluster.x;
+            tasks.push(tokio::spawn(async move {
+                let mut newest = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                loop {
+                    tick.tick().await;
+                    for (i, path) in paths.iter().enumerate() {
+                        let Ok(file) = TowerFile::read(path) else {
+                            continue;
+                        };
+                        if file.verify(&x).is_err() {
+                            continue;
+                        }
+                        let Some(last) = file.tower.last_voted_slot() else {
+                            continue;
+                        };
+                        let mut s = samples.lock().expect("samples");
+                        if last < newest {
+                            let msg = format!(
+                                "node {} tower last vote {last} after {newest} was seen",
+                                i + 1
+                            );
+                            if !s.tower_backwards.contains(&msg) {
+                                s.tower_backwards.push(msg);
+                            }
+                        }
+                        newest = newest.max(last);
+                        s.towers.push((Instant::now(), i, last));
+                    }
+                }
+            }));
+        }
+        Self { samples, tasks }
+    }
+
+    pub fn stop(self) -> Samples {
+        for t in &self.tasks {
+            t.abort();
+        }
+        std::mem::take(&mut *self.samples.lock().expect("samples"))
+    }
+}
+
+/// The few JSON-RPC calls the drills make, over a plain HTTP/1.1 connection: this crate links
+/// no HTTP client.
+pub(super) mod rpc_lite {
+    use serde_json::{json, Value};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    pub struct Client {
+        addr: String,
+    }
+
+    impl Client {
+        pub fn new(url: &str) -> Self {
+            Self {
+                addr: url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(url)
+                    .trim_end_matches('/')
+                    .to_string(),
+            }
+        }
+
+        /// The `result` of one call, or `None` on any failure.
+        pub async fn call(&self, method: &str, params: Value) -> Option<Value> {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+            let mut stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;
+            let request = format!(
+                "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                self.addr,
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            let (_, body) = response.split_once("\r\n\r\n")?;
+            let mut v: Value = serde_json::from_str(body.trim()).ok()?;
+            Some(v.get_mut("result")?.take())
+        }
+
+        /// X's `lastVote` at processed commitment.
+        pub async fn last_vote(&self, vote: &str) -> Option<u64> {
+            let result = self
+                .call(
+                    "getVoteAccounts",
+                    json!([{"votePubkey": vote, "commitment": "processed", "keepUnstakedDelinquents": true}]),
+                )
+                .await?;
+            result["current"]
+                .as_array()?
+                .iter()
+                .chain(result["delinquent"].as_array()?.iter())
+                .find(|a| a["votePubkey"] == vote)?["lastVote"]
+                .as_u64()
+        }
+
+        /// The node's processed slot.
+        pub async fn slot(&self) -> Option<u64> {
+            self.call("getSlot", json!([{"commitment": "processed"}]))
+                .await?
+                .as_u64()
+        }
+    }
+}
