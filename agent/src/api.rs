@@ -16,6 +16,8 @@ pub const PATH_FAILOVER: &str = "/failover";
 pub const PATH_SHUTDOWN: &str = "/shutdown";
 pub const PATH_IDENTITY: &str = "/identity";
 pub const PATH_HEALTH: &str = "/health";
+/// The staked tower as it is now, for the manager's embedded backup between heartbeats.
+pub const PATH_TOWER: &str = "/tower";
 
 /// Largest request body the agent reads: a tower (~2.3 KB, ~3.1 KB as base64) plus envelope.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -25,6 +27,22 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct StatusRequest {
     #[serde(default)]
     pub term: u64,
+}
+
+/// Asks for the staked tower unless it is still the one the manager holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TowerRequest {
+    #[serde(default)]
+    pub term: u64,
+    /// SHA-256 (hex) of the tower the manager already holds.
+    #[serde(default)]
+    pub known_sha256: Option<String>,
+}
+
+/// The staked tower on this server, when it verifies and differs from the one the manager holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TowerResponse {
+    pub tower: Option<TowerBlob>,
 }
 
 /// Whether this validator holds the staked identity.

@@ -71,6 +71,22 @@ impl AgentClient {
         self.post(PATH_STATUS, &StatusRequest { term }).await
     }
 
+    /// The staked tower on that server, unless its SHA-256 is `known`.
+    pub async fn tower(
+        &self,
+        term: u64,
+        known: Option<String>,
+    ) -> Result<TowerResponse, ClientError> {
+        self.post(
+            PATH_TOWER,
+            &TowerRequest {
+                term,
+                known_sha256: known,
+            },
+        )
+        .await
+    }
+
     /// Sends a failover command. An answer carrying a [`FailoverResponse`] is returned as `Ok`
     /// even when a phase failed (`ok == false`), so the caller sees every phase.
     pub async fn failover(

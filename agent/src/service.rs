@@ -291,6 +291,17 @@ impl Agent {
         })
     }
 
+    /// The staked tower on disk if it verifies and is not the one with SHA-256 `known`. Cheap (one
+    /// small file read and a signature check), so the manager can ask several times a second.
+    pub fn current_tower(&self, known: Option<&str>) -> TowerResponse {
+        let staked = self.staked();
+        let tower = towers::read(&self.cfg.tower_file, &staked)
+            .ok()
+            .filter(|t| Some(t.sha256.as_str()) != known)
+            .map(|t| t.blob(&staked));
+        TowerResponse { tower }
+    }
+
     /// The status the manager's heartbeat gets; backs the tower up when active.
     pub async fn status(&self) -> StatusResponse {
         let staked = self.staked();
@@ -718,6 +729,7 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .route(PATH_SHUTDOWN, post(shutdown))
         .route(PATH_IDENTITY, get(identity))
         .route(PATH_HEALTH, get(health))
+        .route(PATH_TOWER, post(tower))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(agent)
 }
@@ -748,6 +760,26 @@ async fn status(
     }
     agent.heard_from_manager();
     Json(agent.status().await).into_response()
+}
+
+async fn tower(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_TOWER, &body) {
+        return r.into_response();
+    }
+    let req: TowerRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = agent.accept_term(req.term, "tower").await {
+        return r.into_response();
+    }
+    agent.heard_from_manager();
+    Json(agent.current_tower(req.known_sha256.as_deref())).into_response()
 }
 
 async fn failover(

@@ -44,6 +44,52 @@ async fn status_reports_identity_role_tower_and_backup() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_tower_endpoint_returns_the_tower_only_when_it_changed() {
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey();
+    let first = bed
+        .client(0)
+        .tower(1, None)
+        .await
+        .unwrap()
+        .tower
+        .expect("the active's tower");
+    TowerFile::parse(&first.bytes().unwrap())
+        .unwrap()
+        .verify(&staked)
+        .unwrap();
+    // Unchanged since: nothing comes back (unless a vote landed in between, then a newer one).
+    let again = bed
+        .client(0)
+        .tower(1, Some(first.sha256.clone()))
+        .await
+        .unwrap();
+    if let Some(newer) = again.tower {
+        assert!(newer.last_vote > first.last_vote);
+    }
+    // The next vote rewrites the tower; asking with the old hash gets the new one.
+    bed.cluster
+        .wait_until(PATIENCE, |w| {
+            w.vote.last_vote > first.last_vote.unwrap_or(0) + 1
+        })
+        .await
+        .unwrap();
+    let newer = bed
+        .client(0)
+        .tower(1, Some(first.sha256.clone()))
+        .await
+        .unwrap()
+        .tower
+        .expect("a newer tower");
+    assert!(newer.last_vote > first.last_vote);
+    // The passive has no staked tower.
+    assert!(bed.client(1).tower(1, None).await.unwrap().tower.is_none());
+    // A stale term is refused like every other command.
+    bed.client(0).status(5).await.unwrap();
+    assert!(bed.client(0).tower(4, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
     let bed = bed().await;
     let staked = bed.cluster.staked_pubkey();

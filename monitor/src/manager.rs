@@ -32,6 +32,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a failed switch, wait this long before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 const STATE_FILE: &str = "manager-state.json";
+/// How often the manager fetches the active's tower between heartbeats (embedded store). If the
+/// active is cut off, a switch needs a tower at least as recent as the last vote that landed; with
+/// one-second heartbeats the backup was often a vote or two older than that, and the switch
+/// (rightly) refused. A tower changes once per slot; asking four times a slot keeps the backup at
+/// most ~100 ms behind the file for a request of a few hundred bytes when nothing changed.
+const TOWER_FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+/// A tower fetch that takes longer is dropped; the heartbeat reports slow agents.
+const TOWER_FOLLOW_TIMEOUT: Duration = Duration::from_millis(300);
 pub const CONTROL_SOCKET: &str = "manager.sock";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -291,6 +299,31 @@ impl Manager {
         actions
     }
 
+    /// Fetches the active's tower if it changed since the backup (embedded store only; with etcd
+    /// the agents write it there). Quiet on failure: the heartbeat reports unreachable agents.
+    pub async fn follow_tower(&mut self) {
+        if !matches!(self.cfg.tower_store, TowerStore::Embedded) {
+            return;
+        }
+        let Some(active) = self.active() else {
+            return;
+        };
+        if self
+            .last_sample
+            .as_ref()
+            .is_some_and(|s| s.view.nodes[active].misses > 0)
+        {
+            return;
+        }
+        let known = self.state.tower.as_ref().map(|t| t.sha256.clone());
+        let fetch = self.observer.agent(active).tower(self.state.term, known);
+        if let Ok(Ok(answer)) = tokio::time::timeout(TOWER_FOLLOW_TIMEOUT, fetch).await {
+            if let Some(tower) = answer.tower {
+                self.save_backup(&tower);
+            }
+        }
+    }
+
     pub fn last_sample(&self) -> Option<&Sample> {
         self.last_sample.as_ref()
     }
@@ -447,6 +480,8 @@ pub async fn run_with(
 
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tower_ticks = tokio::time::interval(TOWER_FOLLOW_INTERVAL);
+    tower_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report =
         tokio::time::interval_at(tokio::time::Instant::now() + status_every, status_every);
     // After a failed switch, the same plan waits before it is tried again; a different one (the
@@ -459,6 +494,7 @@ pub async fn run_with(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
+            _ = tower_ticks.tick() => manager.follow_tower().await,
             Some((request, reply)) = control_rx.recv() => {
                 let ControlRequest::Trigger { reason, force } = request;
                 let answer = manager.trigger(&reason, force).await;
