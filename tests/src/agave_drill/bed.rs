@@ -32,6 +32,8 @@ pub struct Bed {
     cluster_rpc: CountingProxy,
     /// In front of each node's RPC, as its agent's `local_rpc`.
     local_rpc: [CountingProxy; 2],
+    /// The port of each agent's connectivity-check target.
+    pub(super) uplinks: [u16; 2],
 }
 
 /// CPU and memory of the manager and the agents over a window, and the RPC load they put on the
@@ -92,14 +94,18 @@ impl Bed {
         let key_path = dir.join("manager-signing-keypair.json");
         let _ = std::fs::remove_file(&key_path);
         key.write_new_file(&key_path)?;
-        let reachable = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let reachable_addr = reachable.local_addr()?.to_string();
-        // Kept open for the bed's lifetime: the agents' connectivity check target.
-        tokio::spawn(async move {
-            loop {
-                let _ = reachable.accept().await;
-            }
-        });
+        // Each agent's connectivity-check target, its "uplink to the outside": kept open for the
+        // bed's lifetime; the isolation drill cuts one of them.
+        let mut uplinks = [0u16; 2];
+        for uplink in &mut uplinks {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            *uplink = listener.local_addr()?.port();
+            tokio::spawn(async move {
+                loop {
+                    let _ = listener.accept().await;
+                }
+            });
+        }
         let cluster_rpc = CountingProxy::start(&cluster.cluster_rpc).await?;
         let local_rpc = [
             CountingProxy::start(&cluster.a.rpc_url).await?,
@@ -124,7 +130,7 @@ impl Bed {
                     staked_keypair: &cluster.x_keypair,
                     unstaked_keypair: &node.unstaked_keypair,
                     manager: &key.pubkey(),
-                    reachable: &reachable_addr,
+                    reachable: &format!("127.0.0.1:{}", uplinks[i]),
                     identity_link: None,
                 },
             )
@@ -159,6 +165,7 @@ impl Bed {
             inbox_task,
             cluster_rpc,
             local_rpc,
+            uplinks,
         })
     }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use super::bed::{Bed, Usage};
+use super::firewall::Isolation;
 use super::sampler::{rpc_lite, Sampler, Samples};
 use super::RealCluster;
 use crate::demo::switch_ms;
@@ -18,6 +19,11 @@ use crate::demo::switch_ms;
 const BASELINE: Duration = Duration::from_secs(2);
 /// How long a switch may take before the drill calls it failed.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The isolation drill's name (its old active's final tower cannot be fetched).
+const ISOLATED: &str = "active isolated";
+/// How long the isolation drill waits for the switch: the agent self-fences 30 s after its last
+/// manager contact, the manager waits that plus its 5 s margin.
+const ISOLATION_PATIENCE: Duration = Duration::from_secs(90);
 /// A restarted validator is caught up when its processed slot is this close to the network's.
 const CAUGHT_UP_SLOTS: u64 = 4;
 
@@ -88,8 +94,10 @@ impl Bed {
                 "drill: planned switchover",
             ])
             .output();
-        let (out, recovered) =
-            tokio::join!(trigger, wait_votes_from(&self.cluster, 1 - from, started));
+        let (out, recovered) = tokio::join!(
+            trigger,
+            wait_votes_from(&self.cluster, 1 - from, started, PATIENCE)
+        );
         let out = out?;
         let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let mut problems = Vec::new();
@@ -123,7 +131,7 @@ impl Bed {
         let mut problems = Vec::new();
         let (message, recovered) = tokio::join!(
             self.inbox.next_with("Failover complete"),
-            wait_votes_from(&self.cluster, 1 - from, killed)
+            wait_votes_from(&self.cluster, 1 - from, killed, PATIENCE)
         );
         let (summary, detect_ms) = match message {
             Ok((at, message)) => {
@@ -167,6 +175,71 @@ impl Bed {
             recovered,
             samples,
             usage,
+        );
+        run.switch_ms = switch_ms(&run.summary);
+        Ok(run)
+    }
+
+    /// The active's server is cut off (nftables on loopback: its address and its uplink): its
+    /// agent must demote it on its own once the manager and the outside are gone, and the manager
+    /// must promote the passive only after that self-fence (plus its margin). Then the network
+    /// comes back and the old active catches up as the passive.
+    pub async fn isolate(&mut self) -> anyhow::Result<DrillRun> {
+        let from = self.active().await?;
+        let node = self.cluster.node(from).clone();
+        let rpc_port = node
+            .rpc_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no port in {}", node.rpc_url))?;
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let isolated = Instant::now();
+        let cut = Isolation::start(&node.ip, rpc_port, self.uplinks[from])?;
+        let mut problems = Vec::new();
+        let (message, recovered) = tokio::join!(
+            self.inbox.next_with("Failover complete"),
+            wait_votes_from(&self.cluster, 1 - from, isolated, ISOLATION_PATIENCE)
+        );
+        let usage = self.usage_since(&before);
+        let (summary, detect_ms) = match message {
+            Ok((at, message)) => {
+                let waited = (at - isolated).as_millis() as u64;
+                let switched = phases_ms(&message).min(waited);
+                (message.replace('\n', " | "), Some(waited - switched))
+            }
+            Err(e) => {
+                problems.push(format!("no automatic failover: {e}"));
+                (String::new(), None)
+            }
+        };
+        if let Err(e) = cut.heal() {
+            problems.push(format!("could not lift the isolation: {e}"));
+        }
+        if let Err(e) = self.wait_caught_up(from).await {
+            problems.push(e.to_string());
+        }
+        let samples = sampler.stop();
+        // The self-fence: the isolated node let go of X before the other took it.
+        let fenced = samples
+            .identities
+            .iter()
+            .find(|(t, i, held)| *t >= isolated && *i == from && !*held)
+            .map(|(t, _, _)| *t);
+        let took = samples.first_held_by(1 - from, isolated);
+        match (fenced, took) {
+            (Some(f), Some(t)) if f < t => {}
+            _ => problems.push(format!(
+                "{} did not demote itself before {} took X",
+                node.name,
+                self.cluster.node(1 - from).name
+            )),
+        }
+        let mut run = self.judge(
+            ISOLATED, from, problems, summary, detect_ms, isolated, recovered, samples, usage,
         );
         run.switch_ms = switch_ms(&run.summary);
         Ok(run)
@@ -277,12 +350,11 @@ impl Bed {
     ) -> DrillRun {
         let to = 1 - from;
         let mut problems = self.common_problems(&samples, problems);
-        problems.extend(samples.tower_continuity(from, to, started));
+        problems.extend(samples.tower_continuity(from, to, started, drill != ISOLATED));
         if recovered.is_none() {
             problems.push(format!(
-                "X's votes did not resume from {} within {} s",
-                self.cluster.node(to).name,
-                PATIENCE.as_secs()
+                "X's votes did not resume from {}",
+                self.cluster.node(to).name
             ));
         }
         DrillRun {
@@ -304,12 +376,17 @@ impl Bed {
 }
 
 /// Waits until `node` holds X and the vote account advanced since it did.
-async fn wait_votes_from(cluster: &RealCluster, node: usize, since: Instant) -> Option<Instant> {
+async fn wait_votes_from(
+    cluster: &RealCluster,
+    node: usize,
+    since: Instant,
+    patience: Duration,
+) -> Option<Instant> {
     let client = AdminRpcClient::new(&cluster.node(node).admin_socket, Timeouts::LOCAL);
     let votes = rpc_lite::Client::new(&cluster.cluster_rpc);
     let vote = cluster.vote_account.to_string();
     let mut holds_since: Option<u64> = None;
-    while since.elapsed() < PATIENCE {
+    while since.elapsed() < patience {
         if client.identity().await.ok() == Some(cluster.x) {
             let last = votes.last_vote(&vote).await;
             match (holds_since, last) {

@@ -8,11 +8,17 @@
 
 mod bed;
 mod drills;
+mod firewall;
 mod proxy;
 mod sampler;
 
 pub use bed::{Bed, Usage};
 pub use drills::DrillRun;
+
+/// Whether the isolation drill can run here (nftables on loopback); why not otherwise.
+pub fn isolation_available() -> Result<(), String> {
+    firewall::Isolation::available()
+}
 
 use std::path::{Path, PathBuf};
 

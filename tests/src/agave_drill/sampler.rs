@@ -35,7 +35,17 @@ impl Samples {
     /// Tower continuity across a switch from `from` to `to` that started at `started`: the tower
     /// the new active votes from is at least the old active's final one, and the old active's
     /// tower never changes once the new active holds X (a straggler vote after the copy would).
-    pub fn tower_continuity(&self, from: usize, to: usize, started: Instant) -> Vec<String> {
+    ///
+    /// With `old_reachable` false (the old active was cut off, so its final tower could not be
+    /// fetched) the floor is the newest of X's votes that landed instead: votes an isolated node
+    /// cast locally never reached the cluster.
+    pub fn tower_continuity(
+        &self,
+        from: usize,
+        to: usize,
+        started: Instant,
+        old_reachable: bool,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         let Some(took_over) = self.first_held_by(to, started) else {
             return problems;
@@ -64,10 +74,20 @@ impl Samples {
             .iter()
             .find(|(t, i, _)| *i == to && *t >= took_over)
             .map(|(_, _, v)| *v);
-        if let (Some(old), Some(new)) = (old_final, new_first) {
+        let floor = if old_reachable {
+            old_final
+        } else {
+            self.last_vote_at(took_over)
+        };
+        if let (Some(old), Some(new)) = (floor, new_first) {
             if new < old {
                 problems.push(format!(
-                    "the new active's first X tower has last vote {new}, older than the old active's final {old}"
+                    "the new active's first X tower has last vote {new}, older than {} {old}",
+                    if old_reachable {
+                        "the old active's final"
+                    } else {
+                        "X's last vote that landed,"
+                    }
                 ));
             }
         }

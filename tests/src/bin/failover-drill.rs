@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use failover_sim::agave_drill::{Bed, DrillRun, RealCluster};
+use failover_sim::agave_drill::{isolation_available, Bed, DrillRun, RealCluster};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Drill {
@@ -16,6 +16,9 @@ enum Drill {
     KillValidator,
     /// `kill -9` of the active's agent while its validator votes: the manager must not promote.
     KillAgent,
+    /// The active's server cut off (nftables on its loopback address and its uplink): its agent
+    /// demotes it, then the manager promotes the passive. Needs root and nft.
+    Isolate,
     /// All of the above, in that order.
     All,
 }
@@ -122,6 +125,19 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
                 bed.kill_agent(Duration::from_secs(args.agent_window))
                     .await?,
             );
+        }
+    }
+    if wanted(Drill::Isolate) {
+        match isolation_available() {
+            Ok(()) => {
+                for _ in 0..args.runs {
+                    report(&mut runs, bed.isolate().await?);
+                }
+            }
+            Err(e) if args.drill == Drill::All => {
+                println!("isolation drill: SKIPPED (cannot filter loopback traffic here: {e})")
+            }
+            Err(e) => anyhow::bail!("the isolation drill needs nftables and root: {e}"),
         }
     }
     summarize(&runs);
