@@ -37,7 +37,14 @@ pub struct TowerRequest {
     /// SHA-256 (hex) of the tower the manager already holds.
     #[serde(default)]
     pub known_sha256: Option<String>,
+    /// Hold the answer up to this long (at most [`TOWER_WAIT_MAX_MS`]) until the tower differs
+    /// from `known_sha256`: the manager learns of each vote within milliseconds of its save.
+    #[serde(default)]
+    pub wait_ms: u64,
 }
+
+/// The longest a `/tower` request may be held.
+pub const TOWER_WAIT_MAX_MS: u64 = 5_000;
 
 /// The staked tower on this server, when it verifies and differs from the one the manager holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -71,17 +71,21 @@ impl AgentClient {
         self.post(PATH_STATUS, &StatusRequest { term }).await
     }
 
-    /// The staked tower on that server, unless its SHA-256 is `known`.
+    /// The staked tower on that server, unless its SHA-256 is `known`; with `wait` the agent
+    /// holds the answer until the tower changes or `wait` passes (keep it under the client's
+    /// request timeout).
     pub async fn tower(
         &self,
         term: u64,
         known: Option<String>,
+        wait: Duration,
     ) -> Result<TowerResponse, ClientError> {
         self.post(
             PATH_TOWER,
             &TowerRequest {
                 term,
                 known_sha256: known,
+                wait_ms: wait.as_millis() as u64,
             },
         )
         .await

@@ -39,6 +39,9 @@ use crate::validator::Validator;
 const DEMOTE_DEADLINE: Duration = Duration::from_secs(15);
 const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
 const SETTLE_EXTRA: Duration = Duration::from_secs(15);
+/// After the authorized voters are removed, how long the tower must stay unchanged: a vote signed
+/// before the removal is saved by Agave's voting thread within milliseconds.
+const VOTERS_REMOVED_QUIET: Duration = Duration::from_millis(150);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,6 +62,9 @@ pub struct Agent {
     last_demoted_tower: Mutex<Option<TowerBlob>>,
     /// etcd: the hash last backed up, so unchanged towers are not rewritten every ping.
     last_backup: Mutex<Option<String>>,
+    /// (modified time, length, sha256) of the staked tower file when `/tower` last read it: an
+    /// unchanged file is not read and verified again for a manager that already holds it.
+    tower_seen: Mutex<Option<(std::time::SystemTime, u64, String)>>,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -118,6 +124,7 @@ impl Agent {
             last_fence: tokio::sync::watch::channel(None).0,
             last_demoted_tower: Mutex::new(None),
             last_backup: Mutex::new(None),
+            tower_seen: Mutex::new(None),
             shutdown,
             cfg,
         })
@@ -295,10 +302,26 @@ impl Agent {
     /// small file read and a signature check), so the manager can ask several times a second.
     pub fn current_tower(&self, known: Option<&str>) -> TowerResponse {
         let staked = self.staked();
-        let tower = towers::read(&self.cfg.tower_file, &staked)
+        let stamp = std::fs::metadata(&self.cfg.tower_file)
             .ok()
-            .filter(|t| Some(t.sha256.as_str()) != known)
-            .map(|t| t.blob(&staked));
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if let (Some((modified, len)), Some(known)) = (stamp, known) {
+            let seen = self.tower_seen.lock().expect("tower seen");
+            if seen
+                .as_ref()
+                .is_some_and(|(m, l, sha)| *m == modified && *l == len && sha == known)
+            {
+                return TowerResponse { tower: None };
+            }
+        }
+        let Ok(local) = towers::read(&self.cfg.tower_file, &staked) else {
+            return TowerResponse { tower: None };
+        };
+        if let Some((modified, len)) = stamp {
+            *self.tower_seen.lock().expect("tower seen") =
+                Some((modified, len, local.sha256.clone()));
+        }
+        let tower = (Some(local.sha256.as_str()) != known).then(|| local.blob(&staked));
         TowerResponse { tower }
     }
 
@@ -461,15 +484,40 @@ impl Agent {
             if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
                 return run.finish(self.validator.identity().await.ok());
             }
+            // No vote can be signed once the authorized voters are gone: then only a vote already
+            // signed can still reach the tower file, and a short quiet time proves it final.
+            // Only where this agent can give X back on promotion (it holds the staked key; in
+            // secure mode the manager's SSH command would have to).
+            let voters =
+                if self.validator.manages_voters() && self.cfg.staked_identity_keypair.is_some() {
+                    let remove = self.act("remove the authorized voters", async {
+                        self.validator
+                            .remove_voters()
+                            .await
+                            .map(|done| done.unwrap_or_default())
+                    });
+                    run.phase("voters", remove.await)
+                } else {
+                    false
+                };
             let settle = self.act("wait for the tower to settle", async {
-                towers::wait_settled(
-                    &self.cfg.tower_file,
-                    self.cfg.tower_settle,
-                    self.cfg.tower_settle + SETTLE_EXTRA,
-                    || self.validator.slot(),
-                )
-                .await
-                .map(|s| {
+                let settled = if voters {
+                    towers::wait_quiet(
+                        &self.cfg.tower_file,
+                        VOTERS_REMOVED_QUIET,
+                        self.cfg.tower_settle + SETTLE_EXTRA,
+                    )
+                    .await
+                } else {
+                    towers::wait_settled(
+                        &self.cfg.tower_file,
+                        self.cfg.tower_settle,
+                        self.cfg.tower_settle + SETTLE_EXTRA,
+                        || self.validator.slot(),
+                    )
+                    .await
+                };
+                settled.map(|s| {
                     format!(
                         "{} rewrite(s) after the demotion, {} slots replayed; settled after {} ms",
                         s.changes,
@@ -593,12 +641,17 @@ impl Agent {
             if !run.phase("promote", promote.await) {
                 return run.finish(self.validator.identity().await.ok());
             }
-            if let (true, Some(keypair)) = (self.cfg.add_authorized_voter, keypair.as_deref()) {
+            // A demotion by this product empties Agave's authorized voters: give X back, or the
+            // promoted validator holds X and never votes.
+            let add_voter = self.cfg.add_authorized_voter || self.validator.manages_voters();
+            if let (true, Some(keypair)) = (add_voter, keypair.as_deref()) {
                 let add = self.act(
                     "add the authorized voter",
                     self.validator.add_authorized_voter(keypair),
                 );
-                run.phase("authorized_voter", add.await);
+                if !run.phase("authorized_voter", add.await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
             }
         }
         run.phase(
@@ -721,6 +774,9 @@ impl Run {
 
 type Ctx = State<Arc<Agent>>;
 
+/// How often a held `/tower` request looks at the tower file.
+const TOWER_WAIT_LOOK: Duration = Duration::from_millis(10);
+
 /// The agent's routes.
 pub fn app(agent: Arc<Agent>) -> Router {
     Router::new()
@@ -779,7 +835,16 @@ async fn tower(
         return r.into_response();
     }
     agent.heard_from_manager();
-    Json(agent.current_tower(req.known_sha256.as_deref())).into_response()
+    let known = req.known_sha256.as_deref();
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms.min(TOWER_WAIT_MAX_MS));
+    loop {
+        let answer = agent.current_tower(known);
+        if answer.tower.is_some() || Instant::now() >= deadline {
+            return Json(answer).into_response();
+        }
+        // A stat of the file per look while it is unchanged; Agave rewrites it once per vote.
+        tokio::time::sleep(TOWER_WAIT_LOOK).await;
+    }
 }
 
 async fn failover(

@@ -140,6 +140,41 @@ pub struct Settled {
     pub slots: Option<u64>,
 }
 
+/// Waits until the tower at `path` has not changed for `quiet`: after the validator's authorized
+/// voters were removed, only a vote already signed can still be written (within milliseconds).
+pub async fn wait_quiet(
+    path: &Path,
+    quiet: Duration,
+    deadline: Duration,
+) -> Result<Settled, String> {
+    let started = Instant::now();
+    let mut last = fingerprint(path);
+    let mut since = Instant::now();
+    let mut changes = 0u32;
+    loop {
+        if since.elapsed() >= quiet {
+            return Ok(Settled {
+                waited: started.elapsed(),
+                changes,
+                slots: None,
+            });
+        }
+        if started.elapsed() >= deadline {
+            return Err(format!(
+                "tower {} still changing {deadline:?} after the voters were removed ({changes} rewrites)",
+                path.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = fingerprint(path);
+        if now != last {
+            last = now;
+            since = Instant::now();
+            changes += 1;
+        }
+    }
+}
+
 /// Waits until the staked tower at `path` can no longer change after a confirmed demotion.
 ///
 /// Agave's replay loop notices a new identity only after it has voted on the next bank it

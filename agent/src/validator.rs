@@ -172,6 +172,27 @@ impl Validator {
         }
     }
 
+    /// Empties the validator's authorized-voter list (Agave only: `None` for other kinds). Agave
+    /// signs each vote with a key from that list, read under a lock the admin call waits for, so
+    /// when this returns no vote can be signed any more: not the straggler the replay loop casts
+    /// with the identity it held before `setIdentity`, and not one it would cast after an
+    /// isolation heals (solana-core 3.1 `replay_stage.rs`, `generate_vote_tx`).
+    pub async fn remove_voters(&self) -> Result<Option<String>, String> {
+        match &self.kind {
+            Kind::Agave { admin, .. } => admin
+                .remove_all_authorized_voters()
+                .await
+                .map(|()| Some("removeAllAuthorizedVoters".to_string()))
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether authorized voters are managed through the admin RPC (Agave).
+    pub fn manages_voters(&self) -> bool {
+        matches!(self.kind, Kind::Agave { .. })
+    }
+
     /// The validator's processed slot, if its RPC answers.
     pub async fn slot(&self) -> Option<u64> {
         self.rpc

@@ -47,9 +47,10 @@ async fn status_reports_identity_role_tower_and_backup() {
 async fn the_tower_endpoint_returns_the_tower_only_when_it_changed() {
     let bed = bed().await;
     let staked = bed.cluster.staked_pubkey();
+    let now = std::time::Duration::ZERO;
     let first = bed
         .client(0)
-        .tower(1, None)
+        .tower(1, None, now)
         .await
         .unwrap()
         .tower
@@ -61,32 +62,41 @@ async fn the_tower_endpoint_returns_the_tower_only_when_it_changed() {
     // Unchanged since: nothing comes back (unless a vote landed in between, then a newer one).
     let again = bed
         .client(0)
-        .tower(1, Some(first.sha256.clone()))
+        .tower(1, Some(first.sha256.clone()), now)
         .await
         .unwrap();
     if let Some(newer) = again.tower {
         assert!(newer.last_vote > first.last_vote);
     }
-    // The next vote rewrites the tower; asking with the old hash gets the new one.
-    bed.cluster
-        .wait_until(PATIENCE, |w| {
-            w.vote.last_vote > first.last_vote.unwrap_or(0) + 1
-        })
-        .await
-        .unwrap();
+    // A held request returns as soon as the next vote rewrites the tower.
     let newer = bed
         .client(0)
-        .tower(1, Some(first.sha256.clone()))
+        .tower(
+            1,
+            Some(first.sha256.clone()),
+            std::time::Duration::from_secs(1),
+        )
         .await
         .unwrap()
         .tower
-        .expect("a newer tower");
+        .expect("a newer tower within a second (slots are 100 ms)");
     assert!(newer.last_vote > first.last_vote);
-    // The passive has no staked tower.
-    assert!(bed.client(1).tower(1, None).await.unwrap().tower.is_none());
+    let on_disk = bed.client(0).status(1).await.unwrap().tower;
+    assert!(on_disk.last_vote >= newer.last_vote);
+    // The passive has no staked tower: a held request ends empty at its deadline.
+    let wait = std::time::Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    assert!(bed
+        .client(1)
+        .tower(1, None, wait)
+        .await
+        .unwrap()
+        .tower
+        .is_none());
+    assert!(started.elapsed() >= wait);
     // A stale term is refused like every other command.
     bed.client(0).status(5).await.unwrap();
-    assert!(bed.client(0).tower(4, None).await.is_err());
+    assert!(bed.client(0).tower(4, None, now).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,10 +109,20 @@ async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
     let names: Vec<&str> = passive.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["demote", "confirm", "settle", "tower", "remove", "hook"]
+        ["demote", "confirm", "voters", "settle", "tower", "remove", "hook"]
     );
     let names: Vec<&str> = active.phases.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["tower", "install", "promote", "hook", "confirm"]);
+    assert_eq!(
+        names,
+        [
+            "tower",
+            "install",
+            "promote",
+            "authorized_voter",
+            "hook",
+            "confirm"
+        ]
+    );
     assert_eq!(
         active.identity.as_deref(),
         Some(staked.to_string().as_str())
@@ -157,6 +177,11 @@ async fn an_older_tower_is_never_installed() {
     let bed = bed().await;
     // Capture a tower now, let the active vote on, then offer the old one to the passive.
     let old = bed.client(0).status(1).await.unwrap().tower_backup.unwrap();
+    let old_vote = old.last_vote.unwrap_or(0);
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_vote > old_vote + 1)
+        .await
+        .unwrap();
     let (passive, active) = bed.switch(0, 1, 1).await;
     assert!(active.ok);
     let (_, back) = bed.switch(1, 0, 2).await;

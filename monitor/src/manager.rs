@@ -19,7 +19,7 @@ use failover_identity::{Keypair, Permissions};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::engine::{Action, Engine, Hold, Rules};
@@ -32,14 +32,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a failed switch, wait this long before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 const STATE_FILE: &str = "manager-state.json";
-/// How often the manager fetches the active's tower between heartbeats (embedded store). If the
-/// active is cut off, a switch needs a tower at least as recent as the last vote that landed; with
-/// one-second heartbeats the backup was often a vote or two older than that, and the switch
-/// (rightly) refused. A tower changes once per slot; asking four times a slot keeps the backup at
-/// most ~100 ms behind the file for a request of a few hundred bytes when nothing changed.
-const TOWER_FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
-/// A tower fetch that takes longer is dropped; the heartbeat reports slow agents.
-const TOWER_FOLLOW_TIMEOUT: Duration = Duration::from_millis(300);
+/// The manager keeps a request open to the active's agent that returns when its tower changes
+/// (embedded store). If the active is later cut off, a switch needs a tower at least as recent as
+/// the last vote that landed; with backups only at one-second heartbeats it was often a vote or
+/// two older, and the switch (rightly) refused. Agave saves the tower just before it sends the
+/// vote, so a held request learns of each vote within milliseconds.
+const TOWER_WAIT: Duration = Duration::from_millis(1_500);
+/// After a failed tower request, before the next one (the heartbeat reports the agent).
+const TOWER_RETRY: Duration = Duration::from_millis(250);
 pub const CONTROL_SOCKET: &str = "manager.sock";
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -299,29 +299,14 @@ impl Manager {
         actions
     }
 
-    /// Fetches the active's tower if it changed since the backup (embedded store only; with etcd
-    /// the agents write it there). Quiet on failure: the heartbeat reports unreachable agents.
-    pub async fn follow_tower(&mut self) {
+    /// Whom the tower follower should ask: the active, when its agent answers, and the term.
+    fn tower_target(&self) -> Option<(usize, u64)> {
         if !matches!(self.cfg.tower_store, TowerStore::Embedded) {
-            return;
+            return None;
         }
-        let Some(active) = self.active() else {
-            return;
-        };
-        if self
-            .last_sample
-            .as_ref()
-            .is_some_and(|s| s.view.nodes[active].misses > 0)
-        {
-            return;
-        }
-        let known = self.state.tower.as_ref().map(|t| t.sha256.clone());
-        let fetch = self.observer.agent(active).tower(self.state.term, known);
-        if let Ok(Ok(answer)) = tokio::time::timeout(TOWER_FOLLOW_TIMEOUT, fetch).await {
-            if let Some(tower) = answer.tower {
-                self.save_backup(&tower);
-            }
-        }
+        let active = self.active()?;
+        let sample = self.last_sample.as_ref()?;
+        (sample.view.nodes[active].misses == 0).then_some((active, self.state.term))
     }
 
     pub fn last_sample(&self) -> Option<&Sample> {
@@ -480,8 +465,18 @@ pub async fn run_with(
 
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tower_ticks = tokio::time::interval(TOWER_FOLLOW_INTERVAL);
-    tower_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (target_tx, target_rx) = watch::channel(None);
+    let (tower_tx, mut tower_rx) = mpsc::channel(8);
+    let follower = tokio::spawn(follow_tower(
+        [
+            manager.observer.agent(0).clone(),
+            manager.observer.agent(1).clone(),
+        ],
+        manager.saved_backup().map(|t| t.sha256),
+        target_rx,
+        tower_tx,
+        manager.cfg.request_timeout,
+    ));
     let mut report =
         tokio::time::interval_at(tokio::time::Instant::now() + status_every, status_every);
     // After a failed switch, the same plan waits before it is tried again; a different one (the
@@ -494,7 +489,7 @@ pub async fn run_with(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
-            _ = tower_ticks.tick() => manager.follow_tower().await,
+            Some(tower) = tower_rx.recv() => manager.save_backup(&tower),
             Some((request, reply)) = control_rx.recv() => {
                 let ControlRequest::Trigger { reason, force } = request;
                 let answer = manager.trigger(&reason, force).await;
@@ -502,6 +497,10 @@ pub async fn run_with(
             }
             _ = ticks.tick() => {
                 let actions = manager.observe().await;
+                target_tx.send_if_modified(|t| {
+                    let new = manager.tower_target();
+                    std::mem::replace(t, new) != new
+                });
                 let mut saw_critical = false;
                 for action in actions {
                     match action {
@@ -549,10 +548,43 @@ pub async fn run_with(
         }
     }
     control_task.abort();
+    follower.abort();
     let _ = std::fs::remove_file(&socket_path);
     notifier.flush().await;
     info!("manager stopped");
     Ok(())
+}
+
+/// Keeps one held `/tower` request open to the active's agent (`target`: which node, at which
+/// term) and passes every changed tower to the control loop, which verifies and keeps it.
+async fn follow_tower(
+    agents: [AgentClient; 2],
+    mut known: Option<String>,
+    mut target: watch::Receiver<Option<(usize, u64)>>,
+    towers: mpsc::Sender<TowerBlob>,
+    request_timeout: Duration,
+) {
+    // Held for less than the client's own timeout, so a quiet tower is not an error.
+    let wait = TOWER_WAIT.min(request_timeout.saturating_sub(Duration::from_millis(500)));
+    loop {
+        let Some((node, term)) = *target.borrow_and_update() else {
+            if target.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        match agents[node].tower(term, known.clone(), wait).await {
+            Ok(answer) => {
+                if let Some(tower) = answer.tower {
+                    known = Some(tower.sha256.clone());
+                    if towers.send(tower).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(_) => tokio::time::sleep(TOWER_RETRY).await,
+        }
+    }
 }
 
 /// A fixed-rate schedule: the status report every `status_report_interval` (4 h by default).

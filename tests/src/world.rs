@@ -67,8 +67,11 @@ pub struct Node {
     pub startup_identity: Arc<Keypair>,
     /// The `--identity` symlink: on restart the node loads whatever keypair it points at.
     pub identity_link: Option<PathBuf>,
-    /// Keypairs it may vote with (`--authorized-voter`, or its startup identity).
+    /// Keypairs it may vote with (`--authorized-voter`, or its startup identity); the admin RPC
+    /// adds and removes them.
     pub authorized_voters: Vec<Arc<Keypair>>,
+    /// The `--authorized-voter` list of its command line: a restart starts from it again.
+    startup_voters: Vec<Arc<Keypair>>,
     pub faults: Faults,
     /// Agave version it reports; decides its `setIdentity` arity.
     pub version: String,
@@ -91,6 +94,7 @@ impl Node {
             startup_identity: identity.clone(),
             identity_link: None,
             identity,
+            startup_voters: authorized_voters.clone(),
             authorized_voters,
             faults: Faults::default(),
             version,
@@ -437,6 +441,7 @@ impl World {
             })
             .map(Arc::new)
             .unwrap_or_else(|| node.startup_identity.clone());
+        node.authorized_voters = node.startup_voters.clone();
         self.boot_node(i);
     }
 }
