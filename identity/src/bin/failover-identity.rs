@@ -266,6 +266,16 @@ struct TowerReport {
     root: Option<u64>,
     sha256: String,
     bytes: usize,
+    /// The votes under lockout, oldest first: a vote on `slot` forbids voting on a conflicting
+    /// fork up to `locked_until` (slot + 2^confirmations).
+    votes: Vec<TowerVote>,
+}
+
+#[derive(Serialize)]
+struct TowerVote {
+    slot: u64,
+    confirmations: u32,
+    locked_until: u64,
 }
 
 fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::Result<ExitCode> {
@@ -306,6 +316,19 @@ fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::R
         root: file.tower.root(),
         sha256: tower_hash(&bytes),
         bytes: bytes.len(),
+        votes: file
+            .tower
+            .vote_state
+            .votes
+            .iter()
+            .map(|l| TowerVote {
+                slot: l.slot,
+                confirmations: l.confirmation_count,
+                locked_until: l
+                    .slot
+                    .saturating_add(1u64.checked_shl(l.confirmation_count).unwrap_or(u64::MAX)),
+            })
+            .collect(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -319,6 +342,14 @@ fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::R
             report.bytes,
             report.sha256
         );
+        if let Some(newest) = report.votes.last() {
+            println!(
+                "    {} votes under lockout; newest: slot {} locked until slot {}",
+                report.votes.len(),
+                newest.slot,
+                newest.locked_until
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
