@@ -10,6 +10,9 @@ use failover_identity::{AdminRpcClient, Timeouts};
 
 use super::RealCluster;
 
+/// A tower's votes as (slot, locked until).
+pub(super) type Votes = Vec<(u64, u64)>;
+
 /// What the sampler saw.
 #[derive(Default, Debug)]
 pub(super) struct Samples {
@@ -21,6 +24,8 @@ pub(super) struct Samples {
     /// (when, node, tower last vote)
     pub towers: Vec<(Instant, usize, u64)>,
     pub tower_backwards: Vec<String>,
+    /// (when, node, the tower's votes), recorded when the tower changed.
+    pub lockouts: Vec<(Instant, usize, Votes)>,
 }
 
 impl Samples {
@@ -88,6 +93,51 @@ impl Samples {
                     } else {
                         "X's last vote that landed,"
                     }
+                ));
+            }
+        }
+        problems
+    }
+
+    /// For a switch away from a node that could not be asked for its final tower (isolated): the
+    /// votes of its final tower that the new active's tower lacks (cast while it was cut off,
+    /// possibly on a fork of its own) must have expired their lockout before the new active's
+    /// first vote; otherwise X broke its own lockout.
+    pub fn lockouts_respected(&self, from: usize, to: usize, started: Instant) -> Vec<String> {
+        let mut problems = Vec::new();
+        let Some(took_over) = self.first_held_by(to, started) else {
+            return problems;
+        };
+        let Some(old_final) = self
+            .lockouts
+            .iter()
+            .rfind(|(t, i, _)| *i == from && *t <= took_over)
+            .map(|(_, _, v)| v.clone())
+        else {
+            return problems;
+        };
+        let Some(installed) = self
+            .towers
+            .iter()
+            .find(|(t, i, _)| *i == to && *t >= took_over)
+            .map(|(_, _, v)| *v)
+        else {
+            return problems;
+        };
+        let before = self.last_vote_at(took_over).unwrap_or(0);
+        let Some(first_new) = self
+            .votes
+            .iter()
+            .find(|(t, v)| *t >= took_over && *v > before)
+            .map(|(_, v)| *v)
+        else {
+            return problems;
+        };
+        for (slot, until) in old_final.into_iter().filter(|(slot, _)| *slot > installed) {
+            if first_new <= until {
+                problems.push(format!(
+                    "lockout broken: the cut-off node voted on slot {slot} (locked until {until}), which \
+                     the new active's tower (last vote {installed}) lacks, and X voted on {first_new}"
                 ));
             }
         }
@@ -209,7 +259,26 @@ impl Sampler {
                         let Some(last) = file.tower.last_voted_slot() else {
                             continue;
                         };
+                        let votes: Votes = file
+                            .tower
+                            .vote_state
+                            .votes
+                            .iter()
+                            .map(|l| {
+                                let lockout =
+                                    1u64.checked_shl(l.confirmation_count).unwrap_or(u64::MAX);
+                                (l.slot, l.slot.saturating_add(lockout))
+                            })
+                            .collect();
                         let mut s = samples.lock().expect("samples");
+                        if s.lockouts
+                            .iter()
+                            .rev()
+                            .find(|(_, n, _)| *n == i)
+                            .is_none_or(|(_, _, v)| *v != votes)
+                        {
+                            s.lockouts.push((Instant::now(), i, votes));
+                        }
                         if last < newest {
                             let msg = format!(
                                 "node {} tower last vote {last} after {newest} was seen",
