@@ -165,7 +165,7 @@ impl Bed {
             Err(e) => problems.push(e.to_string()),
         }
         let samples = sampler.stop();
-        let mut run = self.judge(
+        Ok(self.judge(
             "validator killed",
             from,
             problems,
@@ -175,9 +175,7 @@ impl Bed {
             recovered,
             samples,
             usage,
-        );
-        run.switch_ms = switch_ms(&run.summary);
-        Ok(run)
+        ))
     }
 
     /// The active's server is cut off (nftables on loopback: its address and its uplink): its
@@ -262,11 +260,9 @@ impl Bed {
                 self.cluster.node(1 - from).name
             )),
         }
-        let mut run = self.judge(
+        Ok(self.judge(
             ISOLATED, from, problems, summary, detect_ms, isolated, recovered, samples, usage,
-        );
-        run.switch_ms = switch_ms(&run.summary);
-        Ok(run)
+        ))
     }
 
     /// The active's agent is killed while its validator keeps voting: the manager must not
@@ -403,7 +399,7 @@ impl Bed {
             to: self.cluster.node(to).name.clone(),
             ok: problems.is_empty(),
             problems,
-            switch_ms: manager_ms(&summary),
+            switch_ms: switch_ms(&summary),
             summary,
             detect_ms,
             recovery_ms: recovered.map_or(0, |r| (r - started).as_millis() as u64),
@@ -461,14 +457,4 @@ fn phases_ms(summary: &str) -> u64 {
         .filter_map(|p| p.strip_suffix(" ms").or_else(|| p.split(" ms").next()))
         .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
-}
-
-/// "switch term 3 a → b done in 742 ms (…)" → 742.
-fn manager_ms(summary: &str) -> u64 {
-    summary
-        .split(" in ")
-        .nth(1)
-        .and_then(|r| r.split(" ms").next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
