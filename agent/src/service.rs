@@ -798,23 +798,42 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Refusal> {
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
+/// What a heartbeat-like request goes through before it is answered: the allow-list and the
+/// signature, the body, the term; then it counts as contact from the manager.
+async fn admit<T: DeserializeOwned + Default>(
+    agent: &Agent,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    what: &str,
+    term: impl Fn(&T) -> u64,
+) -> Result<T, Refusal> {
+    agent.authorize(peer, headers, path, body)?;
+    let req: T = parse(body)?;
+    agent.accept_term(term(&req), what).await?;
+    agent.heard_from_manager();
+    Ok(req)
+}
+
 async fn status(
     State(agent): Ctx,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = agent.authorize(peer, &headers, PATH_STATUS, &body) {
+    let admitted = admit(
+        &agent,
+        peer,
+        &headers,
+        PATH_STATUS,
+        &body,
+        "status",
+        |r: &StatusRequest| r.term,
+    );
+    if let Err(r) = admitted.await {
         return r.into_response();
     }
-    let req: StatusRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if let Err(r) = agent.accept_term(req.term, "status").await {
-        return r.into_response();
-    }
-    agent.heard_from_manager();
     Json(agent.status().await).into_response()
 }
 
@@ -824,17 +843,19 @@ async fn tower(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = agent.authorize(peer, &headers, PATH_TOWER, &body) {
-        return r.into_response();
-    }
-    let req: TowerRequest = match parse(&body) {
+    let admitted = admit(
+        &agent,
+        peer,
+        &headers,
+        PATH_TOWER,
+        &body,
+        "tower",
+        |r: &TowerRequest| r.term,
+    );
+    let req = match admitted.await {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = agent.accept_term(req.term, "tower").await {
-        return r.into_response();
-    }
-    agent.heard_from_manager();
     let known = req.known_sha256.as_deref();
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms.min(TOWER_WAIT_MAX_MS));
     loop {

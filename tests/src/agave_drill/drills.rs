@@ -185,12 +185,7 @@ impl Bed {
     pub async fn isolate(&mut self) -> anyhow::Result<DrillRun> {
         let from = self.active().await?;
         let node = self.cluster.node(from).clone();
-        let rpc_port = node
-            .rpc_url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-            .ok_or_else(|| anyhow::anyhow!("no port in {}", node.rpc_url))?;
+        let rpc_port = super::url_lite::Url::from(node.rpc_url.as_str()).port;
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
