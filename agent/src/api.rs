@@ -146,6 +146,9 @@ pub struct StatusResponse {
     pub tower_backup: Option<TowerBlob>,
     /// The highest fencing term this agent has accepted.
     pub term: u64,
+    /// This agent process's id (as in `/health`).
+    #[serde(default)]
+    pub agent_id: String,
     pub last_fence: Option<FenceReport>,
     /// How long after the last manager contact this agent demotes an isolated active: the manager
     /// waits at least this (plus a margin) before promoting the other node without this one.
@@ -176,6 +179,11 @@ pub struct FailoverRequest {
     /// `become_active`: the hash the installed tower must have (from `become_passive`).
     #[serde(default)]
     pub tower_sha256: Option<String>,
+    /// `become_active`: the newest vote of the staked identity the manager has seen land on chain.
+    /// A tower whose last vote is older is refused — as is one older than what this agent's own
+    /// validator shows for the vote account.
+    #[serde(default)]
+    pub min_last_vote: Option<u64>,
 }
 
 /// One timed step of a switch.
@@ -216,10 +224,40 @@ pub struct IdentityResponse {
 pub struct HealthResponse {
     pub ok: bool,
     pub agent_version: String,
+    /// This agent process's id, drawn at random when it started: signed commands must be addressed
+    /// to it (see `auth.rs`), so none captured elsewhere or before a restart is accepted here.
+    #[serde(default)]
+    pub agent_id: String,
+    /// The staked identity this agent serves (base58).
+    #[serde(default)]
+    pub validator_identity: String,
 }
 
-/// Every refusal is a JSON body with the reason.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Every refusal is a JSON body with the reason, and for the refusals a client acts on, a code.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorResponse {
     pub error: String,
+    /// `wrong_audience` (re-read `/health` and sign again), `stale_term` (see `term`), or the
+    /// kind of authentication failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// With `stale_term`: the term this agent has accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// With `wrong_audience`: this agent's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
+
+impl ErrorResponse {
+    pub fn new(error: String) -> Self {
+        Self {
+            error,
+            ..Self::default()
+        }
+    }
+}
+
+/// Refusal codes a client branches on.
+pub const CODE_WRONG_AUDIENCE: &str = "wrong_audience";
+pub const CODE_STALE_TERM: &str = "stale_term";

@@ -1,10 +1,11 @@
 //! The typed client the manager (and tests) use to talk to an agent, signing every state-changing
-//! request with the manager's key.
+//! request with the manager's key, addressed to that agent (its id from `GET /health`, re-read
+//! when the agent says it restarted) and to the staked identity it serves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use failover_identity::Keypair;
+use failover_identity::{Keypair, Pubkey};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -25,6 +26,16 @@ pub enum ClientError {
         url: String,
         status: u16,
         reason: String,
+        /// The refusal's code, when the agent gave one (see [`ErrorResponse`]).
+        code: Option<String>,
+        /// With a stale-term refusal: the term the agent has accepted.
+        term: Option<u64>,
+    },
+    #[error("agent {url} serves the staked identity {serves}, not {expected}: check validator_identity and the endpoint")]
+    WrongIdentity {
+        url: String,
+        serves: String,
+        expected: Pubkey,
     },
     #[error("agent {url} answered something unreadable: {detail}")]
     Malformed { url: String, detail: String },
@@ -38,28 +49,59 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The agent's term when it refused an older one.
+    pub fn agent_term(&self) -> Option<u64> {
+        match self {
+            ClientError::Refused {
+                code: Some(code),
+                term,
+                ..
+            } if code == CODE_STALE_TERM => *term,
+            _ => None,
+        }
+    }
+
+    fn is_wrong_audience(&self) -> bool {
+        matches!(self, ClientError::Refused { code: Some(code), .. } if code == CODE_WRONG_AUDIENCE)
+    }
 }
+
+/// The manager's command key and the staked identity its commands are about.
+#[derive(Clone)]
+pub struct CommandSigner {
+    pub key: Arc<Keypair>,
+    pub staked: Pubkey,
+}
+
+/// Idle connections are let go of sooner than the agent closes them (`http::HEADER_TIMEOUT`), so a
+/// request is never sent on a connection the agent is closing.
+const POOL_IDLE: Duration = Duration::from_secs(5);
 
 /// A client for one agent.
 #[derive(Clone)]
 pub struct AgentClient {
     base: String,
     http: reqwest::Client,
-    signer: Option<Arc<Keypair>>,
+    signer: Option<CommandSigner>,
+    /// The agent id commands are addressed to, from `GET /health`.
+    audience: Arc<Mutex<Option<String>>>,
 }
 
 impl AgentClient {
     /// `base` is the agent's endpoint (`http://host:port`); `signer` signs commands (None sends
     /// them unsigned, for agents configured to accept that).
-    pub fn new(base: &str, signer: Option<Arc<Keypair>>, timeout: Duration) -> Self {
+    pub fn new(base: &str, signer: Option<CommandSigner>, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .expect("an HTTP client with a timeout");
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,
             signer,
+            audience: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -127,26 +169,74 @@ impl AgentClient {
         self.decode(status, text)
     }
 
+    /// Sends a POST, signed for the agent's current id; when the agent answers that the id is not
+    /// its own (it restarted since), reads the new one and sends once more.
     async fn send_post<B: Serialize>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<(u16, String), ClientError> {
         let body = serde_json::to_vec(body).expect("request serializes");
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        if let Some(signer) = &self.signer {
+        let Some(signer) = &self.signer else {
+            return self.send(self.post_request(path, body)).await;
+        };
+        for attempt in 0..2 {
+            let audience = auth::Audience {
+                agent_id: self.audience(signer).await?,
+                staked: signer.staked,
+            };
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            for (name, value) in auth::sign(signer, "POST", path, &body, now).headers() {
+            let mut request = self.post_request(path, body.clone());
+            for (name, value) in
+                auth::sign(&signer.key, &audience, "POST", path, &body, now).headers()
+            {
                 request = request.header(name, value);
             }
+            let (status, text) = self.send(request).await?;
+            if attempt == 0
+                && status == 401
+                && self.refusal(status, text.clone()).is_wrong_audience()
+            {
+                *self.audience.lock().expect("audience") = None;
+                continue;
+            }
+            return Ok((status, text));
         }
-        self.send(request.body(body)).await
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn post_request(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+    }
+
+    /// The agent id to address commands to, read from `/health` when not known; the agent must
+    /// serve the staked identity the signer's commands are about.
+    async fn audience(&self, signer: &CommandSigner) -> Result<String, ClientError> {
+        if let Some(id) = self.audience.lock().expect("audience").clone() {
+            return Ok(id);
+        }
+        let health = self.health().await?;
+        if health.validator_identity != signer.staked.to_string() {
+            return Err(ClientError::WrongIdentity {
+                url: self.base.clone(),
+                serves: health.validator_identity,
+                expected: signer.staked,
+            });
+        }
+        if health.agent_id.is_empty() {
+            return Err(ClientError::Malformed {
+                url: self.base.clone(),
+                detail: "no agent_id in /health: an agent too old for signed commands".into(),
+            });
+        }
+        *self.audience.lock().expect("audience") = Some(health.agent_id.clone());
+        Ok(health.agent_id)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -178,13 +268,16 @@ impl AgentClient {
     }
 
     fn refusal(&self, status: u16, text: String) -> ClientError {
-        let reason = serde_json::from_str::<ErrorResponse>(&text)
-            .map(|e| e.error)
-            .unwrap_or(text);
+        let (reason, code, term) = match serde_json::from_str::<ErrorResponse>(&text) {
+            Ok(e) => (e.error, e.code, e.term),
+            Err(_) => (text, None, None),
+        };
         ClientError::Refused {
             url: self.base.clone(),
             status,
             reason,
+            code,
+            term,
         }
     }
 }

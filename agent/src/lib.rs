@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 mod commands;
+pub mod http;
 pub mod logging;
 pub mod process;
 pub mod service;
@@ -21,6 +22,6 @@ pub mod towers;
 mod validator;
 mod watchdog;
 
-pub use client::{AgentClient, ClientError};
+pub use client::{AgentClient, ClientError, CommandSigner};
 pub use service::{app, run, Agent};
 pub use watchdog::unreachable_targets;

@@ -28,8 +28,9 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{error, info, warn};
 
 use crate::api::*;
-use crate::auth::Verifier;
+use crate::auth::{Audience, AuthError, Verifier};
 use crate::commands::run_shell;
+use crate::http::LogLimiter;
 use crate::state::{SeenTower, StateFile};
 use crate::store::{EtcdTowers, StoredTower};
 use crate::towers::{self, LocalTower, TowerProblem};
@@ -49,6 +50,12 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The running agent.
 pub struct Agent {
     pub(crate) cfg: AgentConfig,
+    /// This process's id, random per start: signed commands must be addressed to it.
+    id: String,
+    /// Rejected commands are logged a few times per window, then counted.
+    rejected_log: LogLimiter,
+    /// The staked identity's vote account, once found on the local validator.
+    vote_account: Mutex<Option<Pubkey>>,
     pub(crate) validator: Validator,
     verifier: Option<Verifier>,
     etcd: AsyncMutex<Option<EtcdTowers>>,
@@ -78,17 +85,20 @@ pub(crate) fn unix_ms() -> u64 {
 /// A refused request: its status code and the reason, sent as an [`ErrorResponse`].
 pub(crate) struct Refusal {
     status: StatusCode,
-    reason: String,
+    body: ErrorResponse,
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorResponse { error: self.reason })).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 
 fn refuse(status: StatusCode, reason: String) -> Refusal {
-    Refusal { status, reason }
+    Refusal {
+        status,
+        body: ErrorResponse::new(reason),
+    }
 }
 
 impl Agent {
@@ -109,12 +119,22 @@ impl Agent {
                 warn!(error = %e, "cannot persist the state");
             }
         }
-        let verifier = cfg
-            .auth
-            .require_signed_commands
-            .then(|| Verifier::new(cfg.auth.manager_pubkeys.clone(), cfg.auth.command_max_age));
+        let id = Audience::new_agent_id();
+        let verifier = cfg.auth.require_signed_commands.then(|| {
+            Verifier::new(
+                cfg.auth.manager_pubkeys.clone(),
+                cfg.auth.command_max_age,
+                Audience {
+                    agent_id: id.clone(),
+                    staked: cfg.validator_identity,
+                },
+            )
+        });
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Arc::new(Self {
+            id,
+            rejected_log: LogLimiter::new(5, Duration::from_secs(10)),
+            vote_account: Mutex::new(None),
             validator: Validator::new(&cfg),
             verifier,
             etcd: AsyncMutex::new(None),
@@ -132,6 +152,11 @@ impl Agent {
 
     pub fn staked(&self) -> Pubkey {
         self.cfg.validator_identity
+    }
+
+    /// This agent process's id (random per start; see [`crate::auth`]).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// How long after the last manager contact this agent will have demoted an isolated validator:
@@ -159,20 +184,43 @@ impl Agent {
         path: &str,
         body: &[u8],
     ) -> Result<(), Refusal> {
+        // The listener refuses other addresses at accept; this is for requests that reach the
+        // routes another way (tests call them directly).
         if !self.cfg.allowed_ips.is_empty() && !self.cfg.allowed_ips.contains(&peer.ip()) {
-            warn!(%peer, path, "rejected: source address not in allowed_ips");
+            self.log_rejection(peer, path, "source address not in allowed_ips");
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 format!("{} is not in allowed_ips", peer.ip()),
             ));
         }
         if let Some(verifier) = &self.verifier {
-            if let Err(e) = verifier.verify(headers, "POST", path, body, unix_ms()) {
-                warn!(%peer, path, reason = %e, "rejected command");
-                return Err(refuse(StatusCode::UNAUTHORIZED, e.to_string()));
+            if let Err(e) = verifier.verify(headers, peer.ip(), "POST", path, body, unix_ms()) {
+                self.log_rejection(peer, path, &e.to_string());
+                let status = if e.is_throttle() {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                let mut refusal = refuse(status, e.to_string());
+                refusal.body.code = Some(e.code().to_string());
+                if let AuthError::WrongAudience { mine, .. } = &e {
+                    refusal.body.agent_id = Some(mine.clone());
+                }
+                return Err(refusal);
             }
         }
         Ok(())
+    }
+
+    /// Logs a refused command, a few times per window at most.
+    fn log_rejection(&self, peer: SocketAddr, path: &str, reason: &str) {
+        if let Some(held_back) = self.rejected_log.admit() {
+            if held_back > 0 {
+                warn!(%peer, path, reason, "rejected command ({held_back} more rejections not logged)");
+            } else {
+                warn!(%peer, path, reason, "rejected command");
+            }
+        }
     }
 
     /// Accepts `term` if it is not older than the newest accepted, persisting a newer one before
@@ -186,13 +234,16 @@ impl Agent {
                 what,
                 "rejected: stale fencing term"
             );
-            return Err(refuse(
+            let mut refusal = refuse(
                 StatusCode::CONFLICT,
                 format!(
                     "term {term} is older than term {} already accepted",
                     state.state.term
                 ),
-            ));
+            );
+            refusal.body.code = Some(CODE_STALE_TERM.into());
+            refusal.body.term = Some(state.state.term);
+            return Err(refusal);
         }
         if term > state.state.term {
             state.state.term = term;
@@ -257,6 +308,25 @@ impl Agent {
             written_at_ms: unix_ms(),
             tower: tower.blob(&self.staked()),
         }
+    }
+
+    /// The staked identity's vote account's last vote, as this server's validator sees it
+    /// (processed). `None` when the cluster has no vote account for it yet. The vote account is
+    /// found once, by its node pubkey, and remembered.
+    async fn chain_last_vote(&self) -> Result<Option<u64>, String> {
+        let known = *self.vote_account.lock().expect("vote account");
+        let (vote_account, last_vote) = self
+            .validator
+            .vote_account_last_vote(&self.staked(), known)
+            .await
+            .map_err(|e| {
+                format!("cannot check the tower against the chain's last vote (refusing): {e}")
+            })?
+            .unzip();
+        if known.is_none() {
+            *self.vote_account.lock().expect("vote account") = vote_account;
+        }
+        Ok(last_vote)
     }
 
     /// Checks at start-up that the validator can be reached where the config says, and reports
@@ -370,6 +440,7 @@ impl Agent {
             tower: tower_status,
             tower_backup,
             term,
+            agent_id: self.id.clone(),
             last_fence: self.last_fence.borrow().clone(),
             fence_after_ms: self.fence_after().as_millis() as u64,
             dry_run: self.cfg.dry_run,
@@ -452,6 +523,11 @@ impl Agent {
         info!(term, reason, "become_passive");
         let mut run = Run::new(FailoverAction::BecomePassive, term, self.cfg.dry_run);
         let staked = self.staked();
+        // Before anything changes: this term may no longer promote this node.
+        if let Err(e) = self.note_demotion(term).await {
+            run.phase("term", Err(e));
+            return run.finish(self.validator.identity().await.ok());
+        }
 
         let was_staked = match self.validator.identity().await {
             Ok(id) => id == staked,
@@ -588,11 +664,40 @@ impl Agent {
         run.finish(self.validator.identity().await.ok())
     }
 
+    /// Records that a demotion in `term` started (persisted before it acts).
+    async fn note_demotion(&self, term: u64) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        if state.state.demoted_in_term == Some(term) || self.cfg.dry_run {
+            return Ok(());
+        }
+        state.state.demoted_in_term = Some(term);
+        state
+            .save()
+            .map_err(|e| format!("cannot persist the demotion in term {term}: {e}"))
+    }
+
+    /// Whether this node was demoted in `term`: a term that moved the identity away from it cannot
+    /// move it back (a replayed or misdirected `become_active`).
+    pub(crate) async fn demoted_in(&self, term: u64) -> bool {
+        self.state.lock().await.state.demoted_in_term == Some(term)
+    }
+
     /// Promotes this validator in the safe order (see the module docs).
     pub async fn become_active(&self, req: &FailoverRequest) -> FailoverResponse {
         let _guard = self.switching.lock().await;
         info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
         let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
+        if self.demoted_in(req.term).await {
+            run.phase(
+                "term",
+                Err(format!(
+                    "this node was demoted in term {}: a term moves the staked identity away from \
+                     a node once, never back (a replayed or misdirected command?)",
+                    req.term
+                )),
+            );
+            return run.finish(self.validator.identity().await.ok());
+        }
 
         let tower = match self.incoming_tower(req).await {
             Ok(t) => t,
@@ -693,21 +798,47 @@ impl Agent {
             }
             None => None,
         };
-        // Never go back: not older than what this agent has seen, nor than a tower already here.
+        // Never go back: not older than what this agent has seen, than a tower already here, than
+        // the newest vote the manager saw land, nor than what this validator shows on chain.
         let newest_seen = self.state.lock().await.state.newest_tower.clone();
         let local = towers::read(&self.cfg.tower_file, &staked).ok();
-        let floor = [
-            newest_seen.map(|t| t.last_vote),
-            local.as_ref().and_then(|t| t.last_vote),
-        ]
-        .into_iter()
-        .flatten()
-        .max();
+        let mut floors = vec![
+            (
+                newest_seen.map(|t| t.last_vote),
+                "the newest tower this agent has seen",
+            ),
+            (
+                local.as_ref().and_then(|t| t.last_vote),
+                "the tower already on this server",
+            ),
+        ];
+        // A dry run demoted nobody: the old active votes on, so the chain is always ahead of the
+        // tower offered and these floors say nothing about a real switch.
+        if self.cfg.dry_run {
+            info!("[dry-run] the tower is not checked against the chain's last vote");
+        } else {
+            floors.push((
+                req.min_last_vote,
+                "the vote account's last vote the manager saw",
+            ));
+        }
+        if offered.is_some() && !self.cfg.dry_run {
+            let on_chain = self.chain_last_vote().await?;
+            floors.push((
+                on_chain,
+                "the vote account's last vote on this validator's chain",
+            ));
+        }
+        let floor = floors
+            .into_iter()
+            .filter_map(|(slot, what)| Some((slot?, what)))
+            .max_by_key(|(slot, _)| *slot);
         match (&offered, floor) {
-            (Some(t), Some(newest)) if t.last_vote.is_none_or(|v| v < newest) => {
+            (Some(t), Some((newest, what))) if t.last_vote.is_none_or(|v| v < newest) => {
                 Err(TowerProblem::Stale {
                     offered: t.last_vote,
                     newest,
+                    what,
                 }
                 .to_string())
             }
@@ -787,6 +918,7 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .route(PATH_HEALTH, get(health))
         .route(PATH_TOWER, post(tower))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::http::bounded_body))
         .with_state(agent)
 }
 
@@ -955,10 +1087,12 @@ async fn identity(State(agent): Ctx) -> Response {
     Json(response).into_response()
 }
 
-async fn health(State(_agent): Ctx) -> Response {
+async fn health(State(agent): Ctx) -> Response {
     Json(HealthResponse {
         ok: true,
         agent_version: AGENT_VERSION.into(),
+        agent_id: agent.id.clone(),
+        validator_identity: agent.staked().to_string(),
     })
     .into_response()
 }
@@ -972,15 +1106,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut stop = agent.shutdown.subscribe();
     let watchdog = tokio::spawn(crate::watchdog::run(agent.clone()));
-    let app = app(agent.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        })
-        .await;
+    let allowed = agent.cfg.allowed_ips.clone();
+    let result = crate::http::serve(listener, app(agent.clone()), allowed, async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    })
+    .await;
     watchdog.abort();
     info!("agent stopped");
     result

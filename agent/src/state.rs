@@ -22,6 +22,10 @@ pub struct SeenTower {
 pub struct PersistedState {
     pub term: u64,
     pub newest_tower: Option<SeenTower>,
+    /// The term of the last demotion this agent started: a term moves the staked identity away
+    /// from a node once and never back, so `become_active` in that term is refused.
+    #[serde(default)]
+    pub demoted_in_term: Option<u64>,
 }
 
 /// The state file and its current contents.
@@ -123,6 +127,7 @@ mod tests {
         let mut file = StateFile::load(dir.path()).unwrap();
         assert_eq!(file.state, PersistedState::default());
         file.state.term = 7;
+        file.state.demoted_in_term = Some(6);
         file.state.newest_tower = Some(SeenTower {
             identity: None,
             last_vote: 1234,

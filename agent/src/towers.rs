@@ -36,8 +36,12 @@ pub enum TowerProblem {
     Invalid(String),
     #[error("tower hash {got} is not the expected {want}")]
     HashMismatch { got: String, want: String },
-    #[error("tower last vote {offered:?} is older than the newest seen for this identity ({newest}): installing it could violate lockouts")]
-    Stale { offered: Option<u64>, newest: u64 },
+    #[error("tower last vote {} is older than {what} ({newest}): installing it could violate lockouts", offered.map_or("none".to_string(), |v| v.to_string()))]
+    Stale {
+        offered: Option<u64>,
+        newest: u64,
+        what: &'static str,
+    },
 }
 
 /// Reads and verifies the tower at `path` for `identity`.

@@ -16,6 +16,7 @@ use failover_identity::{
 };
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_rpc_client_api::config::RpcGetVoteAccountsConfig;
 
 use crate::api::Health;
 use crate::commands::run_shell;
@@ -199,6 +200,36 @@ impl Validator {
             .get_slot_with_commitment(CommitmentConfig::processed())
             .await
             .ok()
+    }
+
+    /// The vote account whose node is `staked` (`known` when already found) and its last vote, as
+    /// this validator sees it at processed commitment; `None` when there is no such account.
+    pub async fn vote_account_last_vote(
+        &self,
+        staked: &Pubkey,
+        known: Option<Pubkey>,
+    ) -> Result<Option<(Pubkey, u64)>, String> {
+        let config = RpcGetVoteAccountsConfig {
+            vote_pubkey: known.map(|k| k.to_string()),
+            commitment: Some(CommitmentConfig::processed()),
+            keep_unstaked_delinquents: Some(true),
+            ..Default::default()
+        };
+        let accounts = self
+            .rpc
+            .get_vote_accounts_with_config(config)
+            .await
+            .map_err(|e| format!("RPC getVoteAccounts: {e}"))?;
+        let staked = staked.to_string();
+        Ok(accounts
+            .current
+            .iter()
+            .chain(accounts.delinquent.iter())
+            .find(|a| match known {
+                Some(k) => a.vote_pubkey == k.to_string(),
+                None => a.node_pubkey == staked,
+            })
+            .and_then(|a| Some((a.vote_pubkey.parse().ok()?, a.last_vote))))
     }
 
     /// `getHealth` from the validator's own RPC.

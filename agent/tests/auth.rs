@@ -18,6 +18,14 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// What a command for agent `i` of `bed` is addressed to.
+fn to(bed: &support::Bed, i: usize) -> auth::Audience {
+    auth::Audience {
+        agent_id: bed.agents[i].agent.id().to_string(),
+        staked: bed.cluster.staked_pubkey(),
+    }
+}
+
 fn demote_body(term: u64) -> Vec<u8> {
     serde_json::to_vec(&FailoverRequest {
         action: FailoverAction::BecomePassive,
@@ -26,6 +34,7 @@ fn demote_body(term: u64) -> Vec<u8> {
         reason: "attack".into(),
         tower: None,
         tower_sha256: None,
+        min_last_vote: None,
     })
     .unwrap()
 }
@@ -56,7 +65,14 @@ async fn forged_replayed_expired_and_unsigned_commands_change_nothing() {
 
     // Signed by a key the agent does not trust.
     let stranger = Keypair::generate();
-    let signed = auth::sign(&stranger, "POST", PATH_FAILOVER, &body, now_ms());
+    let signed = auth::sign(
+        &stranger,
+        &to(&bed, 0),
+        "POST",
+        PATH_FAILOVER,
+        &body,
+        now_ms(),
+    );
     let (status, text) = post(url, &signed.headers(), body.clone()).await;
     assert_eq!(status, 401);
     assert!(text.contains("not in manager_pubkeys"), "{text}");
@@ -64,6 +80,7 @@ async fn forged_replayed_expired_and_unsigned_commands_change_nothing() {
     // The manager's key claimed, the body altered after signing.
     let signed = auth::sign(
         &bed.manager,
+        &to(&bed, 0),
         "POST",
         PATH_FAILOVER,
         &demote_body(4),
@@ -76,6 +93,7 @@ async fn forged_replayed_expired_and_unsigned_commands_change_nothing() {
     // Expired.
     let signed = auth::sign(
         &bed.manager,
+        &to(&bed, 0),
         "POST",
         PATH_FAILOVER,
         &body,
@@ -91,7 +109,14 @@ async fn forged_replayed_expired_and_unsigned_commands_change_nothing() {
 
     // A genuine status heartbeat goes through once; its replay is refused.
     let status_body = br#"{"term":1}"#.to_vec();
-    let signed = auth::sign(&bed.manager, "POST", "/status", &status_body, now_ms());
+    let signed = auth::sign(
+        &bed.manager,
+        &to(&bed, 0),
+        "POST",
+        "/status",
+        &status_body,
+        now_ms(),
+    );
     let send = |headers: Vec<(&'static str, String)>| {
         let url = format!("{url}/status");
         let body = status_body.clone();
@@ -126,6 +151,7 @@ async fn a_stale_term_is_refused() {
             reason: "old manager".into(),
             tower: None,
             tower_sha256: None,
+            min_last_vote: None,
         })
         .await;
     assert_eq!(response.unwrap_err().status(), Some(409));
@@ -137,13 +163,24 @@ async fn a_stale_term_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn addresses_outside_the_allow_list_and_oversized_bodies_are_refused() {
     let bed = bed_with(|_, c| c["allowed_ips"] = serde_json::json!(["127.0.0.9"])).await;
+    // Refused at accept: the connection is closed before any HTTP is read.
     let err = bed.client(0).status(1).await.unwrap_err();
-    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(
+        matches!(err, failover_agent::ClientError::Unreachable { .. }),
+        "{err}"
+    );
     assert_eq!(bed.agents[0].agent.term().await, 0);
 
     let open = bed_with(|_, _| {}).await;
     let huge = vec![b' '; 200 * 1024];
-    let signed = auth::sign(&open.manager, "POST", PATH_FAILOVER, &huge, now_ms());
+    let signed = auth::sign(
+        &open.manager,
+        &to(&open, 0),
+        "POST",
+        PATH_FAILOVER,
+        &huge,
+        now_ms(),
+    );
     let (status, _) = post(&open.agents[0].url, &signed.headers(), huge).await;
     assert_eq!(status, 413);
 }

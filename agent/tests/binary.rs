@@ -128,7 +128,10 @@ async fn shutdown_command_and_sigterm_stop_it_cleanly() {
     let mut child = spawn_agent(&config).await;
     let client = AgentClient::new(
         &format!("http://127.0.0.1:{port}"),
-        Some(s.manager.clone()),
+        Some(failover_agent::CommandSigner {
+            key: s.manager.clone(),
+            staked: s.cluster.staked_pubkey(),
+        }),
         Duration::from_secs(10),
     );
     assert!(client.health().await.unwrap().ok);

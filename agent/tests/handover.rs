@@ -200,7 +200,7 @@ async fn an_older_tower_is_never_installed() {
             .error
             .as_deref()
             .unwrap()
-            .contains("older than the newest seen"),
+            .contains("could violate lockouts"),
         "{response:#?}"
     );
     assert_ne!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));

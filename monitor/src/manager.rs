@@ -13,7 +13,7 @@ use std::time::Duration;
 use failover_agent::api::TowerBlob;
 use failover_agent::store::EtcdTowers;
 use failover_agent::towers::verify_blob;
-use failover_agent::AgentClient;
+use failover_agent::{AgentClient, CommandSigner};
 use failover_config::{ManagerConfig, TowerStore};
 use failover_identity::{Keypair, Permissions};
 use serde::{Deserialize, Serialize};
@@ -113,6 +113,10 @@ impl Manager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Persisted::default(),
             Err(e) => anyhow::bail!("cannot read the manager state: {e}"),
         };
+        let signer = signer.map(|key| CommandSigner {
+            key,
+            staked: cfg.staked_identity_pubkey,
+        });
         let client = |v: &failover_config::ValidatorEndpoint, timeout| {
             AgentClient::new(v.endpoint.as_str(), signer.clone(), timeout)
         };

@@ -274,6 +274,8 @@ impl Manager {
             tower_sha256: sha,
             // Secure mode: the agent installs the tower; the identity comes over SSH.
             skip_identity: self.secure_key.is_some(),
+            // The agent refuses a tower older than this, and than what its own validator shows.
+            min_last_vote: chain_vote,
             ..request
         };
         match self.commands[plan.to].failover(&request).await {
@@ -482,6 +484,7 @@ fn command(
         skip_identity: false,
         reason: reason.to_string(),
         tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
+        min_last_vote: None,
         tower,
     }
 }

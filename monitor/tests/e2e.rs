@@ -181,7 +181,11 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
         failover_identity::Permissions::Strict,
     )
     .unwrap();
-    let agent = AgentClient::new(&sys.agents[0].url, Some(std::sync::Arc::new(key)), PATIENCE);
+    let signer = failover_agent::CommandSigner {
+        key: std::sync::Arc::new(key),
+        staked: sys.cluster.staked_pubkey(),
+    };
+    let agent = AgentClient::new(&sys.agents[0].url, Some(signer), PATIENCE);
     let demoted = agent
         .failover(&FailoverRequest {
             action: FailoverAction::BecomePassive,
@@ -190,6 +194,7 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
             reason: "interrupted".into(),
             tower: None,
             tower_sha256: None,
+            min_last_vote: None,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod agave_drill;
+pub mod capture;
 pub mod cluster;
 pub mod control;
 pub mod demo;

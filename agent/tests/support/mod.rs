@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, TowerBlob};
 use failover_agent::state::StateFile;
-use failover_agent::{Agent, AgentClient};
+use failover_agent::{Agent, AgentClient, CommandSigner};
 use failover_identity::Keypair;
 use failover_sim::{Cluster, SimConfig};
 use serde_json::{json, Value};
@@ -153,6 +153,7 @@ pub fn command(
         reason: "test".into(),
         tower,
         tower_sha256: sha,
+        min_last_vote: None,
     }
 }
 
@@ -172,9 +173,17 @@ impl Bed {
     pub fn client(&self, i: usize) -> AgentClient {
         AgentClient::new(
             &self.agents[i].url,
-            Some(self.manager.clone()),
+            Some(self.signer()),
             Duration::from_secs(30),
         )
+    }
+
+    /// How the manager signs for this cluster's staked identity.
+    pub fn signer(&self) -> CommandSigner {
+        CommandSigner {
+            key: self.manager.clone(),
+            staked: self.cluster.staked_pubkey(),
+        }
     }
 
     /// The manager's part of a switch with the embedded store: demote `from`, hand its final
@@ -204,5 +213,126 @@ impl Bed {
             .await
             .unwrap();
         (passive, active)
+    }
+}
+
+/// A real `failover-agent` process (this package's binary), stopped by its pid when dropped.
+pub struct AgentProcess {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub state_dir: PathBuf,
+    pub config_path: PathBuf,
+    child: tokio::process::Child,
+}
+
+impl AgentProcess {
+    /// Starts `failover-agent --config` on `config` (its `listen_addr` is replaced by a free
+    /// loopback port) and waits until it listens.
+    pub async fn start(config: &Value, dir: &Path, name: &str) -> Self {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = config.clone();
+        config["listen_addr"] = format!("127.0.0.1:{port}").into();
+        let config_path = dir.join(format!("validator-config-{name}.json"));
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let state_dir = PathBuf::from(config["state_dir"].as_str().unwrap());
+        let child = Self::spawn(&config_path, &dir.join(format!("{name}.log"))).await;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        Self {
+            url: format!("http://{addr}"),
+            addr,
+            state_dir,
+            config_path,
+            child,
+        }
+    }
+
+    async fn spawn(config: &Path, log: &Path) -> tokio::process::Child {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_failover-agent"))
+            .arg("--config")
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut file = std::fs::File::create(log).unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+                .await
+                .expect("agent start-up")
+                .unwrap()
+                .unwrap_or_else(|| {
+                    panic!("agent exited during start-up; log in {}", log.display())
+                });
+            use std::io::Write;
+            let _ = writeln!(file, "{line}");
+            if line.contains(" listening listen=") {
+                break;
+            }
+        }
+        // Keep its log, and keep draining it so it never blocks on a full pipe.
+        tokio::spawn(async move {
+            use std::io::Write;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(file, "{line}");
+            }
+        });
+        child
+    }
+
+    /// Stops the process (SIGKILL by pid) and starts it again on the same config and state.
+    pub async fn restart(&mut self) {
+        self.child.kill().await.unwrap();
+        let log = self.config_path.with_extension("restarted.log");
+        self.child = Self::spawn(&self.config_path, &log).await;
+    }
+}
+
+/// A simulated cluster with a real agent process on each node.
+pub struct ProcessBed {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub manager: Arc<Keypair>,
+    pub agents: Vec<AgentProcess>,
+}
+
+/// [`ProcessBed`] with `tweak` applied to each agent's config; `manager` signs (a fresh key if
+/// `None`).
+impl ProcessBed {
+    /// How the manager signs for this cluster's staked identity.
+    pub fn signer(&self) -> CommandSigner {
+        CommandSigner {
+            key: self.manager.clone(),
+            staked: self.cluster.staked_pubkey(),
+        }
+    }
+}
+
+pub async fn process_bed(
+    manager: Option<Arc<Keypair>>,
+    tweak: impl Fn(usize, &mut Value),
+) -> ProcessBed {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimConfig::new(dir.path().join("cluster"));
+    sim.slot_time = Duration::from_millis(100);
+    let cluster = Cluster::start(sim).await.unwrap();
+    let manager = manager.unwrap_or_else(|| Arc::new(Keypair::generate()));
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let mut config = agent_config(&cluster, dir.path(), &manager, i);
+        tweak(i, &mut config);
+        agents.push(AgentProcess::start(&config, dir.path(), &format!("agent{}", i + 1)).await);
+    }
+    ProcessBed {
+        cluster,
+        dir,
+        manager,
+        agents,
     }
 }
