@@ -80,13 +80,12 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, Error)]
 pub enum LoadError {
     /// The file could not be read at all (missing, unreadable, a directory, ...).
-    #[error("cannot read config file {}", path.display())]
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
-        /// What the operating system said.
-        #[source]
-        source: io::Error,
+        /// What the operating system said (part of the message: it says what to fix).
+        error: io::Error,
     },
     /// The file was read but its content is not a valid config.
     #[error(transparent)]

@@ -13,6 +13,7 @@
 //! files are private). It knows nothing of how the agent or manager use the values.
 
 mod agent;
+pub mod cli;
 mod duration;
 mod errors;
 mod fields;
@@ -77,12 +78,17 @@ pub fn parse_manager(text: &str, origin: &Path) -> Result<ManagerConfig, ConfigE
     Ok(config)
 }
 
-/// Reads a config file as text. Content that is not UTF-8 is a problem of the config, not a read
-/// error, so that it is reported like any other problem.
+/// The largest config file read. A real one is a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads a config file as text: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO, a device
+/// such as `/dev/zero` or a directory is refused without blocking or reading it). Content that is
+/// not UTF-8 is a problem of the config, not a read error, so that it is reported like any other
+/// problem.
 fn read_file(path: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    let bytes = read_bounded(path).map_err(|error| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     String::from_utf8(bytes).map_err(|error| {
         let valid = error.utf8_error().valid_up_to();
@@ -96,6 +102,36 @@ fn read_file(path: &Path) -> Result<String, LoadError> {
             )],
         })
     })
+}
+
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking open: opening a FIFO with no writer would otherwise wait forever.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a config cannot be a directory, FIFO or device)",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes: larger than the {MAX_CONFIG_BYTES} bytes a config may have",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than the {MAX_CONFIG_BYTES} bytes a config may have"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The steps shared by both configs: strip comments, parse JSON, read the fields with `read`, and

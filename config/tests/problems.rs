@@ -149,9 +149,9 @@ fn unreadable_files_are_their_own_error_and_exit_1() {
     let scenario = Scenario::new();
     let missing = scenario.path("missing.json");
     match failover_config::load_manager(&missing) {
-        Err(LoadError::Read { path, source }) => {
+        Err(LoadError::Read { path, error }) => {
             assert_eq!(path, missing);
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
         }
         other => panic!("expected a read error, got {other:?}"),
     }

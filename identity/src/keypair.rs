@@ -61,14 +61,15 @@ pub enum KeypairErrorKind {
          a staked identity must be readable only by its owner"
     )]
     InsecurePermissions { mode: u32 },
-    #[error("not JSON: {0}")]
-    NotJson(String),
+    /// Where the text stops being JSON; never what it says there (it may be secret bytes).
+    #[error("not JSON (syntax error at line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
     #[error("not a keypair: expected a JSON array of 64 integers 0-255, {0}")]
     NotAnArray(String),
     #[error("wrong length: {0} bytes, a keypair has 64")]
     WrongLength(usize),
-    #[error("byte {index} is {value}, outside 0-255")]
-    ByteOutOfRange { index: usize, value: String },
+    #[error("element {index} is an integer outside 0-255")]
+    ByteOutOfRange { index: usize },
     #[error(
         "the public half ({stored}) is not the key derived from the secret half ({derived}); \
          the file is corrupt or was assembled from two different keys"
@@ -280,17 +281,15 @@ fn parse_keypair_json(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeypairErrorKin
                 .and_then(|t| t.parse::<u8>().ok())
             {
                 Some(b) => bytes.push(b),
+                // The element itself is never quoted: its neighbours are secret bytes, and so may it be.
                 None => {
-                    let value = String::from_utf8_lossy(token).into_owned();
-                    let is_integer = value.parse::<i128>().is_ok();
+                    let is_integer =
+                        std::str::from_utf8(token).is_ok_and(|t| t.parse::<i128>().is_ok());
                     return Err(if is_integer {
-                        KeypairErrorKind::ByteOutOfRange {
-                            index: bytes.len(),
-                            value,
-                        }
+                        KeypairErrorKind::ByteOutOfRange { index: bytes.len() }
                     } else {
                         KeypairErrorKind::NotAnArray(format!(
-                            "element {} ({value}) is not an integer",
+                            "element {} is not an integer",
                             bytes.len()
                         ))
                     });
@@ -320,7 +319,10 @@ fn parse_keypair_json(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeypairErrorKin
 /// Distinguishes text that is not JSON at all from JSON of the wrong shape, for a useful message.
 fn not_an_array(text: &[u8], detail: &str) -> KeypairErrorKind {
     match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
-        Err(e) => KeypairErrorKind::NotJson(e.to_string()),
+        Err(e) => KeypairErrorKind::NotJson {
+            line: e.line(),
+            column: e.column(),
+        },
         Ok(_) => KeypairErrorKind::NotAnArray(detail.to_string()),
     }
 }
@@ -388,7 +390,7 @@ mod tests {
         for (want, text) in cases {
             let kind = Keypair::from_json(text.as_bytes()).unwrap_err().kind;
             let got = match kind {
-                KeypairErrorKind::NotJson(_) => "not json",
+                KeypairErrorKind::NotJson { .. } => "not json",
                 KeypairErrorKind::NotAnArray(_) => "not an array",
                 KeypairErrorKind::WrongLength(_) => "wrong length",
                 KeypairErrorKind::ByteOutOfRange { .. } => "out of range",

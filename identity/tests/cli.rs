@@ -104,7 +104,7 @@ async fn verify_reports_each_bad_file_with_exit_3() {
         (&not_json, "not JSON"),
         (&readable, "readable by group or others (mode 0644)"),
         (&mismatched, "is not the key derived from the secret half"),
-        (&out_of_range, "byte 0 is 300"),
+        (&out_of_range, "element 0 is an integer outside 0-255"),
         (&missing, "no such file"),
     ] {
         let out = run(&["verify", "--keypair", s(path)]).await;
@@ -439,4 +439,67 @@ async fn set_identity_reads_the_keypair_from_stdin_and_confirms() {
     .await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(server.requests().len(), calls);
+}
+
+#[tokio::test]
+async fn an_error_about_a_damaged_keypair_file_echoes_none_of_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let kp = failover_identity::Keypair::generate();
+    let bytes = kp.to_bytes();
+    let elements: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+    // Each damage keeps the real secret bytes around the damaged element.
+    let damaged = |at: usize, with: &str| {
+        let mut e = elements.clone();
+        e[at] = with.to_string();
+        format!("[{}]", e.join(","))
+    };
+    let first = elements[0].clone();
+    let cases = [
+        ("float", damaged(0, &format!("{first}.0"))),
+        ("exponent", damaged(3, &format!("{}e0", elements[3]))),
+        ("out of range", damaged(1, &format!("{}00", elements[1]))),
+        ("negative", damaged(2, &format!("-{}", elements[2]))),
+        ("not a number", damaged(4, "\"x\"")),
+        ("unclosed", format!("[{}", elements.join(","))),
+        (
+            "trailing",
+            format!("[{}]{}", elements.join(","), elements[5]),
+        ),
+        ("too short", format!("[{}]", elements[..40].join(","))),
+    ];
+    for (name, text) in cases {
+        let path = dir.path().join(format!("{}.json", name.replace(' ', "-")));
+        std::fs::write(&path, &text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for args in [
+            vec!["verify", "--keypair", s(&path)],
+            vec!["verify", "--keypair", s(&path), "--json"],
+            vec!["pubkey", s(&path)],
+        ] {
+            let out = run(&args).await;
+            assert_eq!(out.status.code(), Some(3), "{name} {args:?}: {out:?}");
+            let all = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+            // No number at all may appear but element indexes, lengths and the file name's.
+            let mut message = all.replace(s(&path), "FILE").replace("0-255", "BYTE");
+            // Where the syntax error is (line, column) is not a value of the file.
+            if let Some(at) = message.find("syntax error at line") {
+                let end = message[at..].find(')').map_or(message.len(), |e| at + e);
+                message.replace_range(at..end, "syntax error at L");
+            }
+            for (i, element) in elements.iter().enumerate() {
+                let echoed = message
+                    .split(|c: char| !c.is_ascii_digit())
+                    .any(|token| token == element && token.len() > 1);
+                assert!(
+                    !echoed || element.parse::<usize>().unwrap() <= 64,
+                    "{name} {args:?}: element {i} ({element}) echoed in: {message}"
+                );
+            }
+            assert!(
+                !message.contains(&format!("{first}.0")),
+                "{name}: {message}"
+            );
+        }
+    }
 }

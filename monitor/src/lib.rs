@@ -5,6 +5,7 @@
 //! not run or parse the `solana` CLI, and keeps every decision in the pure [`engine`] so that each
 //! rule can be tested without IO.
 
+pub mod control;
 pub mod engine;
 pub mod manager;
 pub mod notify;

@@ -6,7 +6,6 @@
 //! the newest verified tower backup persist in `<state_dir>/manager-state.json`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +16,10 @@ use failover_agent::{AgentClient, CommandSigner};
 use failover_config::{ManagerConfig, TowerStore};
 use failover_identity::{Keypair, Permissions};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::control::{self, ControlRequest, StateLock};
 use crate::engine::{Action, Engine, Hold, Rules};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
@@ -40,20 +38,14 @@ const STATE_FILE: &str = "manager-state.json";
 const TOWER_WAIT: Duration = Duration::from_millis(1_500);
 /// After a failed tower request, before the next one (the heartbeat reports the agent).
 const TOWER_RETRY: Duration = Duration::from_millis(250);
-pub const CONTROL_SOCKET: &str = "manager.sock";
+/// At shutdown, queued notifications get this long to go out.
+pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Persisted {
     term: u64,
     /// The newest verified tower backup (embedded store).
     tower: Option<TowerBlob>,
-}
-
-/// A request on the control socket.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum ControlRequest {
-    Trigger { reason: String, force: bool },
 }
 
 pub struct Manager {
@@ -68,6 +60,9 @@ pub struct Manager {
     last_sample: Option<Sample>,
     /// Secure identity mode: the staked keypair, held only here (zeroized on drop).
     pub(crate) secure_key: Option<Arc<Keypair>>,
+    /// The state-dir lock, held by a manager that may switch and persist; `None` for a read-only
+    /// one (`--status`, `--shutdown-agent`), which writes nothing.
+    lock: Option<StateLock>,
 }
 
 /// Loads the manager's command-signing key, if commands are signed.
@@ -82,8 +77,21 @@ fn signer(cfg: &ManagerConfig) -> anyhow::Result<Option<Arc<Keypair>>> {
 }
 
 impl Manager {
-    /// Builds the manager: keys, state, clients. Starts the pubsub tip watcher.
+    /// Builds the manager that may switch: takes the state-dir lock (refused while another manager
+    /// holds it), loads keys and state, builds the clients, starts the pubsub tip watcher.
     pub async fn new(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
+        let lock = StateLock::acquire(&cfg.state_dir)?;
+        let mut manager = Self::build(cfg, notifier).await?;
+        manager.lock = Some(lock);
+        Ok(manager)
+    }
+
+    /// A manager that only observes and never writes its state (beside a running one).
+    pub async fn read_only(cfg: ManagerConfig) -> anyhow::Result<Self> {
+        Self::build(cfg, Notifier::disabled()).await
+    }
+
+    async fn build(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
         let signer = signer(&cfg)?;
         let secure_key = match &cfg.secure {
             None => None,
@@ -100,9 +108,6 @@ impl Manager {
                 Some(Arc::new(key))
             }
         };
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create state_dir {}: {e}", cfg.state_dir.display())
-        })?;
         let state = match std::fs::read(cfg.state_dir.join(STATE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 anyhow::anyhow!(
@@ -158,6 +163,7 @@ impl Manager {
             etcd: None,
             last_sample: None,
             secure_key,
+            lock: None,
         })
     }
 
@@ -206,6 +212,9 @@ impl Manager {
     }
 
     fn save_state(&self) -> std::io::Result<()> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
         let path = self.cfg.state_dir.join(STATE_FILE);
         let tmp = path.with_extension("json.new");
         {
@@ -293,6 +302,19 @@ impl Manager {
     /// One heartbeat: sample, keep the tower backup, decide.
     pub async fn observe(&mut self) -> Vec<Action> {
         let sample = self.observer.sample(self.state.term).await;
+        if let Some(theirs) = sample.agent_term_above.filter(|t| *t > self.state.term) {
+            warn!(
+                mine = self.state.term,
+                theirs,
+                "an agent has accepted term {theirs}, above this manager's {}: adopting it (was \
+                 the state_dir reset, or another manager running?)",
+                self.state.term
+            );
+            self.state.term = theirs;
+            if let Err(e) = self.save_state() {
+                warn!(error = %e, "cannot persist the adopted term");
+            }
+        }
         for status in sample.statuses.iter().flatten() {
             if let Some(tower) = &status.tower_backup {
                 self.save_backup(tower);
@@ -453,13 +475,15 @@ pub async fn run_with(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let (notifier, _sender) = Notifier::start(NotifierConfig::from_manager(&cfg));
-    let socket_path = cfg.state_dir.join(CONTROL_SOCKET);
+    let socket_path = control::socket_path(&cfg.state_dir);
     let heartbeat = cfg.heartbeat_interval;
     let status_every = cfg.status_report_interval;
+    // `new` takes the state-dir lock: the only manager here until `manager` is dropped, after
+    // the notifications are flushed.
     let mut manager = Manager::new(cfg, notifier.clone()).await?;
     let (control_tx, mut control_rx) = mpsc::channel(8);
-    let control = bind_control(&socket_path)?;
-    let control_task = tokio::spawn(serve_control(control, control_tx));
+    let control = control::bind(&manager.cfg.state_dir)?;
+    let control_task = tokio::spawn(control::serve(control, control_tx));
     info!(
         term = manager.term(),
         "manager running; control socket {}",
@@ -554,7 +578,9 @@ pub async fn run_with(
     control_task.abort();
     follower.abort();
     let _ = std::fs::remove_file(&socket_path);
-    notifier.flush().await;
+    if !notifier.flush_within(SHUTDOWN_FLUSH).await {
+        warn!("stopping with notifications undelivered after {SHUTDOWN_FLUSH:?}");
+    }
     info!("manager stopped");
     Ok(())
 }
@@ -613,76 +639,8 @@ impl Every {
     }
 }
 
-type ControlReply = oneshot::Sender<Result<Outcome, String>>;
-
 /// What identifies a switch for retry purposes: from, to, whether the old active is demotable.
 type PlanKey = (Option<usize>, usize, bool);
-
-/// Binds the control socket, refusing when another manager is running on the same state_dir.
-fn bind_control(path: &PathBuf) -> anyhow::Result<UnixListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!(
-                "another manager is running with this state_dir ({} answers)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-async fn serve_control(
-    listener: UnixListener,
-    requests: mpsc::Sender<(ControlRequest, ControlReply)>,
-) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let requests = requests.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            if BufReader::new(read).read_line(&mut line).await.is_err() {
-                return;
-            }
-            let answer = match serde_json::from_str::<ControlRequest>(&line) {
-                Ok(request) => {
-                    let (tx, rx) = oneshot::channel();
-                    if requests.send((request, tx)).await.is_err() {
-                        Err("the manager is stopping".to_string())
-                    } else {
-                        rx.await
-                            .unwrap_or_else(|_| Err("the manager dropped the request".into()))
-                    }
-                }
-                Err(e) => Err(format!("bad control request: {e}")),
-            };
-            let text = serde_json::to_string(&answer).expect("answer serializes");
-            let _ = write.write_all(format!("{text}\n").as_bytes()).await;
-        });
-    }
-}
-
-/// Asks a running manager to do `request`; `None` when no manager is running there.
-pub async fn ask_running(
-    state_dir: &std::path::Path,
-    request: &ControlRequest,
-) -> Option<Result<Outcome, String>> {
-    let stream = UnixStream::connect(state_dir.join(CONTROL_SOCKET))
-        .await
-        .ok()?;
-    let (read, mut write) = stream.into_split();
-    let text = serde_json::to_string(request).expect("request serializes");
-    write.write_all(format!("{text}\n").as_bytes()).await.ok()?;
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await.ok()?;
-    Some(
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| Err(format!("unreadable answer from the manager: {e}"))),
-    )
-}
 
 #[cfg(test)]
 mod tests {

@@ -330,6 +330,11 @@ impl Notifier {
             let _ = wait.await;
         }
     }
+
+    /// [`Notifier::flush`], waiting at most `limit`; false when something was still pending.
+    pub async fn flush_within(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.flush()).await.is_ok()
+    }
 }
 
 /// One place to post to, prepared once.

@@ -89,6 +89,9 @@ pub struct Sample {
     /// The last answers ever received (kept while an agent is unreachable).
     pub last_statuses: [Option<StatusResponse>; 2],
     pub errors: [Option<String>; 2],
+    /// An agent refused this manager's term as older than its own: the term it holds. The
+    /// heartbeat was sent again with it, so that agent still counts as answering.
+    pub agent_term_above: Option<u64>,
 }
 
 pub struct Observer {
@@ -141,7 +144,7 @@ impl Observer {
     /// Reads everything once.
     pub async fn sample(&mut self, term: u64) -> Sample {
         self.heartbeats += 1;
-        let refresh_gossip = self.gossip.is_none() || self.heartbeats % GOSSIP_EVERY == 0;
+        let refresh_gossip = self.gossip.is_none() || self.heartbeats.is_multiple_of(GOSSIP_EVERY);
         let (s0, s1, tip, last_vote, gossip) = tokio::join!(
             self.agents[0].status(term),
             self.agents[1].status(term),
@@ -158,10 +161,23 @@ impl Observer {
         if let Some(Ok(holder)) = gossip {
             self.gossip = Some(holder);
         }
+        // A manager whose term is behind the agents' (a fresh state_dir) learns theirs instead of
+        // counting every refused heartbeat as a miss.
+        let mut results = [s0, s1];
+        let mut agent_term_above = None;
+        for (i, result) in results.iter_mut().enumerate() {
+            let Some(theirs) = result.as_ref().err().and_then(|e| e.agent_term()) else {
+                continue;
+            };
+            if theirs > term {
+                agent_term_above = agent_term_above.max(Some(theirs));
+                *result = self.agents[i].status(theirs).await;
+            }
+        }
         let now = self.now();
         let mut statuses = [None, None];
         let mut errors = [None, None];
-        for (i, result) in [s0, s1].into_iter().enumerate() {
+        for (i, result) in results.into_iter().enumerate() {
             let node = &mut self.nodes[i];
             match result {
                 Ok(status) => {
@@ -203,6 +219,7 @@ impl Observer {
                 self.nodes[1].last_status.clone(),
             ],
             errors,
+            agent_term_above,
         }
     }
 

@@ -8,7 +8,7 @@ mod e2e_support;
 use e2e_support::{system, PATIENCE};
 use failover_agent::api::{FailoverAction, FailoverRequest};
 use failover_agent::AgentClient;
-use failover_monitor::manager::{ask_running, ControlRequest};
+use failover_monitor::control::{ask_running, ControlRequest};
 use failover_monitor::notify::Notifier;
 use failover_monitor::Manager;
 use failover_sim::Fault;
@@ -199,19 +199,29 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
         .await
         .unwrap();
     assert!(demoted.ok, "{demoted:#?}");
-    // Nobody votes now. The new manager sees it and finishes the switch with the final tower.
+    // Nobody votes now. The new manager sees it and finishes the switch with the final tower,
+    // onto either node (both are healthy passives now; it learns their term first).
     let _manager = sys.start_manager().await;
-    sys.wait_active(1).await;
+    let staked = sys.staked();
+    let last_old = demoted.tower.as_ref().unwrap().last_vote.unwrap();
+    sys.cluster
+        .wait_until(e2e_support::PATIENCE, |w| {
+            let holders = w.holders(&staked);
+            holders.len() == 1
+                && w.vote.last_voter == Some(holders[0])
+                && w.vote.last_vote > last_old
+        })
+        .await
+        .unwrap();
+    let active = sys.cluster.with_world(|w| w.holders(&staked)[0]);
     let installed = std::fs::read(
-        sys.cluster.info().nodes[1]
+        sys.cluster.info().nodes[active]
             .ledger
             .join(format!("tower-1_9-{}.bin", sys.staked())),
     );
     // The new active has voted since, so its tower moved on from the one installed; the vote
     // account shows it resumed after the demoted node's last vote.
     assert!(installed.is_ok());
-    let last_old = demoted.tower.unwrap().last_vote.unwrap();
-    assert!(sys.cluster.vote_account().last_vote > last_old);
     sys.cluster.safety().assert_safe();
 }
 
@@ -249,5 +259,39 @@ async fn without_pubsub_the_tip_comes_from_get_slot() {
     sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
     sys.wait_active(1).await;
     sys.receiver.wait_for("Failover complete").await;
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch() {
+    let sys = system(|_, _| {}).await;
+    // Another manager (or this one before its state_dir was wiped) brought the agents to term 5.
+    let key = failover_identity::Keypair::read_file(
+        &sys.manager_key,
+        failover_identity::Permissions::Strict,
+    )
+    .unwrap();
+    let signer = failover_agent::CommandSigner {
+        key: std::sync::Arc::new(key),
+        staked: sys.staked(),
+    };
+    for agent in &sys.agents {
+        let client = AgentClient::new(&agent.url, Some(signer.clone()), PATIENCE);
+        client.status(5).await.unwrap();
+    }
+    let manager = sys.start_manager().await;
+    let outcome = ask_running(
+        &manager.state_dir,
+        &ControlRequest::Trigger {
+            reason: "after a state_dir reset".into(),
+            force: false,
+        },
+    )
+    .await
+    .expect("the manager answers")
+    .expect("both agents count as answering");
+    assert!(outcome.ok, "{}", outcome.summary());
+    assert_eq!(outcome.term, 6);
+    sys.wait_active(1).await;
     sys.cluster.safety().assert_safe();
 }

@@ -34,6 +34,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    failover_config::cli::exit_quietly_when_output_closes();
     let args = Args::parse();
     let mut cfg = match failover_config::load_agent(&args.config) {
         Ok(cfg) => cfg,

@@ -222,6 +222,9 @@ pub struct AgentProcess {
     pub addr: std::net::SocketAddr,
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
+    fd_limit: Option<u32>,
+    /// Its log (standard error), kept while it runs.
+    pub log: PathBuf,
     child: tokio::process::Child,
 }
 
@@ -229,6 +232,16 @@ impl AgentProcess {
     /// Starts `failover-agent --config` on `config` (its `listen_addr` is replaced by a free
     /// loopback port) and waits until it listens.
     pub async fn start(config: &Value, dir: &Path, name: &str) -> Self {
+        Self::start_limited(config, dir, name, None).await
+    }
+
+    /// [`AgentProcess::start`] with at most `fd_limit` open files (`ulimit -n`) when given.
+    pub async fn start_limited(
+        config: &Value,
+        dir: &Path,
+        name: &str,
+        fd_limit: Option<u32>,
+    ) -> Self {
         let port = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap()
@@ -240,22 +253,32 @@ impl AgentProcess {
         let config_path = dir.join(format!("validator-config-{name}.json"));
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         let state_dir = PathBuf::from(config["state_dir"].as_str().unwrap());
-        let child = Self::spawn(&config_path, &dir.join(format!("{name}.log"))).await;
+        let child = Self::spawn(&config_path, &dir.join(format!("{name}.log")), fd_limit).await;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         Self {
             url: format!("http://{addr}"),
             addr,
             state_dir,
             config_path,
+            fd_limit,
+            log: dir.join(format!("{name}.log")),
             child,
         }
     }
 
-    async fn spawn(config: &Path, log: &Path) -> tokio::process::Child {
+    async fn spawn(config: &Path, log: &Path, fd_limit: Option<u32>) -> tokio::process::Child {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_failover-agent"))
-            .arg("--config")
-            .arg(config)
+        // `exec` keeps the pid: the agent is the shell's process, stopped by that pid.
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(match fd_limit {
+                Some(n) => format!("ulimit -n {n} && exec \"$0\" --config \"$1\""),
+                None => "exec \"$0\" --config \"$1\"".to_string(),
+            })
+            .arg(env!("CARGO_BIN_EXE_failover-agent"))
+            .arg(config);
+        let mut child = command
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -289,8 +312,8 @@ impl AgentProcess {
     /// Stops the process (SIGKILL by pid) and starts it again on the same config and state.
     pub async fn restart(&mut self) {
         self.child.kill().await.unwrap();
-        let log = self.config_path.with_extension("restarted.log");
-        self.child = Self::spawn(&self.config_path, &log).await;
+        self.log = self.config_path.with_extension("restarted.log");
+        self.child = Self::spawn(&self.config_path, &self.log, self.fd_limit).await;
     }
 }
 
@@ -318,6 +341,15 @@ pub async fn process_bed(
     manager: Option<Arc<Keypair>>,
     tweak: impl Fn(usize, &mut Value),
 ) -> ProcessBed {
+    process_bed_limited(manager, None, tweak).await
+}
+
+/// [`process_bed`] with each agent limited to `fd_limit` open files.
+pub async fn process_bed_limited(
+    manager: Option<Arc<Keypair>>,
+    fd_limit: Option<u32>,
+    tweak: impl Fn(usize, &mut Value),
+) -> ProcessBed {
     let dir = tempfile::tempdir().unwrap();
     let mut sim = SimConfig::new(dir.path().join("cluster"));
     sim.slot_time = Duration::from_millis(100);
@@ -327,7 +359,8 @@ pub async fn process_bed(
     for i in 0..2 {
         let mut config = agent_config(&cluster, dir.path(), &manager, i);
         tweak(i, &mut config);
-        agents.push(AgentProcess::start(&config, dir.path(), &format!("agent{}", i + 1)).await);
+        let name = format!("agent{}", i + 1);
+        agents.push(AgentProcess::start_limited(&config, dir.path(), &name, fd_limit).await);
     }
     ProcessBed {
         cluster,

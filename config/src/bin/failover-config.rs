@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    failover_config::cli::exit_quietly_when_output_closes();
     let args = Args::parse();
     let checked = match &args.command {
         Command::CheckAgent { path } => {
@@ -59,10 +60,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(error @ LoadError::Read { .. }) => {
-            let reason = std::error::Error::source(&error)
-                .map(|source| format!(": {source}"))
-                .unwrap_or_default();
-            eprintln!("error: {error}{reason}");
+            eprintln!("error: {error}");
             ExitCode::from(1)
         }
     }

@@ -393,6 +393,7 @@ struct Report {
 }
 
 fn main() -> ExitCode {
+    failover_config::cli::exit_quietly_when_output_closes();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use failover_monitor::manager::{ask_running, ControlRequest};
+use failover_monitor::control::{ask_running, ControlRequest};
 use failover_monitor::notify::{Notifier, NotifierConfig, TelegramTarget};
 use failover_monitor::Manager;
 use tracing::{error, info, warn};
@@ -101,6 +101,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    failover_config::cli::exit_quietly_when_output_closes();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -185,7 +186,7 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
         });
     }
     if args.shutdown_agent {
-        let manager = Manager::new(cfg, Notifier::disabled()).await?;
+        let manager = Manager::read_only(cfg).await?;
         let results = manager.shutdown_agents().await;
         let mut ok = true;
         for (i, r) in results.iter().enumerate() {
@@ -204,7 +205,7 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
         });
     }
     if args.status {
-        let mut manager = Manager::new(cfg, Notifier::disabled()).await?;
+        let mut manager = Manager::read_only(cfg).await?;
         manager.observe().await;
         for line in manager.status_lines() {
             println!("{line}");

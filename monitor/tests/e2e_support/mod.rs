@@ -331,3 +331,77 @@ impl System {
             .unwrap();
     }
 }
+
+/// A real `failover-manager` process, stopped by its pid when dropped.
+pub struct ManagerProcess {
+    pub child: Child,
+    pub config: PathBuf,
+    /// Every line it logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ManagerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends `signal` (e.g. `-TERM`) to the process by its pid.
+    pub async fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl System {
+    /// Writes the manager config and starts `failover-manager --config` on it under `sh -c
+    /// "<prefix>; exec …"` (e.g. `umask 000`); waits until its control socket is up.
+    pub async fn spawn_manager(&self, prefix: &str) -> ManagerProcess {
+        let config = self.dir.path().join("manager-config.json");
+        std::fs::write(
+            &config,
+            serde_json::to_string_pretty(&self.manager_config).unwrap(),
+        )
+        .unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{prefix}\nexec \"$0\" --config \"$1\""))
+            .arg(binary("failover-manager"))
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = tokio::time::timeout(PATIENCE, lines.next_line())
+                .await
+                .expect("manager start-up")
+                .unwrap()
+                .unwrap_or_else(|| panic!("manager exited during start-up: {:?}", log));
+            log.lock().unwrap().push(line.clone());
+            if line.contains("manager running") {
+                break;
+            }
+        }
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        ManagerProcess { child, config, log }
+    }
+
+    pub fn manager_state_dir(&self) -> PathBuf {
+        PathBuf::from(self.manager_config["state_dir"].as_str().unwrap())
+    }
+}

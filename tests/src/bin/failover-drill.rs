@@ -63,6 +63,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    failover_config::cli::exit_quietly_when_output_closes();
     let args = Args::parse();
     let cluster = RealCluster::load(&args.cluster)?;
     println!(

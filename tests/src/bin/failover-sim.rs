@@ -61,6 +61,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    failover_config::cli::exit_quietly_when_output_closes();
     let args = Args::parse();
     anyhow::ensure!(
         args.control.ip().is_loopback(),
