@@ -138,3 +138,42 @@ fn a_config_that_is_not_a_regular_file_or_is_huge_is_refused_at_once() {
         }
     }
 }
+
+#[test]
+fn setup_without_root_names_the_exact_command_to_run() {
+    // A PATH with the shell's basics and apt-get but neither protoc nor sudo, as an unprivileged
+    // user: nothing can be installed, so the helper must say how.
+    let dir = tempfile::tempdir().unwrap();
+    for tool in ["bash", "env", "id", "sed", "apt-get"] {
+        std::os::unix::fs::symlink(which(tool), dir.path().join(tool)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup");
+    let out = Command::new(which("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(dir.path().join("bash"))
+        .arg(&script)
+        .arg("build")
+        .env_clear()
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends protobuf-compiler'"
+        ),
+        "{err}"
+    );
+}
+
+/// Where `tool` is on this machine's PATH.
+fn which(tool: &str) -> PathBuf {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(found.stdout).unwrap().trim())
+}
