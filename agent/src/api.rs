@@ -149,6 +149,10 @@ pub struct StatusResponse {
     /// This agent process's id (as in `/health`).
     #[serde(default)]
     pub agent_id: String,
+    /// Why this server could not be promoted now (a keypair it would switch with is missing,
+    /// unreadable or not the expected identity); `None` when it could.
+    #[serde(default)]
+    pub not_promotable: Option<String>,
     pub last_fence: Option<FenceReport>,
     /// How long after the last manager contact this agent demotes an isolated active: the manager
     /// waits at least this (plus a margin) before promoting the other node without this one.

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod client;
 mod commands;
 pub mod http;
+pub mod keys;
 pub mod logging;
 pub mod process;
 pub mod service;

@@ -441,6 +441,7 @@ impl Agent {
             tower_backup,
             term,
             agent_id: self.id.clone(),
+            not_promotable: crate::keys::check(&self.cfg).err().map(|p| p.join("; ")),
             last_fence: self.last_fence.borrow().clone(),
             fence_after_ms: self.fence_after().as_millis() as u64,
             dry_run: self.cfg.dry_run,

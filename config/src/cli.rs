@@ -19,3 +19,78 @@ pub fn exit_quietly_when_output_closes() {
         default(info);
     }));
 }
+
+/// Rewrites the reference (Go) binaries' flag spellings into ours before parsing, so that an
+/// operator's existing unit files keep working: Go's `flag` package takes `-name` as well as
+/// `--name`, and `-name=true|false` for a boolean. `long` names the flags to rewrite (without
+/// dashes), `booleans` which of them are switches. Anything else is left for the parser to judge.
+pub fn go_style_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    long: &[&str],
+    booleans: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for (i, arg) in args.into_iter().enumerate() {
+        let Some(text) = arg.to_str().filter(|_| i > 0) else {
+            out.push(arg);
+            continue;
+        };
+        let bare = text
+            .strip_prefix("--")
+            .or_else(|| text.strip_prefix('-').filter(|t| !t.starts_with('-')));
+        let Some(bare) = bare else {
+            out.push(arg);
+            continue;
+        };
+        let (name, value) = match bare.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (bare, None),
+        };
+        if !long.contains(&name) {
+            out.push(arg);
+            continue;
+        }
+        match (booleans.contains(&name), value) {
+            (true, Some("false")) => {}
+            (true, Some("true")) | (_, None) => out.push(format!("--{name}").into()),
+            (_, Some(v)) => out.push(format!("--{name}={v}").into()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_spellings_become_ours() {
+        let args = [
+            "failover-manager",
+            "-config",
+            "/etc/m.json",
+            "-dry-run=false",
+            "-trigger-failover",
+            "--reason=maint",
+            "-x",
+            "--force=true",
+        ]
+        .map(std::ffi::OsString::from);
+        let got = go_style_args(
+            args,
+            &["config", "dry-run", "trigger-failover", "reason", "force"],
+            &["dry-run", "trigger-failover", "force"],
+        );
+        let want = [
+            "failover-manager",
+            "--config",
+            "/etc/m.json",
+            "--trigger-failover",
+            "--reason=maint",
+            "-x",
+            "--force",
+        ]
+        .map(std::ffi::OsString::from);
+        assert_eq!(got, want);
+    }
+}

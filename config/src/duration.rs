@@ -153,3 +153,13 @@ mod tests {
         }
     }
 }
+
+/// A duration shown as Go writes it (`"5s"`), for messages.
+#[derive(Clone, Copy)]
+pub(crate) struct Go(pub Duration);
+
+impl std::fmt::Display for Go {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", format_duration(self.0))
+    }
+}

@@ -82,11 +82,13 @@ impl<'a> Object<'a> {
         join(&self.path, name)
     }
 
-    /// Looks a field up and marks the name as known. A `null` value counts as absent.
+    /// Looks a field up and marks the name as known. A `null` value, and an empty string (the
+    /// reference design's Go code reads `""` as "not set"), count as absent.
     pub fn get(&mut self, name: &'static str) -> Option<Field<'a>> {
         self.known.push(name);
         match self.map.get(name) {
             None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
             Some(value) => Some(Field {
                 path: self.path_of(name),
                 value,
@@ -103,9 +105,24 @@ impl<'a> Object<'a> {
     pub fn required(&mut self, name: &'static str, diag: &mut Diagnostics) -> Option<Field<'a>> {
         let field = self.get(name);
         if field.is_none() {
-            diag.error(self.path_of(name), "required field is missing");
+            let message = if self.map.get(name).is_some_and(|v| v == "") {
+                "required field is empty"
+            } else {
+                "required field is missing"
+            };
+            diag.error(self.path_of(name), message);
         }
         field
+    }
+
+    /// Accepts a field of the reference design that has no effect here, saying why.
+    pub fn no_effect(&mut self, name: &'static str, why: &str, diag: &mut Diagnostics) {
+        if let Some(field) = self.get(name) {
+            diag.warn(
+                field.path,
+                format!("accepted from the reference design, no effect here: {why}"),
+            );
+        }
     }
 
     /// Reports every field that was never looked up as unknown, suggesting a close known name.
@@ -113,7 +130,9 @@ impl<'a> Object<'a> {
     /// put into the wrong file gets a helpful message instead of a far-fetched suggestion.
     pub fn finish(self, diag: &mut Diagnostics, elsewhere: Option<(&[&str], &str)>) {
         for name in self.map.keys() {
-            if self.known.contains(&name.as_str()) {
+            // `_comment…` keys are how JSON files carry comments (the reference's own examples
+            // do); they are not typos.
+            if self.known.contains(&name.as_str()) || name.starts_with("_comment") {
                 continue;
             }
             let belongs_elsewhere = elsewhere.filter(|(fields, _)| fields.contains(&name.as_str()));
@@ -294,13 +313,32 @@ impl<'a> Field<'a> {
                     None
                 }
             },
-            Value::Number(n) => {
-                diag.error(
-                    &self.path,
-                    format!("expected a duration string such as \"{n}s\", got number {n}"),
-                );
-                None
-            }
+            // Go's time.Duration reads a JSON number as nanoseconds; so does this, out loud.
+            Value::Number(n) => match n.as_u64() {
+                Some(nanos) => {
+                    let duration = Duration::from_nanos(nanos);
+                    diag.warn(
+                        &self.path,
+                        format!(
+                            "the number {n} is read as nanoseconds ({}), as the reference design \
+                             does; write \"{}\" to say so",
+                            crate::format_duration(duration),
+                            crate::format_duration(duration)
+                        ),
+                    );
+                    Some(duration)
+                }
+                None => {
+                    diag.error(
+                        &self.path,
+                        format!(
+                            "expected a duration string such as \"30s\" (a number would be \
+                             nanoseconds), got number {n}"
+                        ),
+                    );
+                    None
+                }
+            },
             _ => {
                 self.type_error(diag, "a duration string such as \"30s\"");
                 None
@@ -397,9 +435,11 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// A non-empty path, taken as written (relative paths are relative to the working directory).
+    /// A non-empty path; a leading `~/` is `$HOME` (relative paths are relative to the working
+    /// directory).
     pub fn path(&self, diag: &mut Diagnostics) -> Option<PathBuf> {
-        self.non_empty(diag).map(PathBuf::from)
+        let text = self.non_empty(diag)?;
+        crate::paths::expand_home(diag, &self.path, text)
     }
 
     /// The elements of an array, each with its own path (`field[0]`, `field[1]`, ...).

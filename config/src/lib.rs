@@ -166,6 +166,32 @@ fn parse_document<T>(
 
 /// Reads an optional field with `read`, or gives `default` when it is absent (or `null`).
 /// `None` means the field was present but invalid, and a problem was reported.
+/// [`or_default`] for the reference fields where Go reads a zero (`0`, `"0s"`) as "use the
+/// default": an operator's file keeps working, with a warning that says so.
+pub(crate) fn zero_is_default<'a, T: std::fmt::Display>(
+    field: Option<Field<'a>>,
+    default: T,
+    diag: &mut Diagnostics,
+    read: impl FnOnce(&Field<'a>, &mut Diagnostics) -> Option<T>,
+) -> Option<T> {
+    let is_zero = |field: &Field<'_>| match field.value {
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => parse_duration(s).is_ok_and(|d| d.is_zero()),
+        _ => false,
+    };
+    match field {
+        Some(field) if is_zero(&field) => {
+            diag.warn(
+                &field.path,
+                format!("0 means the default ({default}), as in the reference design"),
+            );
+            Some(default)
+        }
+        Some(field) => read(&field, diag),
+        None => Some(default),
+    }
+}
+
 pub(crate) fn or_default<'a, T>(
     field: Option<Field<'a>>,
     default: T,

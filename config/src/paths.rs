@@ -23,12 +23,7 @@ pub(crate) fn check(diag: &mut Diagnostics, field: &str, path: &Path, expect: Ex
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let hint = if path.starts_with("~") {
-                " (a leading ~ is not expanded in this field; write the full path)"
-            } else {
-                ""
-            };
-            diag.error(field, format!("{shown} does not exist{hint}"));
+            diag.error(field, format!("{shown} does not exist"));
             return;
         }
         Err(error) => {
@@ -64,6 +59,74 @@ fn check_private(diag: &mut Diagnostics, field: &str, shown: &str, meta: &std::f
 
 #[cfg(not(unix))]
 fn check_private(_: &mut Diagnostics, _: &str, _: &str, _: &std::fs::Metadata) {}
+
+/// Reports a problem at `field` unless this process could create `path` (a directory, or a file
+/// to append to) or write to it if it exists: the nearest existing ancestor must be a directory
+/// it may write into. What the service starts with is then what the check passed.
+pub(crate) fn check_writable(diag: &mut Diagnostics, field: &str, path: &Path, is_dir: bool) {
+    let shown = format!("{:?}", path.display().to_string());
+    if let Ok(meta) = std::fs::metadata(path) {
+        let problem = match (is_dir, meta.is_dir()) {
+            (true, false) => Some(format!("{shown} exists and is not a directory")),
+            (false, true) => Some(format!("{shown} is a directory, not a file")),
+            _ if !may_write(path) => Some(format!("{shown} is not writable by this user")),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            diag.error(field, problem);
+        }
+        return;
+    }
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {
+                if !may_write(dir) {
+                    diag.error(
+                        field,
+                        format!(
+                            "{shown} does not exist and cannot be created: {:?} is not writable \
+                             by this user (create it, or run as the service's user)",
+                            dir.display().to_string()
+                        ),
+                    );
+                }
+                return;
+            }
+            Ok(_) => {
+                diag.error(
+                    field,
+                    format!(
+                        "{shown} cannot be created: {:?} is not a directory",
+                        dir.display().to_string()
+                    ),
+                );
+                return;
+            }
+            Err(_) => ancestor = dir.parent(),
+        }
+    }
+}
+
+/// Whether this process may write to `path` (and enter it, for a directory).
+fn may_write(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mode = if path.is_dir() {
+        libc::W_OK | libc::X_OK
+    } else {
+        libc::W_OK
+    };
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c_path.as_ptr(), mode) == 0 }
+}
 
 /// Expands a leading `~/` (or a lone `~`) with `$HOME`, as the reference design does for
 /// `ssh_key_path`. Reports a problem when `HOME` is needed but not set.

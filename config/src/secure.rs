@@ -97,6 +97,12 @@ pub(crate) fn read(o: &mut Object<'_>, diag: &mut Diagnostics) -> Secure {
     }
 }
 
+/// The reference design's `ssh_set_identity_command` when none is set.
+pub const REFERENCE_SET_IDENTITY: &str = "agave-validator --ledger {ledger} set-identity";
+/// The reference design's `ssh_authorized_voter_command` when none is set.
+pub const REFERENCE_AUTHORIZED_VOTER: &str =
+    "agave-validator --ledger {ledger} authorized-voter add";
+
 fn required<'a>(name: &str, field: Option<Field<'a>>, diag: &mut Diagnostics) -> Option<Field<'a>> {
     if field.is_none() {
         diag.error(name, "required when secure_identity_mode is true");
@@ -130,25 +136,40 @@ fn read_enabled(fields: Fields<'_>, diag: &mut Diagnostics) -> Secure {
         Some(path)
     });
     let mut uses_ledger = None;
-    let mut template = |field: Field<'_>, name: &'static str, diag: &mut Diagnostics| {
-        let text = field.command(diag)?;
-        check_placeholders(diag, &field.path, &text, &["ledger"]);
-        if text.contains(LEDGER_PLACEHOLDER) && uses_ledger.is_none() {
-            uses_ledger = Some(name);
-        }
-        Some(text)
-    };
-    let ssh_set_identity_command = required("ssh_set_identity_command", fields.set_identity, diag)
-        .and_then(|f| {
-            let text = template(f, "ssh_set_identity_command", diag);
-            if text.is_none() && !diag.failed("ssh_set_identity_command") {
-                diag.error("ssh_set_identity_command", "must not be empty");
+    // Absent, each command is the reference design's own default (its Go code's), said aloud.
+    let mut template =
+        |field: Option<Field<'_>>, name: &'static str, default: &str, diag: &mut Diagnostics| {
+            let text = match field {
+                Some(f) => {
+                    let text = f.command(diag)?;
+                    check_placeholders(diag, &f.path, &text, &["ledger"]);
+                    text
+                }
+                None => {
+                    diag.warn(
+                        name,
+                        format!("not set: the reference design's default `{default}`"),
+                    );
+                    default.to_string()
+                }
+            };
+            if text.contains(LEDGER_PLACEHOLDER) && uses_ledger.is_none() {
+                uses_ledger = Some(name);
             }
-            text
-        });
-    let ssh_authorized_voter_command = fields
-        .voter
-        .and_then(|f| template(f, "ssh_authorized_voter_command", diag));
+            Some(text)
+        };
+    let ssh_set_identity_command = template(
+        fields.set_identity,
+        "ssh_set_identity_command",
+        REFERENCE_SET_IDENTITY,
+        diag,
+    );
+    let ssh_authorized_voter_command = template(
+        fields.voter,
+        "ssh_authorized_voter_command",
+        REFERENCE_AUTHORIZED_VOTER,
+        diag,
+    );
     let ssh_known_hosts = fields.known_hosts.and_then(|f| {
         let path = f.path(diag)?;
         check(diag, &f.path, &path, Expect::File);

@@ -32,9 +32,9 @@ const AGENT_CASES: &[Case] = &[
         "did you mean \"30s\"?",
     ),
     case(
-        "zero manager timeout",
-        |c| c["manager_timeout"] = json!("0s"),
-        "manager_timeout",
+        "zero tower settle",
+        |c| c["tower_settle"] = json!("0s"),
+        "tower_settle",
         "must be greater than 0",
     ),
     case(

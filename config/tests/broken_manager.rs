@@ -51,9 +51,9 @@ const MANAGER_CASES: &[Case] = &[
         "expected a non-negative integer, got string \"3\"",
     ),
     case(
-        "zero misses",
-        |c| c["misses_before_failover"] = json!(0),
-        "misses_before_failover",
+        "zero rate",
+        |c| c["rpc_requests_per_second"] = json!(0),
+        "rpc_requests_per_second",
         "must be at least 1, got 0",
     ),
     case(
@@ -63,16 +63,16 @@ const MANAGER_CASES: &[Case] = &[
         "expected a non-negative integer, got number -1",
     ),
     case(
-        "zero heartbeat",
-        |c| c["heartbeat_interval"] = json!("0"),
-        "heartbeat_interval",
+        "zero status interval",
+        |c| c["status_report_interval"] = json!("0"),
+        "status_report_interval",
         "must be greater than 0",
     ),
     case(
         "duration as a number",
-        |c| c["request_timeout"] = json!(8),
+        |c| c["request_timeout"] = json!(1.5),
         "request_timeout",
-        "expected a duration string such as \"8s\", got number 8",
+        "expected a duration string such as \"30s\" (a number would be nanoseconds), got number 1.5",
     ),
     case(
         "misspelt field",

@@ -360,3 +360,87 @@ fn debug_output_never_contains_the_telegram_token() {
     assert!(debug.contains("<redacted>"), "{debug}");
     assert!(!config.summary().contains("ABCdefGHI"));
 }
+
+/// What the reference design's Go code accepts beyond its README: fields its structs define,
+/// `_comment…` keys, `""` for "not set", `0` for "the default", durations as nanosecond numbers,
+/// and a renamed field — each loads, with a warning saying what it means here.
+#[test]
+fn a_reference_file_using_its_go_codes_fields_and_conventions_loads() {
+    let mut agent: serde_json::Value =
+        serde_json::from_str(&example("validator-config.reference.json")).unwrap();
+    agent["is_active_on_start"] = true.into();
+    agent["local_ip"] = "10.0.0.1".into();
+    agent["identity_check_command"] = "curl -s {local_rpc}".into();
+    agent["peer_endpoint"] = "http://10.0.0.2:8080".into();
+    agent["_comment_fencing"] = "kept by the operator".into();
+    agent["log_file"] = "".into();
+    agent["manager_timeout"] = "0s".into();
+    agent["tower_settle"] = serde_json::json!(500_000_000);
+    let old_name = agent
+        .as_object_mut()
+        .unwrap()
+        .remove("passive_identity_symlink_command");
+    agent["identity_symlink_command"] = old_name.clone().unwrap_or("ln -sf a b".into());
+    let config = parse_agent(&agent.to_string(), Path::new("validator-config.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.log_file, None);
+    assert_eq!(config.manager_timeout, Duration::from_secs(30));
+    assert_eq!(config.tower_settle, Duration::from_millis(500));
+    assert_eq!(
+        config.hooks.passive_identity_symlink_command.as_deref(),
+        old_name
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .or(Some("ln -sf a b"))
+    );
+    let paths = warning_paths(&config.warnings);
+    for field in [
+        "is_active_on_start",
+        "local_ip",
+        "identity_check_command",
+        "peer_endpoint",
+        "manager_timeout",
+        "tower_settle",
+        "identity_symlink_command",
+    ] {
+        assert!(paths.contains(&field), "{field} not explained: {paths:?}");
+    }
+
+    let mut manager: serde_json::Value =
+        serde_json::from_str(&example("manager-config.reference.json")).unwrap();
+    manager["active_validator"] = "http://10.0.0.1:8080".into();
+    manager["passive_validator"] = "http://10.0.0.2:8080".into();
+    manager["slot_check_interval"] = "30s".into();
+    manager["startup_grace_period"] = "2m".into();
+    manager["_comment_secure_mode"] = "set secure_identity_mode to true to ...".into();
+    manager["heartbeat_interval"] = "0s".into();
+    manager["misses_before_failover"] = 0.into();
+    manager["request_timeout"] = serde_json::json!(5_000_000_000u64);
+    manager["vote_account_pubkey"] = "".into();
+    let config = parse_manager(&manager.to_string(), Path::new("manager-config.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.startup_grace_period, Duration::from_secs(120));
+    assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(config.misses_before_failover, 3);
+    assert_eq!(config.request_timeout, Duration::from_secs(5));
+    assert_eq!(config.vote_account_pubkey, None);
+    let paths = warning_paths(&config.warnings);
+    for field in [
+        "active_validator",
+        "passive_validator",
+        "slot_check_interval",
+        "heartbeat_interval",
+        "misses_before_failover",
+        "request_timeout",
+    ] {
+        assert!(paths.contains(&field), "{field} not explained: {paths:?}");
+    }
+    // A typo is still an error, with a suggestion.
+    manager["startup_grace_periode"] = "1m".into();
+    let err = parse_manager(&manager.to_string(), Path::new("manager-config.json")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("did you mean \"startup_grace_period\""),
+        "{err}"
+    );
+}

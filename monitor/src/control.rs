@@ -38,7 +38,13 @@ const MAX_ANSWER: u64 = 4 * 1024 * 1024;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum ControlRequest {
-    Trigger { reason: String, force: bool },
+    /// A planned switchover; with `dry_run` only the plan, phase by phase.
+    Trigger {
+        reason: String,
+        force: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 pub type ControlReply = oneshot::Sender<Result<Outcome, String>>;
@@ -172,6 +178,11 @@ pub async fn ask_running(
         serde_json::from_str(&line)
             .unwrap_or_else(|e| Err(format!("unreadable answer from the manager: {e}"))),
     )
+}
+
+/// Whether a manager answers on the control socket of `state_dir`.
+pub async fn is_running(state_dir: &Path) -> bool {
+    UnixStream::connect(socket_path(state_dir)).await.is_ok()
 }
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {

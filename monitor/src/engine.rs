@@ -24,6 +24,8 @@ pub struct Rules {
     pub fence_margin: Duration,
     /// Whether the vote account is watched (a config without `vote_account_pubkey` is not).
     pub watch_votes: bool,
+    /// No automatic switch this soon after the manager started (`startup_grace_period`).
+    pub startup_grace: Duration,
 }
 
 /// What one agent last reported.
@@ -37,6 +39,8 @@ pub struct AgentReport {
     pub healthy: bool,
     /// How long after the last manager contact this agent self-fences.
     pub fence_after: Duration,
+    /// Why this node could not be promoted now (its keys), when it could not.
+    pub not_promotable: Option<String>,
 }
 
 /// One validator as the manager sees it now.
@@ -115,6 +119,14 @@ pub enum Hold {
     PassiveLagging {
         lag: u64,
     },
+    /// The passive's agent says it could not switch (a keypair it would use is wrong or missing).
+    PassiveNotPromotable {
+        why: String,
+    },
+    /// Within `startup_grace_period` of the manager's start, no automatic switch.
+    StartupGrace {
+        remaining: Duration,
+    },
     /// The old active cannot be demoted and its votes still land.
     OldActiveStillVoting,
     /// The old active cannot be demoted; its self-fence has not surely happened yet.
@@ -140,6 +152,14 @@ impl std::fmt::Display for Hold {
             Hold::PassiveLagging { lag } => {
                 write!(f, "the passive validator is {lag} slots behind")
             }
+            Hold::PassiveNotPromotable { why } => {
+                write!(f, "the passive could not be promoted: {why}")
+            }
+            Hold::StartupGrace { remaining } => write!(
+                f,
+                "the manager started less than its startup_grace_period ago ({}s left)",
+                remaining.as_secs()
+            ),
             Hold::OldActiveStillVoting => write!(
                 f,
                 "the active's agent is unreachable but its votes still land"
@@ -183,6 +203,33 @@ pub enum Action {
     Critical {
         text: String,
     },
+    /// A standing problem began (said once per cause, until it clears): a standby that could not
+    /// take over, or a hold that leaves nobody voting (`critical`).
+    Attention {
+        cause: Cause,
+        text: String,
+        critical: bool,
+    },
+    /// A standing problem ended.
+    Cleared {
+        cause: Cause,
+    },
+}
+
+/// A standing problem, for saying it once.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    StandbyNotPromotable {
+        node: usize,
+    },
+    StandbyDown {
+        node: usize,
+    },
+    /// A switch is wanted for `reason` but held, and nobody votes meanwhile.
+    NobodyVoting {
+        reason: String,
+        hold: String,
+    },
 }
 
 /// The engine's memory of earlier samples.
@@ -196,6 +243,65 @@ pub struct Engine {
     reported_unreachable: [bool; 2],
     /// The last vote seen and when it last advanced.
     vote_progress: Option<(u64, Duration)>,
+    /// Standing problems already said.
+    said: std::collections::BTreeSet<Cause>,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::StandbyNotPromotable { node } => {
+                write!(f, "standby validator{} can be promoted again", node + 1)
+            }
+            Cause::StandbyDown { node } => {
+                write!(f, "standby validator{}'s validator runs again", node + 1)
+            }
+            Cause::NobodyVoting { reason, .. } => write!(f, "no longer held: {reason}"),
+        }
+    }
+}
+
+/// What to tell the operator about `cause`, and whether it is critical.
+fn describe(cause: &Cause, view: &View) -> (String, bool) {
+    let why = |node: usize| {
+        view.nodes[node]
+            .report
+            .as_ref()
+            .and_then(|r| r.not_promotable.clone())
+            .unwrap_or_default()
+    };
+    match cause {
+        Cause::StandbyNotPromotable { node } => (
+            format!(
+                "standby validator{} could not take over: {}",
+                node + 1,
+                why(*node)
+            ),
+            false,
+        ),
+        Cause::StandbyDown { node } => (
+            format!(
+                "standby validator{}'s validator process is not running: no failover is possible",
+                node + 1
+            ),
+            false,
+        ),
+        Cause::NobodyVoting { reason, hold } => (
+            format!("nobody is voting: {reason}, and no switch is possible ({hold})"),
+            true,
+        ),
+    }
+}
+
+/// A stable name for a hold, without its changing numbers (for saying it once).
+fn hold_kind(hold: &Hold) -> String {
+    match hold {
+        Hold::Cooldown { .. } => "cooldown after the last switch".into(),
+        Hold::PassiveLagging { .. } => "the passive validator is behind".into(),
+        Hold::StartupGrace { .. } => "startup grace period".into(),
+        Hold::AwaitingFence { .. } => "waiting for the fence".into(),
+        other => other.to_string(),
+    }
 }
 
 fn lag(tip: Option<u64>, slot: Option<u64>) -> Option<u64> {
@@ -212,6 +318,7 @@ impl Engine {
             last_switch: None,
             reported_unreachable: [false; 2],
             vote_progress: None,
+            said: Default::default(),
         }
     }
 
@@ -223,8 +330,67 @@ impl Engine {
         self.stale_samples = 0;
     }
 
-    /// Decides what to do about `view`.
+    /// Decides what to do about `view`, and says each standing problem once.
     pub fn step(&mut self, view: &View) -> Vec<Action> {
+        let mut actions = self.decide(view);
+        let causes = self.causes(view, &actions);
+        for cause in &causes {
+            if self.said.insert(cause.clone()) {
+                let (text, critical) = describe(cause, view);
+                actions.push(Action::Attention {
+                    cause: cause.clone(),
+                    text,
+                    critical,
+                });
+            }
+        }
+        let gone: Vec<Cause> = self.said.difference(&causes).cloned().collect();
+        for cause in gone {
+            self.said.remove(&cause);
+            actions.push(Action::Cleared { cause });
+        }
+        actions
+    }
+
+    /// The standing problems of this view: a reachable standby that could not take over (keys,
+    /// validator down), and a wanted switch held while nobody votes.
+    fn causes(&self, view: &View, actions: &[Action]) -> std::collections::BTreeSet<Cause> {
+        let mut causes = std::collections::BTreeSet::new();
+        for (node, n) in view.nodes.iter().enumerate() {
+            let Some(report) = n.report.as_ref().filter(|_| n.misses == 0) else {
+                continue;
+            };
+            if report.holds_staked == Some(true) {
+                continue;
+            }
+            if report.not_promotable.is_some() {
+                causes.insert(Cause::StandbyNotPromotable { node });
+            }
+            if report.process_running == Some(false) {
+                causes.insert(Cause::StandbyDown { node });
+            }
+        }
+        let votes_stale = self.stale_samples >= 2;
+        for action in actions {
+            if let Action::Hold { reason, hold } = action {
+                let nobody = match reason {
+                    Reason::ValidatorDown | Reason::VoteStale { .. } | Reason::NoActive => true,
+                    Reason::SlotLag { .. } | Reason::AgentUnreachable { .. } => votes_stale,
+                };
+                // Waiting out a fence or a cooldown is expected to end by itself.
+                let passing = matches!(hold, Hold::AwaitingFence { .. } | Hold::ViewIncomplete);
+                if nobody && !passing {
+                    causes.insert(Cause::NobodyVoting {
+                        reason: reason.to_string(),
+                        hold: hold_kind(hold),
+                    });
+                }
+            }
+        }
+        causes
+    }
+
+    fn decide(&mut self, view: &View) -> Vec<Action> {
         let mut actions = Vec::new();
         for (i, node) in view.nodes.iter().enumerate() {
             let unreachable = node.misses >= self.rules.misses_before_failover;
@@ -340,6 +506,12 @@ impl Engine {
             reason: reason.clone(),
             hold,
         };
+        if view.now < self.rules.startup_grace {
+            actions.push(hold(Hold::StartupGrace {
+                remaining: self.rules.startup_grace - view.now,
+            }));
+            return actions;
+        }
         if let Some(h) = self.passive_problem(view, to) {
             actions.push(hold(h));
             return actions;
@@ -393,6 +565,9 @@ impl Engine {
         };
         if report.process_running == Some(false) || report.holds_staked.is_none() {
             return Some(Hold::PassiveDown);
+        }
+        if let Some(why) = &report.not_promotable {
+            return Some(Hold::PassiveNotPromotable { why: why.clone() });
         }
         if let Some(l) = lag(view.tip, report.slot).filter(|l| *l > self.rules.slot_diff_threshold)
         {

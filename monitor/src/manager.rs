@@ -65,14 +65,55 @@ pub struct Manager {
     lock: Option<StateLock>,
 }
 
-/// Loads the manager's command-signing key, if commands are signed.
-fn signer(cfg: &ManagerConfig) -> anyhow::Result<Option<Arc<Keypair>>> {
-    match &cfg.signing_keypair_path {
-        None => Ok(None),
-        Some(path) => Ok(Some(Arc::new(Keypair::read_file(
-            path,
-            Permissions::Strict,
-        )?))),
+/// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
+/// alike, so the check passes exactly the configs that start.
+pub struct Keys {
+    /// Signs commands to the agents (`signing_keypair_path`).
+    pub signer: Option<Arc<Keypair>>,
+    /// Secure identity mode: the staked keypair (`identity_keypair_path`).
+    pub secure: Option<Arc<Keypair>>,
+}
+
+impl Keys {
+    /// Loads every key the config names; all problems at once, each with its field.
+    pub fn load(cfg: &ManagerConfig) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let signer = match &cfg.signing_keypair_path {
+            None => None,
+            Some(path) => match Keypair::read_file(path, Permissions::Strict) {
+                Ok(key) => Some(Arc::new(key)),
+                Err(e) => {
+                    problems.push(format!("signing_keypair_path: {e}"));
+                    None
+                }
+            },
+        };
+        let secure = match &cfg.secure {
+            None => None,
+            Some(secure) => {
+                match Keypair::read_file(&secure.identity_keypair_path, Permissions::Strict) {
+                    Ok(key) if key.pubkey() != cfg.staked_identity_pubkey => {
+                        problems.push(format!(
+                            "identity_keypair_path: {} holds {}, not staked_identity_pubkey {}",
+                            secure.identity_keypair_path.display(),
+                            key.pubkey(),
+                            cfg.staked_identity_pubkey
+                        ));
+                        None
+                    }
+                    Ok(key) => Some(Arc::new(key)),
+                    Err(e) => {
+                        problems.push(format!("identity_keypair_path: {e}"));
+                        None
+                    }
+                }
+            }
+        };
+        if problems.is_empty() {
+            Ok(Self { signer, secure })
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -92,22 +133,10 @@ impl Manager {
     }
 
     async fn build(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
-        let signer = signer(&cfg)?;
-        let secure_key = match &cfg.secure {
-            None => None,
-            Some(secure) => {
-                let key = Keypair::read_file(&secure.identity_keypair_path, Permissions::Strict)
-                    .map_err(|e| anyhow::anyhow!("secure mode: identity_keypair_path: {e}"))?;
-                anyhow::ensure!(
-                    key.pubkey() == cfg.staked_identity_pubkey,
-                    "secure mode: identity_keypair_path {} holds {}, not staked_identity_pubkey {}",
-                    secure.identity_keypair_path.display(),
-                    key.pubkey(),
-                    cfg.staked_identity_pubkey
-                );
-                Some(Arc::new(key))
-            }
-        };
+        let Keys {
+            signer,
+            secure: secure_key,
+        } = Keys::load(&cfg).map_err(|problems| anyhow::anyhow!("{}", problems.join("; ")))?;
         let state = match std::fs::read(cfg.state_dir.join(STATE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 anyhow::anyhow!(
@@ -152,6 +181,7 @@ impl Manager {
             cooldown: cfg.failover_cooldown,
             fence_margin: cfg.fence_margin,
             watch_votes: cfg.vote_account_pubkey.is_some(),
+            startup_grace: cfg.startup_grace_period,
         });
         Ok(Self {
             cfg,
@@ -352,8 +382,13 @@ impl Manager {
     }
 
     /// A planned switchover from the active to the passive. Refuses when the passive is unhealthy
-    /// unless `force`.
-    pub async fn trigger(&mut self, reason: &str, force: bool) -> Result<Outcome, String> {
+    /// unless `force`. With `dry_run`, returns the plan phase by phase and changes nothing.
+    pub async fn trigger(
+        &mut self,
+        reason: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<Outcome, String> {
         // Two samples, so that the view is current.
         self.observe().await;
         self.observe().await;
@@ -378,12 +413,15 @@ impl Manager {
             warn!(%problem, "switching anyway (--force)");
         }
         let outcome = self
-            .execute(Plan {
-                from: Some(active),
-                to: passive,
-                reason: reason.to_string(),
-                demotable: true,
-            })
+            .execute(
+                Plan {
+                    from: Some(active),
+                    to: passive,
+                    reason: reason.to_string(),
+                    demotable: true,
+                },
+                dry_run,
+            )
             .await;
         self.after_switch(&outcome);
         Ok(outcome)
@@ -519,8 +557,8 @@ pub async fn run_with(
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
             Some(tower) = tower_rx.recv() => manager.save_backup(&tower),
             Some((request, reply)) = control_rx.recv() => {
-                let ControlRequest::Trigger { reason, force } = request;
-                let answer = manager.trigger(&reason, force).await;
+                let ControlRequest::Trigger { reason, force, dry_run } = request;
+                let answer = manager.trigger(&reason, force, dry_run).await;
                 let _ = reply.send(answer);
             }
             _ = ticks.tick() => {
@@ -548,6 +586,16 @@ pub async fn run_with(
                                 manager.notifier.send(Event::Critical { text });
                             }
                         }
+                        Action::Attention { text, critical, .. } => {
+                            if critical {
+                                error!("{text}");
+                                manager.notifier.send(Event::Critical { text });
+                            } else {
+                                warn!("{text}");
+                                manager.notifier.send(Event::Warning { text });
+                            }
+                        }
+                        Action::Cleared { cause } => info!("resolved: {cause}"),
                         Action::Hold { reason, hold } => {
                             let line = format!("{reason}, but {hold}");
                             if last_hold.as_deref() != Some(line.as_str()) && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {
@@ -562,7 +610,7 @@ pub async fn run_with(
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
-                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }).await;
+                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }, false).await;
                             manager.after_switch(&outcome);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits
                             // out the cooldown instead of hammering the validators.

@@ -149,6 +149,8 @@ pub enum Event {
     FailoverFailed { reason: String, error: String },
     /// Anything else that needs a human now.
     Critical { text: String },
+    /// Something a human should fix before it matters (a standby that could not take over).
+    Warning { text: String },
     /// The vote account's last vote lags the cluster tip (or the account is delinquent).
     VoteStale {
         vote_account: String,
@@ -175,6 +177,7 @@ impl Event {
             Event::Status { .. } => "status",
             Event::FailoverFailed { .. } => "failover_failed",
             Event::Critical { .. } => "critical",
+            Event::Warning { .. } => "warning",
             Event::VoteStale { .. } => "vote_stale",
             Event::VoteRecovered { .. } => "vote_recovered",
         }
@@ -226,6 +229,7 @@ pub fn render(event: &Event) -> String {
             lines.push(format!("Error: {error}"));
         }
         Event::Critical { text } => lines.push(format!("🚨 {text}")),
+        Event::Warning { text } => lines.push(format!("⚠️ {text}")),
         Event::VoteStale {
             vote_account,
             last_vote,

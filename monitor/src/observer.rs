@@ -290,6 +290,7 @@ pub fn report(status: &StatusResponse, staked: &Pubkey) -> AgentReport {
         slot: status.slot,
         healthy: status.health == Health::Ok,
         fence_after: Duration::from_millis(status.fence_after_ms),
+        not_promotable: status.not_promotable.clone(),
     }
 }
 

@@ -62,7 +62,12 @@ impl Outcome {
             .iter()
             .map(|p| format!("{} {} ms", p.name, p.ms))
             .collect();
-        let verdict = if self.ok { "done" } else { "FAILED" };
+        let verdict = match (self.dry_run, self.ok) {
+            (true, true) => "planned (dry run: nothing was changed)",
+            (true, false) => "would be refused (dry run: nothing was changed)",
+            (false, true) => "done",
+            (false, false) => "FAILED",
+        };
         format!(
             "switch term {} {} → {} {verdict} in {} ms ({}): {}{}",
             self.term,
@@ -108,9 +113,11 @@ impl Clock {
 }
 
 impl Manager {
-    /// Executes `plan`. Nothing is promoted unless the old active is proven demoted, or could not
-    /// be reached and the engine has waited out its fence.
-    pub async fn execute(&mut self, plan: Plan) -> Outcome {
+    /// Executes `plan` — or, with `dry_run` (or the config's `dry_run`), only says phase by phase
+    /// what it would do and changes nothing. Nothing is promoted unless the old active is proven
+    /// demoted, or could not be reached and the engine has waited out its fence.
+    pub async fn execute(&mut self, plan: Plan, dry_run: bool) -> Outcome {
+        let dry_run = dry_run || self.cfg.dry_run;
         let names = [self.describe(0), self.describe(1)];
         let name = |i: usize| names[i].clone();
         let mut clock = Clock {
@@ -125,24 +132,13 @@ impl Manager {
                 phases: Vec::new(),
                 total_ms: 0,
                 error: None,
-                dry_run: self.cfg.dry_run,
+                dry_run,
                 retry_soon: true,
             },
         };
         info!(from = ?clock.outcome.from, to = %clock.outcome.to, reason = %plan.reason, demotable = plan.demotable, "switch decided");
-        if self.cfg.dry_run {
-            clock.phase(
-                "plan",
-                Ok(format!(
-                    "dry-run: would raise the term, {}, hand the tower over and promote {}",
-                    match plan.from {
-                        Some(a) if plan.demotable => format!("demote {}", name(a)),
-                        Some(a) => format!("rely on {}'s self-fence", name(a)),
-                        None => "with nobody active".into(),
-                    },
-                    name(plan.to)
-                )),
-            );
+        if dry_run {
+            self.plan_phases(&plan, &mut clock);
             return self.finish(clock);
         }
         // Secure mode: prove the new active can be reached over SSH before anything changes.
@@ -362,6 +358,114 @@ impl Manager {
             clock.phase("gossip", gossip);
         }
         self.finish(clock)
+    }
+
+    /// A dry run: each phase the switch would go through, with what it would do and what it would
+    /// use, from the last sample — and the refusal a real switch would meet, if any. Nothing is
+    /// sent to any agent and the term is not raised.
+    fn plan_phases(&self, plan: &Plan, clock: &mut Clock) {
+        let name = |i: usize| self.describe(i);
+        let sample = self.last_sample();
+        let agents_term = sample
+            .map(|s| {
+                s.last_statuses
+                    .iter()
+                    .flatten()
+                    .map(|st| st.term)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        let term = self.term().max(agents_term) + 1;
+        let mut would = |phase: &str, detail: String| {
+            clock.phase(phase, Ok(format!("would {detail}")));
+        };
+        would(
+            "term",
+            format!("raise the fencing term to {term} and persist it"),
+        );
+        if let Some(target) = self.ssh_target(plan.to) {
+            would(
+                "ssh_check",
+                format!(
+                    "run `true` over SSH on {}@{}:{}",
+                    target.user, target.host, target.port
+                ),
+            );
+        }
+        match plan.from {
+            Some(a) if plan.demotable => would(
+                "demote",
+                format!(
+                    "ask {}'s agent to become passive: unstaked identity, confirm, remove the \
+                     authorized voters, wait for the tower to settle, hand it over",
+                    name(a)
+                ),
+            ),
+            Some(a) => would(
+                "demote",
+                format!(
+                    "rely on {}'s self-fence (its agent is unreachable)",
+                    name(a)
+                ),
+            ),
+            None => would("demote", "skip: nobody holds the staked identity".into()),
+        }
+        let chain_vote = sample.and_then(|s| s.view.last_vote);
+        let backup = self.saved_backup();
+        let source = match plan.from {
+            Some(_) if plan.demotable => "the final tower from the demotion".to_string(),
+            _ => match &backup {
+                Some(t) => format!(
+                    "the newest backup (last vote {})",
+                    t.last_vote.map_or("none".into(), |v| v.to_string())
+                ),
+                None => "no tower: none is backed up".into(),
+            },
+        };
+        let floor = chain_vote.map_or(String::new(), |v| {
+            format!("; refused if older than the vote account's last vote {v}")
+        });
+        let stale = !plan.demotable
+            && matches!((&backup, chain_vote), (Some(t), Some(v)) if t.last_vote.is_none_or(|l| l < v));
+        if stale {
+            clock.phase(
+                "tower",
+                Err(format!(
+                    "would refuse: {source} is older than the vote account's last vote {}",
+                    chain_vote.unwrap_or_default()
+                )),
+            );
+            return;
+        }
+        let mut would = |phase: &str, detail: String| {
+            clock.phase(phase, Ok(format!("would {detail}")));
+        };
+        would("tower", format!("use {source}{floor}"));
+        let promote = if self.secure_key.is_some() {
+            "install the tower; the identity follows over SSH"
+        } else {
+            "install the tower and set the staked identity with require_tower, then add the \
+             authorized voter"
+        };
+        would(
+            "promote",
+            format!("ask {}'s agent to become active: {promote}", name(plan.to)),
+        );
+        if self.secure_key.is_some() {
+            would(
+                "ssh_set_identity",
+                "pipe the staked keypair to ssh_set_identity_command on its stdin".into(),
+            );
+        }
+        would(
+            "confirm",
+            format!("read {}'s identity back through its agent", name(plan.to)),
+        );
+        would(
+            "gossip",
+            format!("wait up to {GOSSIP_CONFIRM:?} for gossip to show the staked identity there"),
+        );
     }
 
     /// Secure mode's promotion: set-identity (with the tower requirement) and the authorized voter

@@ -42,6 +42,7 @@ async fn planned_switchover_through_the_running_manager_and_its_messages() {
         &ControlRequest::Trigger {
             reason: "maintenance on validator1".into(),
             force: false,
+            dry_run: false,
         },
     )
     .await
@@ -285,6 +286,7 @@ async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch(
         &ControlRequest::Trigger {
             reason: "after a state_dir reset".into(),
             force: false,
+            dry_run: false,
         },
     )
     .await

@@ -110,7 +110,10 @@ async fn a_secure_switchover_and_failover_keep_the_key_off_disks_and_argument_li
     let mut manager = Manager::new(s.sys.manager_cfg(), Notifier::disabled())
         .await
         .unwrap();
-    let outcome = manager.trigger("secure switchover", false).await.unwrap();
+    let outcome = manager
+        .trigger("secure switchover", false, false)
+        .await
+        .unwrap();
     assert!(outcome.ok, "{}", outcome.summary());
     let names: Vec<&str> = outcome.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -210,7 +213,10 @@ async fn refused(edit: impl FnOnce(&mut Secure), expect: &str) {
     let mut manager = Manager::new(s.sys.manager_cfg(), Notifier::disabled())
         .await
         .unwrap();
-    let outcome = manager.trigger("secure switchover", false).await.unwrap();
+    let outcome = manager
+        .trigger("secure switchover", false, false)
+        .await
+        .unwrap();
     assert!(!outcome.ok);
     assert!(!outcome.retry_soon, "an SSH refusal is not retried blindly");
     let error = outcome.error.unwrap();

@@ -145,3 +145,49 @@ async fn rpc_errors_are_skipped_not_alerted() {
     rpc.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_takes_a_group_chat_id_as_written_and_alerts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimConfig::new(dir.path().join("cluster"));
+    sim.slot_time = Duration::from_millis(100);
+    let cluster = Cluster::start(sim).await.unwrap();
+    let info = cluster.info().clone();
+    let mut server = FakeServer::start().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, alert_support::TOKEN).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("failover-manager");
+    let mut child = tokio::process::Command::new(binary)
+        .args([
+            "vote-alert",
+            "--rpc",
+            &info.rpc_url,
+            "--vote-account",
+            &info.vote_pubkey,
+        ])
+        .args(["--threshold", "8", "--interval", "100ms"])
+        .arg("--telegram-bot-token-file")
+        .arg(&token)
+        .args(["--telegram-chat-id", "-1001234567890"])
+        .args(["--telegram-api-base", server.telegram().api_base.as_str()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cluster
+        .wait_for_slot(cluster.slot() + 5, PATIENCE)
+        .await
+        .unwrap();
+    cluster.fault(0, Fault::StopVoting).await.unwrap();
+    let alert = server.next().await;
+    assert_eq!(alert.path, FakeServer::telegram_path());
+    assert_eq!(alert.body["chat_id"], "-1001234567890");
+    assert!(text(&alert).starts_with("⚠️ Vote account lagging"));
+    child.kill().await.unwrap();
+    cluster.shutdown();
+}

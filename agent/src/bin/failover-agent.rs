@@ -31,11 +31,23 @@ struct Args {
     /// Log every action it would take and change nothing (overrides the config's dry_run).
     #[arg(long)]
     dry_run: bool,
+    /// Log to this file as well as standard error (overrides the config's log_file). SIGHUP
+    /// reopens it (for logrotate).
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
+
+/// The reference binary's flags, as Go spells them (`-config`, `-dry-run=false`).
+const GO_FLAGS: &[&str] = &["config", "check-config", "dry-run", "log-file"];
+const GO_SWITCHES: &[&str] = &["check-config", "dry-run"];
 
 fn main() -> ExitCode {
     failover_config::cli::exit_quietly_when_output_closes();
-    let args = Args::parse();
+    let args = Args::parse_from(failover_config::cli::go_style_args(
+        std::env::args_os(),
+        GO_FLAGS,
+        GO_SWITCHES,
+    ));
     let mut cfg = match failover_config::load_agent(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -46,18 +58,46 @@ fn main() -> ExitCode {
     if args.dry_run {
         cfg.dry_run = true;
     }
+    if let Some(path) = &args.log_file {
+        cfg.log_file = Some(path.clone());
+    }
+    // The keys it would switch with, checked now rather than at the first promotion — by the
+    // start and by the check alike.
+    let keys = failover_agent::keys::check(&cfg);
     if args.check_config {
-        println!("ok: {}", cfg.summary());
-        println!("{cfg:#?}");
-        for w in &cfg.warnings {
-            println!("warning: {w}");
+        return match keys {
+            Ok(found) => {
+                println!("ok: {}", cfg.summary());
+                for line in found {
+                    println!("key: {line}");
+                }
+                for w in &cfg.warnings {
+                    println!("warning: {w}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{} is not usable:", args.config.display());
+                for p in problems {
+                    eprintln!("  {p}");
+                }
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Err(problems) = keys {
+        for p in problems {
+            eprintln!("error: {p}");
         }
-        return ExitCode::SUCCESS;
+        return ExitCode::from(2);
     }
-    if let Err(e) = failover_agent::logging::init(cfg.log_file.as_ref()) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let log_file = match failover_agent::logging::init(cfg.log_file.as_ref()) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -65,7 +105,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cfg)) {
+    match runtime.block_on(async move {
+        if let Err(e) = failover_agent::logging::reopen_on_sighup(log_file) {
+            warn!("cannot handle SIGHUP: {e}");
+        }
+        run(cfg).await
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");

@@ -82,6 +82,11 @@ pub(crate) const AGENT_ONLY_FIELDS: &[&str] = &[
     "connectivity_targets",
     "connectivity_failures_to_fence",
     "connectivity_timeout",
+    "is_active_on_start",
+    "local_ip",
+    "identity_check_command",
+    "peer_endpoint",
+    "identity_symlink_command",
 ];
 
 /// The validated agent config. Built only by [`crate::parse_agent`] / [`crate::load_agent`].

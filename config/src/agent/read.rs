@@ -8,11 +8,12 @@ use solana_pubkey::Pubkey;
 use url::Url;
 
 use super::*;
+use crate::duration::Go;
 use crate::fields::{suggest, Diagnostics, Field, Object};
 use crate::manager::MANAGER_ONLY_FIELDS;
-use crate::or_default;
 use crate::paths::{check, Expect};
 use crate::tower_store;
+use crate::{or_default, zero_is_default};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -32,6 +33,29 @@ impl Kind {
 }
 
 const KIND_NAMES: &[&str] = &["agave", "firedancer", "command"];
+
+/// `passive_identity_symlink_command`, or the reference's older name for it.
+fn passive_symlink_command(o: &mut Object<'_>, diag: &mut Diagnostics) -> Option<String> {
+    let new = command(o, "passive_identity_symlink_command", diag);
+    let old = command(o, "identity_symlink_command", diag);
+    match (new, old) {
+        (Some(_), Some(_)) => {
+            diag.error(
+                "identity_symlink_command",
+                "the old name of passive_identity_symlink_command, which is set too: keep one",
+            );
+            None
+        }
+        (None, Some(old)) => {
+            diag.warn(
+                "identity_symlink_command",
+                "renamed passive_identity_symlink_command in the reference design; read as that",
+            );
+            Some(old)
+        }
+        (new, None) => new,
+    }
+}
 
 /// Reads an optional shell command; the empty string counts as absent.
 fn command(object: &mut Object<'_>, name: &'static str, diag: &mut Diagnostics) -> Option<String> {
@@ -91,9 +115,13 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         DEFAULT_PROCESS_NAME.to_string(),
         |f| f.non_empty(diag).map(str::to_string),
     );
-    let manager_timeout = or_default(o.get("manager_timeout"), DEFAULT_MANAGER_TIMEOUT, |f| {
-        f.positive_duration(diag)
-    });
+    let manager_timeout = zero_is_default(
+        o.get("manager_timeout"),
+        Go(DEFAULT_MANAGER_TIMEOUT),
+        diag,
+        |f, diag| f.positive_duration(diag).map(Go),
+    )
+    .map(|d| d.0);
     let tower_settle = or_default(o.get("tower_settle"), DEFAULT_TOWER_SETTLE, |f| {
         f.positive_duration(diag)
     });
@@ -108,12 +136,37 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         .and_then(|f| f.pubkey(diag));
     let gossip_check_command = command(&mut o, "gossip_check_command", diag);
     let log_file = o.get("log_file").and_then(|f| f.path(diag));
+    if let Some(path) = &log_file {
+        crate::paths::check_writable(diag, "log_file", path, false);
+    }
     let hooks = Hooks {
         validator_restart_command: command(&mut o, "validator_restart_command", diag),
         agent_stop_command: command(&mut o, "agent_stop_command", diag),
         active_identity_symlink_command: command(&mut o, "active_identity_symlink_command", diag),
-        passive_identity_symlink_command: command(&mut o, "passive_identity_symlink_command", diag),
+        passive_identity_symlink_command: passive_symlink_command(&mut o, diag),
     };
+    // Reference fields (its Go code's, some not in its README) that mean nothing here.
+    o.no_effect(
+        "is_active_on_start",
+        "the role is the validator's live identity, read at start-up through the admin RPC or \
+         getIdentity",
+        diag,
+    );
+    o.no_effect(
+        "local_ip",
+        "the role is read from the validator's identity, not from gossip by address",
+        diag,
+    );
+    o.no_effect(
+        "identity_check_command",
+        "the identity is read through the admin RPC (agave) or getIdentity on local_rpc",
+        diag,
+    );
+    o.no_effect(
+        "peer_endpoint",
+        "the peer check became the connectivity check (connectivity_targets)",
+        diag,
+    );
 
     // Fields this design adds.
     let kind_field = o.get("validator_client");
@@ -152,6 +205,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         PathBuf::from(DEFAULT_AGENT_STATE_DIR),
         |f| f.path(diag),
     );
+    if let Some(path) = &state_dir {
+        crate::paths::check_writable(diag, "state_dir", path, true);
+    }
     o.finish(diag, Some((MANAGER_ONLY_FIELDS, "manager-config.json")));
 
     // Cross-field validation.

@@ -85,6 +85,10 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "rpc_requests_per_second",
     "webhook_url",
     "fence_margin",
+    "active_validator",
+    "passive_validator",
+    "slot_check_interval",
+    "startup_grace_period",
 ];
 
 /// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
@@ -116,6 +120,9 @@ pub struct ManagerConfig {
     pub status_report_interval: Duration,
     /// `log_file` (reference): where to log; absent means standard error.
     pub log_file: Option<PathBuf>,
+    /// `startup_grace_period` (reference): no automatic switch this long after the manager starts
+    /// (a planned one still goes). Default 0: decisions already wait for a complete view.
+    pub startup_grace_period: Duration,
     /// `staked_identity_pubkey` (reference, required): the identity moved between the validators.
     pub staked_identity_pubkey: Pubkey,
     /// `vote_account_pubkey` (reference): the shared vote account; absent disables vote-staleness

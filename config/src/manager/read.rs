@@ -10,12 +10,13 @@ use url::{Host, Url};
 
 use super::*;
 use crate::agent::AGENT_ONLY_FIELDS;
+use crate::duration::Go;
 use crate::fields::{Diagnostics, Field, Object};
-use crate::or_default;
 use crate::paths::{check, Expect};
 use crate::secure::{self, Secure};
 use crate::tower_store;
 use crate::types::{is_dns_name, Secret};
+use crate::{or_default, zero_is_default};
 
 /// A validator object as read, with the paths of its secure-mode-only fields.
 struct ReadValidator {
@@ -140,48 +141,77 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     // Reference fields, in the order of the reference example.
     let validator1 = read_validator(&mut o, "validator1", diag);
     let validator2 = read_validator(&mut o, "validator2", diag);
-    if let Some(field) = o.get("gossip_check_command") {
-        diag.warn(
-            field.path,
-            "ignored: the manager reads gossip with getClusterNodes over cluster_rpc",
+    o.no_effect(
+        "gossip_check_command",
+        "the manager reads gossip with getClusterNodes over cluster_rpc",
+        diag,
+    );
+    // Reference fields (its Go code's, not its README's) that mean nothing here.
+    for name in ["active_validator", "passive_validator"] {
+        o.no_effect(
+            name,
+            "which validator is active is read from both agents (their validators' identity) \
+             and from gossip; validator1 and validator2 name them",
+            diag,
         );
     }
+    o.no_effect(
+        "slot_check_interval",
+        "the cluster tip comes from slotSubscribe on cluster_ws, with getSlot only while it is \
+         down (capped by rpc_requests_per_second)",
+        diag,
+    );
+    let startup_grace_period = or_default(o.get("startup_grace_period"), Duration::ZERO, |f| {
+        f.duration(diag)
+    });
     let cluster_rpc = o
         .required("cluster_rpc", diag)
         .and_then(|f| f.url(diag, &["http", "https"]));
-    let heartbeat_interval = or_default(
+    let heartbeat_interval = zero_is_default(
         o.get("heartbeat_interval"),
-        DEFAULT_HEARTBEAT_INTERVAL,
-        |f| f.positive_duration(diag),
-    );
-    let misses_before_failover = or_default(
+        Go(DEFAULT_HEARTBEAT_INTERVAL),
+        diag,
+        |f, diag| f.positive_duration(diag).map(Go),
+    )
+    .map(|d| d.0);
+    let misses_before_failover = zero_is_default(
         o.get("misses_before_failover"),
         DEFAULT_MISSES_BEFORE_FAILOVER,
-        |f| f.int_at_least(diag, 1),
+        diag,
+        |f, diag| f.int_at_least(diag, 1),
     );
-    let slot_diff_threshold = or_default(
+    let slot_diff_threshold = zero_is_default(
         o.get("slot_diff_threshold"),
         DEFAULT_SLOT_DIFF_THRESHOLD,
-        |f| f.int_at_least(diag, 1),
+        diag,
+        |f, diag| f.int_at_least(diag, 1),
     );
-    let request_timeout = or_default(o.get("request_timeout"), DEFAULT_REQUEST_TIMEOUT, |f| {
-        f.positive_duration(diag)
-    });
+    let request_timeout = zero_is_default(
+        o.get("request_timeout"),
+        Go(DEFAULT_REQUEST_TIMEOUT),
+        diag,
+        |f, diag| f.positive_duration(diag).map(Go),
+    )
+    .map(|d| d.0);
     let dry_run = or_default(o.get("dry_run"), false, |f| f.bool(diag));
     let token_field = o.get("telegram_bot_token");
     let token = token_field.as_ref().and_then(|f| bot_token(f, diag));
     let chat_field = o.get("telegram_chat_id");
     let chat = chat_field.as_ref().and_then(|f| chat_id(f, diag));
     let log_file = o.get("log_file").and_then(|f| f.path(diag));
+    if let Some(path) = &log_file {
+        crate::paths::check_writable(diag, "log_file", path, false);
+    }
     let staked_identity_pubkey = o
         .required("staked_identity_pubkey", diag)
         .and_then(|f| f.pubkey(diag));
     let vote_field = o.get("vote_account_pubkey");
     let vote_account_pubkey = vote_field.as_ref().and_then(|f| f.pubkey(diag));
-    let stale_vote_slot_threshold = or_default(
+    let stale_vote_slot_threshold = zero_is_default(
         o.get("stale_vote_slot_threshold"),
         DEFAULT_STALE_VOTE_SLOT_THRESHOLD,
-        |f| f.int_at_least(diag, 1),
+        diag,
+        |f, diag| f.int_at_least(diag, 1),
     );
     let secure = secure::read(&mut o, diag);
 
@@ -216,6 +246,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         PathBuf::from(DEFAULT_MANAGER_STATE_DIR),
         |f| f.path(diag),
     );
+    if let Some(path) = &state_dir {
+        crate::paths::check_writable(diag, "state_dir", path, true);
+    }
     let failover_cooldown =
         or_default(o.get("failover_cooldown"), DEFAULT_FAILOVER_COOLDOWN, |f| {
             f.duration(diag)
@@ -417,6 +450,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         signing_keypair_path,
         tower_store: tower_store?,
         state_dir: state_dir?,
+        startup_grace_period: startup_grace_period?,
         failover_cooldown: failover_cooldown?,
         rpc_requests_per_second: rpc_requests_per_second?,
         webhook_url,

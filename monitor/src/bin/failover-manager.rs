@@ -32,35 +32,49 @@ struct Cli {
 }
 
 #[derive(Args)]
+#[command(group(
+    clap::ArgGroup::new("one_shot")
+        .args(["trigger_failover", "shutdown_agent", "status", "check_config"])
+        .multiple(false)
+))]
+#[command(group(
+    clap::ArgGroup::new("forceable")
+        .args(["trigger_failover", "shutdown_agent"])
+        .multiple(false)
+))]
 struct RunArgs {
     /// The manager config (manager-config.json; the reference design's files load unchanged).
     #[arg(long, value_name = "PATH", default_value = "manager-config.json")]
     config: PathBuf,
-    /// Planned switchover: move the staked identity from the active to the passive now.
+    /// Planned switchover: move the staked identity from the active to the passive now (through
+    /// the running manager when there is one). With --dry-run: print the plan, change nothing.
     #[arg(long)]
     trigger_failover: bool,
-    /// Why (logged and sent with the notification).
-    #[arg(
-        long,
-        value_name = "TEXT",
-        default_value = "manual failover triggered via CLI"
-    )]
-    reason: String,
-    /// With --trigger-failover: switch even if the passive looks unhealthy.
-    #[arg(long)]
+    /// With --trigger-failover: why (logged and sent with the notification).
+    #[arg(long, value_name = "TEXT", requires = "trigger_failover")]
+    reason: Option<String>,
+    /// With --trigger-failover: switch even if the passive looks unhealthy. With
+    /// --shutdown-agent: stop the agents even while a manager is running.
+    #[arg(long, requires = "forceable")]
     force: bool,
-    /// Stop both agents at once (stop the manager first), as the reference design does.
+    /// Stop both agents at once, as the reference design does. Refused while a manager runs on
+    /// this state_dir (it would lose its agents) unless --force.
     #[arg(long)]
     shutdown_agent: bool,
-    /// Print both validators' state and exit.
+    /// Print both validators' state and exit (beside a running manager: it writes nothing).
     #[arg(long)]
     status: bool,
-    /// Decide and log the plan, change nothing.
-    #[arg(long)]
+    /// Decide and log, change nothing: as a daemon it never switches; with --trigger-failover
+    /// it prints the plan the running manager would execute, phase by phase.
+    #[arg(long, conflicts_with_all = ["status", "check_config", "shutdown_agent"])]
     dry_run: bool,
-    /// Validate the config, list every problem with its field path, and exit.
+    /// Validate the config exactly as the service starts with it (keys, state_dir, log_file),
+    /// list every problem with its field path, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Log to this file as well as standard error (overrides the config's log_file).
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +101,8 @@ struct VoteAlertArgs {
     /// File holding the Telegram bot token (a file, so the token never shows in `ps`).
     #[arg(long, value_name = "PATH")]
     telegram_bot_token_file: Option<PathBuf>,
-    #[arg(long)]
+    /// The chat to alert; group chat ids are negative (`-1001234567890`), written as they are.
+    #[arg(long, allow_negative_numbers = true)]
     telegram_chat_id: Option<String>,
     #[arg(long, default_value = "https://api.telegram.org")]
     telegram_api_base: url::Url,
@@ -100,9 +115,34 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     failover_config::parse_duration(text)
 }
 
+/// The reference binary's flags, as Go spells them (`-config`, `-dry-run=false`).
+const GO_FLAGS: &[&str] = &[
+    "config",
+    "trigger-failover",
+    "reason",
+    "shutdown-agent",
+    "dry-run",
+    "log-file",
+    "force",
+    "status",
+    "check-config",
+];
+const GO_SWITCHES: &[&str] = &[
+    "trigger-failover",
+    "shutdown-agent",
+    "dry-run",
+    "force",
+    "status",
+    "check-config",
+];
+
 fn main() -> ExitCode {
     failover_config::cli::exit_quietly_when_output_closes();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(failover_config::cli::go_style_args(
+        std::env::args_os(),
+        GO_FLAGS,
+        GO_SWITCHES,
+    ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -124,18 +164,46 @@ fn main() -> ExitCode {
     if args.dry_run {
         cfg.dry_run = true;
     }
+    if let Some(path) = &args.log_file {
+        cfg.log_file = Some(path.clone());
+    }
+    // What the service checks before it starts, the check checks too.
+    let keys = failover_monitor::manager::Keys::load(&cfg);
     if args.check_config {
-        println!("ok: {}", cfg.summary());
-        for w in &cfg.warnings {
-            println!("warning: {w}");
+        return match keys {
+            Ok(_) => {
+                println!("ok: {}", cfg.summary());
+                for w in &cfg.warnings {
+                    println!("warning: {w}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{} is not usable:", args.config.display());
+                for p in problems {
+                    eprintln!("  {p}");
+                }
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Err(problems) = keys {
+        for p in problems {
+            eprintln!("error: {p}");
         }
-        return ExitCode::SUCCESS;
+        return ExitCode::from(2);
     }
-    if let Err(e) = failover_agent::logging::init(cfg.log_file.as_ref()) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let log_file = match failover_agent::logging::init(cfg.log_file.as_ref()) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async move {
+        if let Err(e) = failover_agent::logging::reopen_on_sighup(log_file) {
+            warn!("cannot handle SIGHUP: {e}");
+        }
         match run(args, cfg).await {
             Ok(code) => code,
             Err(e) => {
@@ -152,27 +220,39 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
         warn!("config: {w}");
     }
     if args.trigger_failover {
+        let reason = args
+            .reason
+            .clone()
+            .unwrap_or_else(|| "manual failover triggered via CLI".to_string());
         let request = ControlRequest::Trigger {
-            reason: args.reason.clone(),
+            reason: reason.clone(),
             force: args.force,
+            dry_run: args.dry_run,
         };
         let answer = match ask_running(&cfg.state_dir, &request).await {
             Some(answer) => {
-                info!("asked the running manager to switch");
+                info!(dry_run = args.dry_run, "asked the running manager");
                 answer
             }
             None => {
-                info!("no manager running here: switching myself");
+                info!("no manager running here: doing it myself");
                 let (notifier, _task) = Notifier::start(NotifierConfig::from_manager(&cfg));
                 let mut manager = Manager::new(cfg, notifier.clone()).await?;
-                let answer = manager.trigger(&args.reason, args.force).await;
-                notifier.flush().await;
+                let answer = manager.trigger(&reason, args.force, args.dry_run).await;
+                notifier
+                    .flush_within(failover_monitor::manager::SHUTDOWN_FLUSH)
+                    .await;
                 answer
             }
         };
         return Ok(match answer {
             Ok(outcome) => {
                 println!("{}", outcome.summary());
+                if outcome.dry_run {
+                    for phase in &outcome.phases {
+                        println!("  {:<16} {}", phase.name, phase.detail);
+                    }
+                }
                 if outcome.ok {
                     ExitCode::SUCCESS
                 } else {
@@ -186,6 +266,14 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
         });
     }
     if args.shutdown_agent {
+        if !args.force && failover_monitor::control::is_running(&cfg.state_dir).await {
+            eprintln!(
+                "error: a manager is running on {} and would lose both agents (then warn every \
+                 heartbeat); stop it first, or add --force",
+                cfg.state_dir.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
         let manager = Manager::read_only(cfg).await?;
         let results = manager.shutdown_agents().await;
         let mut ok = true;

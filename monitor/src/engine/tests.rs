@@ -13,6 +13,7 @@ fn rules() -> Rules {
         cooldown: Duration::from_secs(600),
         fence_margin: Duration::from_secs(5),
         watch_votes: true,
+        startup_grace: Duration::ZERO,
     }
 }
 
@@ -23,6 +24,7 @@ fn report(holds: bool, slot: u64) -> AgentReport {
         slot: Some(slot),
         healthy: true,
         fence_after: Duration::from_secs(30),
+        not_promotable: None,
     }
 }
 
@@ -396,4 +398,114 @@ fn unreachable_and_back_online_are_each_reported_once() {
             Action::BackOnline { node: 1 }
         ]
     );
+}
+
+fn attention_of(actions: &[Action]) -> Vec<(Cause, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Attention {
+                cause, critical, ..
+            } => Some((cause.clone(), *critical)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn standby_keys_broken(_: u64, v: &mut View) {
+    v.nodes[1].report.as_mut().unwrap().not_promotable =
+        Some("staked_identity_keypair: holds another key".into());
+}
+
+#[test]
+fn a_standby_that_could_not_be_promoted_is_held_with_its_reason() {
+    let views = timeline(8, |t, v| {
+        standby_keys_broken(t, v);
+        stop_votes_from(1)(t, v);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(!has_failover(&actions));
+    assert!(matches!(
+        hold_of(&actions),
+        Some(Hold::PassiveNotPromotable { why }) if why.contains("staked_identity_keypair")
+    ));
+}
+
+#[test]
+fn a_standby_that_could_not_be_promoted_is_said_once_and_again_after_it_recovers() {
+    let mut engine = Engine::new(rules());
+    let mut said = Vec::new();
+    for t in 0..10 {
+        let mut v = healthy(t);
+        if !(4..6).contains(&t) {
+            standby_keys_broken(t, &mut v);
+        }
+        said.extend(attention_of(&engine.step(&v)));
+    }
+    let cause = (Cause::StandbyNotPromotable { node: 1 }, false);
+    assert_eq!(said, vec![cause.clone(), cause]);
+}
+
+#[test]
+fn a_standby_whose_validator_is_down_is_said_once() {
+    let views = timeline(6, |_, v| {
+        v.nodes[1].report.as_mut().unwrap().process_running = Some(false);
+    });
+    let mut engine = Engine::new(rules());
+    let said: Vec<_> = views
+        .iter()
+        .flat_map(|v| attention_of(&engine.step(v)))
+        .collect();
+    assert_eq!(said, vec![(Cause::StandbyDown { node: 1 }, false)]);
+}
+
+#[test]
+fn a_hold_that_leaves_nobody_voting_is_said_once_as_critical() {
+    // The active is down and the standby could not take over: nobody votes.
+    let views = timeline(8, |t, v| {
+        standby_keys_broken(t, v);
+        if t >= 2 {
+            v.nodes[0].report.as_mut().unwrap().process_running = Some(false);
+            v.last_vote = Some(1000 + 2 * 3);
+        }
+    });
+    let mut engine = Engine::new(rules());
+    let said: Vec<_> = views
+        .iter()
+        .flat_map(|v| attention_of(&engine.step(v)))
+        .collect();
+    let critical: Vec<_> = said.iter().filter(|(_, c)| *c).collect();
+    assert_eq!(critical.len(), 1, "{said:?}");
+    assert!(
+        matches!(&critical[0].0, Cause::NobodyVoting { reason, .. } if reason.contains("down"))
+    );
+}
+
+#[test]
+fn waiting_out_a_fence_is_not_said_as_nobody_voting() {
+    let views = timeline(12, |t, v| {
+        agent0_silent_from(2)(t, v);
+        stop_votes_from(2)(t, v);
+    });
+    let mut engine = Engine::new(rules());
+    let said: Vec<_> = views
+        .iter()
+        .flat_map(|v| attention_of(&engine.step(v)))
+        .collect();
+    assert!(said.is_empty(), "{said:?}");
+}
+
+#[test]
+fn no_automatic_switch_within_the_startup_grace_period() {
+    let grace = Rules {
+        startup_grace: Duration::from_secs(120),
+        ..rules()
+    };
+    let views = timeline(6, stop_votes_from(1));
+    let actions = run(grace, &views, |_| {});
+    assert!(!has_failover(&actions));
+    assert!(matches!(hold_of(&actions), Some(Hold::StartupGrace { .. })));
+    // After it, the same view fails over.
+    let actions = run(rules(), &views, |_| {});
+    assert!(has_failover(&actions));
 }
