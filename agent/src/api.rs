@@ -62,6 +62,16 @@ pub enum Role {
     Unknown,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Active => "Active",
+            Role::Passive => "Passive",
+            Role::Unknown => "role unknown",
+        })
+    }
+}
+
 /// The validator's health as its own RPC reports it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -69,6 +79,17 @@ pub enum Health {
     Ok,
     Behind { slots: Option<u64> },
     Unknown { error: String },
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Ok => f.write_str("healthy"),
+            Health::Behind { slots: Some(n) } => write!(f, "behind by {n} slots"),
+            Health::Behind { slots: None } => f.write_str("behind"),
+            Health::Unknown { error } => write!(f, "health unknown ({error})"),
+        }
+    }
 }
 
 /// A tower file in transit, with what identifies it.

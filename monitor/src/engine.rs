@@ -85,6 +85,19 @@ pub enum Reason {
     NoActive,
 }
 
+impl Reason {
+    /// The kind of reason, without its numbers (for saying a standing problem once).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::AgentUnreachable { .. } => "the active's agent is unreachable",
+            Reason::ValidatorDown => "the active validator is down",
+            Reason::SlotLag { .. } => "the active validator lags the cluster",
+            Reason::VoteStale { .. } => "the vote account's votes are stale",
+            Reason::NoActive => "no validator holds the staked identity",
+        }
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -225,9 +238,9 @@ pub enum Cause {
     StandbyDown {
         node: usize,
     },
-    /// A switch is wanted for `reason` but held, and nobody votes meanwhile.
+    /// A switch is wanted for a reason (its kind) but held (its kind), and nobody votes meanwhile.
     NobodyVoting {
-        reason: String,
+        reason: &'static str,
         hold: String,
     },
 }
@@ -256,13 +269,15 @@ impl std::fmt::Display for Cause {
             Cause::StandbyDown { node } => {
                 write!(f, "standby validator{}'s validator runs again", node + 1)
             }
-            Cause::NobodyVoting { reason, .. } => write!(f, "no longer held: {reason}"),
+            Cause::NobodyVoting { reason, .. } => {
+                write!(f, "a validator votes again (was: {reason})")
+            }
         }
     }
 }
 
 /// What to tell the operator about `cause`, and whether it is critical.
-fn describe(cause: &Cause, view: &View) -> (String, bool) {
+fn describe(cause: &Cause, view: &View, held: Option<String>) -> (String, bool) {
     let why = |node: usize| {
         view.nodes[node]
             .report
@@ -287,7 +302,10 @@ fn describe(cause: &Cause, view: &View) -> (String, bool) {
             false,
         ),
         Cause::NobodyVoting { reason, hold } => (
-            format!("nobody is voting: {reason}, and no switch is possible ({hold})"),
+            format!(
+                "nobody is voting: {}",
+                held.unwrap_or_else(|| format!("{reason} ({hold})"))
+            ),
             true,
         ),
     }
@@ -334,17 +352,21 @@ impl Engine {
     pub fn step(&mut self, view: &View) -> Vec<Action> {
         let mut actions = self.decide(view);
         let causes = self.causes(view, &actions);
-        for cause in &causes {
+        for (cause, (text, critical)) in &causes {
             if self.said.insert(cause.clone()) {
-                let (text, critical) = describe(cause, view);
                 actions.push(Action::Attention {
                     cause: cause.clone(),
-                    text,
-                    critical,
+                    text: text.clone(),
+                    critical: *critical,
                 });
             }
         }
-        let gone: Vec<Cause> = self.said.difference(&causes).cloned().collect();
+        let gone: Vec<Cause> = self
+            .said
+            .iter()
+            .filter(|c| !causes.contains_key(c))
+            .cloned()
+            .collect();
         for cause in gone {
             self.said.remove(&cause);
             actions.push(Action::Cleared { cause });
@@ -354,8 +376,16 @@ impl Engine {
 
     /// The standing problems of this view: a reachable standby that could not take over (keys,
     /// validator down), and a wanted switch held while nobody votes.
-    fn causes(&self, view: &View, actions: &[Action]) -> std::collections::BTreeSet<Cause> {
-        let mut causes = std::collections::BTreeSet::new();
+    fn causes(
+        &self,
+        view: &View,
+        actions: &[Action],
+    ) -> std::collections::BTreeMap<Cause, (String, bool)> {
+        let mut causes = std::collections::BTreeMap::new();
+        let mut add = |cause: Cause, held: Option<String>| {
+            let described = describe(&cause, view, held);
+            causes.insert(cause, described);
+        };
         for (node, n) in view.nodes.iter().enumerate() {
             let Some(report) = n.report.as_ref().filter(|_| n.misses == 0) else {
                 continue;
@@ -364,10 +394,10 @@ impl Engine {
                 continue;
             }
             if report.not_promotable.is_some() {
-                causes.insert(Cause::StandbyNotPromotable { node });
+                add(Cause::StandbyNotPromotable { node }, None);
             }
             if report.process_running == Some(false) {
-                causes.insert(Cause::StandbyDown { node });
+                add(Cause::StandbyDown { node }, None);
             }
         }
         let votes_stale = self.stale_samples >= 2;
@@ -380,10 +410,13 @@ impl Engine {
                 // Waiting out a fence or a cooldown is expected to end by itself.
                 let passing = matches!(hold, Hold::AwaitingFence { .. } | Hold::ViewIncomplete);
                 if nobody && !passing {
-                    causes.insert(Cause::NobodyVoting {
-                        reason: reason.to_string(),
-                        hold: hold_kind(hold),
-                    });
+                    add(
+                        Cause::NobodyVoting {
+                            reason: reason.kind(),
+                            hold: hold_kind(hold),
+                        },
+                        Some(format!("{reason}, and no switch is possible: {hold}")),
+                    );
                 }
             }
         }

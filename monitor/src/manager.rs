@@ -457,7 +457,7 @@ impl Manager {
         for i in 0..2 {
             let line = match (&sample.statuses[i], &sample.errors[i]) {
                 (Some(s), _) => format!(
-                    "{}: {:?}, identity {}, slot {}, health {:?}, process {}, tower last vote {}",
+                    "{}: {}, identity {}, slot {}, {}, process {}, tower last vote {}{}",
                     self.describe(i),
                     s.role,
                     s.identity.as_deref().unwrap_or("unreadable"),
@@ -469,6 +469,10 @@ impl Manager {
                         None => "?",
                     },
                     s.tower.last_vote.map_or("none".into(), |v| v.to_string()),
+                    match &s.not_promotable {
+                        Some(why) => format!("; NOT PROMOTABLE: {why}"),
+                        None => String::new(),
+                    },
                 ),
                 (None, err) => format!(
                     "{}: UNREACHABLE ({})",
