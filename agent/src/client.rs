@@ -15,7 +15,7 @@ use crate::auth;
 /// Why a call to an agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("agent {url} unreachable: {source}")]
+    #[error("agent {url} unreachable: {}", cause_of(source))]
     Unreachable {
         url: String,
         #[source]
@@ -64,6 +64,36 @@ impl ClientError {
 
     fn is_wrong_audience(&self) -> bool {
         matches!(self, ClientError::Refused { code: Some(code), .. } if code == CODE_WRONG_AUDIENCE)
+    }
+}
+
+/// What went wrong on the way to an agent, in an operator's words: "connection refused",
+/// "timed out", … rather than reqwest's "error sending request for url (…)".
+pub fn cause_of(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+                std::io::ErrorKind::TimedOut => "timed out".into(),
+                std::io::ErrorKind::HostUnreachable => "host unreachable".into(),
+                std::io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+                _ => io.to_string(),
+            };
+        }
+        source = cause.source();
+    }
+    if error.is_connect() {
+        "cannot connect".into()
+    } else if error.is_body() || error.is_decode() {
+        "the answer was cut off".into()
+    } else {
+        "the connection closed before an answer".into()
     }
 }
 
@@ -279,5 +309,34 @@ impl AgentClient {
             code,
             term,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_agent_is_described_by_its_cause() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = AgentClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            None,
+            Duration::from_secs(2),
+        );
+        let err = client.health().await.unwrap_err().to_string();
+        assert!(err.ends_with("unreachable: connection refused"), "{err}");
+        // A listener that never answers: timed out.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = AgentClient::new(
+            &format!("http://{}", silent.local_addr().unwrap()),
+            None,
+            Duration::from_millis(200),
+        );
+        let err = client.health().await.unwrap_err().to_string();
+        assert!(err.ends_with("unreachable: timed out"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use failover_config::{AgentConfig, TowerStore};
 use failover_identity::Pubkey;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::*;
 use crate::auth::{Audience, AuthError, Verifier};
@@ -82,6 +82,11 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A slot for a message: the number, or "none".
+fn slot_text(slot: Option<u64>) -> String {
+    slot.map_or("none".to_string(), |s| s.to_string())
+}
+
 /// A refused request: its status code and the reason, sent as an [`ErrorResponse`].
 pub(crate) struct Refusal {
     status: StatusCode,
@@ -110,7 +115,7 @@ impl Agent {
     pub fn new(cfg: AgentConfig, mut state: StateFile) -> Arc<Self> {
         if let Some(old) = state.forget_other_identity(&cfg.validator_identity.to_string()) {
             warn!(
-                recorded_for = ?old.identity,
+                recorded_for = old.identity.as_deref().unwrap_or("unrecorded"),
                 last_vote = old.last_vote,
                 state = %state.path().display(),
                 "forgetting the newest tower recorded for another identity"
@@ -228,12 +233,17 @@ impl Agent {
     async fn accept_term(&self, term: u64, what: &str) -> Result<(), Refusal> {
         let mut state = self.state.lock().await;
         if term < state.state.term {
-            warn!(
-                term,
-                current = state.state.term,
-                what,
-                "rejected: stale fencing term"
-            );
+            // A heartbeat or tower read racing a switch's new term is routine; a command is not.
+            if what == "status" || what == "tower" {
+                debug!(term, current = state.state.term, what, "stale term refused");
+            } else {
+                warn!(
+                    term,
+                    current = state.state.term,
+                    what,
+                    "rejected: stale fencing term"
+                );
+            }
             let mut refusal = refuse(
                 StatusCode::CONFLICT,
                 format!(
@@ -627,8 +637,9 @@ impl Agent {
                 run.phase(
                     "tower",
                     Ok(format!(
-                        "last vote {:?}, sha256 {}",
-                        tower.last_vote, tower.sha256
+                        "last vote {}, sha256 {}",
+                        slot_text(tower.last_vote),
+                        tower.sha256
                     )),
                 );
                 if let TowerStore::Etcd(_) = &self.cfg.tower_store {
@@ -712,8 +723,9 @@ impl Agent {
                 run.phase(
                     "tower",
                     Ok(format!(
-                        "verified: last vote {:?}, sha256 {}",
-                        t.last_vote, t.sha256
+                        "verified: last vote {}, sha256 {}",
+                        slot_text(t.last_vote),
+                        t.sha256
                     )),
                 );
                 let install = self.act("install the tower", async {

@@ -57,7 +57,11 @@ pub async fn run(agent: Arc<Agent>) {
             agent.cfg.connectivity.targets.len()
         );
         let outcome = if unreachable.len() >= agent.cfg.connectivity.failures_to_fence {
-            warn!(%reason, ?unreachable, "isolated: demoting myself so the other server can take over");
+            warn!(
+                %reason,
+                unreachable = unreachable.join(", "),
+                "isolated: demoting myself so the other server can take over"
+            );
             let term = agent.term().await;
             let response = agent
                 .become_passive(
@@ -68,7 +72,10 @@ pub async fn run(agent: Arc<Agent>) {
             if response.ok {
                 "demoted"
             } else {
-                error!(error = ?response.error, "self-fencing demotion failed");
+                error!(
+                    error = response.error.as_deref().unwrap_or("unknown"),
+                    "self-fencing demotion failed"
+                );
                 "demotion_failed"
             }
         } else {

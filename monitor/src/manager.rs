@@ -444,6 +444,7 @@ impl Manager {
             self.notifier.send(Event::FailoverFailed {
                 reason: outcome.reason.clone(),
                 error: outcome.error.clone().unwrap_or_default(),
+                rolled_back: outcome.rolled_back,
             });
         }
     }

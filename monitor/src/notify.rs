@@ -81,6 +81,27 @@ pub struct NotifierConfig {
 }
 
 impl NotifierConfig {
+    /// Where messages go, safe to log (no token, no webhook path).
+    pub fn describe(&self) -> String {
+        let mut targets = Vec::new();
+        if let Some(t) = &self.telegram {
+            targets.push(format!(
+                "Telegram chat {} via {}",
+                t.chat_id,
+                t.api_base.host_str().unwrap_or("?")
+            ));
+        }
+        if let Some(w) = &self.webhook {
+            targets.push(format!("webhook at {}", w.host_str().unwrap_or("?")));
+        }
+        format!(
+            "{}; {} attempts each, first retry after {}",
+            targets.join(", "),
+            self.attempts,
+            failover_config::format_duration(self.first_retry)
+        )
+    }
+
     /// The given targets with the default retry policy.
     pub fn new(telegram: Option<TelegramTarget>, webhook: Option<Url>) -> Self {
         Self {
@@ -146,7 +167,12 @@ pub enum Event {
     /// The periodic status report, one fact per line.
     Status { lines: Vec<String> },
     /// A switch was attempted and did not complete.
-    FailoverFailed { reason: String, error: String },
+    FailoverFailed {
+        reason: String,
+        error: String,
+        /// The old active was made active again.
+        rolled_back: bool,
+    },
     /// Anything else that needs a human now.
     Critical { text: String },
     /// Something a human should fix before it matters (a standby that could not take over).
@@ -223,8 +249,15 @@ pub fn render(event: &Event) -> String {
             lines.push("🟢 Server status".into());
             lines.extend(facts.iter().cloned());
         }
-        Event::FailoverFailed { reason, error } => {
-            lines.push("❌ Failover failed".into());
+        Event::FailoverFailed {
+            reason,
+            error,
+            rolled_back,
+        } => {
+            lines.push(match rolled_back {
+                true => "↩️ Failover failed and was rolled back".into(),
+                false => "❌ Failover failed".into(),
+            });
             lines.push(format!("Reason: {reason}"));
             lines.push(format!("Error: {error}"));
         }
@@ -289,7 +322,7 @@ impl Notifier {
     pub fn start(cfg: NotifierConfig) -> (Notifier, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         if cfg.has_targets() {
-            info!(config = ?cfg, "notifications enabled");
+            info!("notifications enabled: {}", cfg.describe());
         } else {
             info!("no notification target configured; notifications are only logged");
         }

@@ -48,6 +48,9 @@ pub struct Outcome {
     /// Whether trying the same switch again soon could succeed (false for SSH refusals).
     #[serde(default = "yes")]
     pub retry_soon: bool,
+    /// The new active refused its promotion and the old one was made active again.
+    #[serde(default)]
+    pub rolled_back: bool,
 }
 
 fn yes() -> bool {
@@ -62,11 +65,12 @@ impl Outcome {
             .iter()
             .map(|p| format!("{} {} ms", p.name, p.ms))
             .collect();
-        let verdict = match (self.dry_run, self.ok) {
-            (true, true) => "planned (dry run: nothing was changed)",
-            (true, false) => "would be refused (dry run: nothing was changed)",
-            (false, true) => "done",
-            (false, false) => "FAILED",
+        let verdict = match (self.dry_run, self.ok, self.rolled_back) {
+            (true, true, _) => "planned (dry run: nothing was changed)",
+            (true, false, _) => "would be refused (dry run: nothing was changed)",
+            (false, true, _) => "done",
+            (false, false, true) => "FAILED and ROLLED BACK",
+            (false, false, false) => "FAILED",
         };
         format!(
             "switch term {} {} → {} {verdict} in {} ms ({}): {}{}",
@@ -134,9 +138,16 @@ impl Manager {
                 error: None,
                 dry_run,
                 retry_soon: true,
+                rolled_back: false,
             },
         };
-        info!(from = ?clock.outcome.from, to = %clock.outcome.to, reason = %plan.reason, demotable = plan.demotable, "switch decided");
+        info!(
+            from = clock.outcome.from.as_deref().unwrap_or("nobody"),
+            to = %clock.outcome.to,
+            reason = %plan.reason,
+            demotable = plan.demotable,
+            "switch decided"
+        );
         if dry_run {
             self.plan_phases(&plan, &mut clock);
             return self.finish(clock);
@@ -230,10 +241,10 @@ impl Manager {
                 clock.phase(
                     "tower",
                     Err(format!(
-                        "the newest tower available (last vote {:?}) is older than the vote account's last vote {voted}: \
+                        "the newest tower available (last vote {}) is older than the vote account's last vote {voted}: \
                          promoting with it could break lockouts; bring the old active's agent back (its tower is on its disk) \
                          or restore that tower by hand",
-                        t.last_vote
+                        slot_text(t.last_vote)
                     )),
                 );
                 return self.finish(clock);
@@ -247,7 +258,11 @@ impl Manager {
         clock.phase(
             "tower",
             Ok(match &tower {
-                Some(t) => format!("last vote {:?}, sha256 {}", t.last_vote, &t.sha256[..16]),
+                Some(t) => format!(
+                    "last vote {}, sha256 {}",
+                    slot_text(t.last_vote),
+                    &t.sha256[..16]
+                ),
                 None => match &sha {
                     Some(s) => format!("in etcd, sha256 {}", &s[..16.min(s.len())]),
                     None => "no tower anywhere: the new active must build its own".into(),
@@ -288,10 +303,23 @@ impl Manager {
                 );
             }
             Ok(r) => {
+                let refused_staked = r.identity.as_deref() == Some(self.staked_str().as_str());
                 clock.phase(
                     "promote",
                     Err(r.error.unwrap_or_else(|| "promotion failed".into())),
                 );
+                // A definite refusal, with the node still unstaked: give X back to the node it came
+                // from, with its own final tower, rather than leave nobody voting. A timeout is
+                // not a refusal (the node may hold X): no rollback then.
+                if let (Some(a), true, false, false) = (
+                    plan.from,
+                    plan.demotable,
+                    refused_staked,
+                    self.secure_key.is_some(),
+                ) {
+                    self.roll_back(a, tower, chain_vote, &plan.reason, &mut clock)
+                        .await;
+                }
                 return self.finish(clock);
             }
             Err(e) => {
@@ -320,9 +348,9 @@ impl Manager {
                 s.identity.unwrap_or_default()
             )),
             Ok(s) => Err(format!(
-                "{} reports {:?} as {:?}",
+                "{} reports {} ({})",
                 name(plan.to),
-                s.identity,
+                s.identity.as_deref().unwrap_or("no readable identity"),
                 s.role
             )),
             Err(e) => Err(e.to_string()),
@@ -358,6 +386,61 @@ impl Manager {
             clock.phase("gossip", gossip);
         }
         self.finish(clock)
+    }
+
+    /// Makes `a`, which this switch demoted, active again with its own final tower, in a term of
+    /// its own (the demotion's term may not promote it).
+    async fn roll_back(
+        &mut self,
+        a: usize,
+        tower: Option<TowerBlob>,
+        chain_vote: Option<u64>,
+        reason: &str,
+        clock: &mut Clock,
+    ) {
+        let failure = clock.outcome.error.clone();
+        let term = match self.next_term().await {
+            Ok(t) => t,
+            Err(e) => {
+                clock.phase("rollback", Err(format!("no term for the rollback: {e}")));
+                clock.outcome.error = failure;
+                return;
+            }
+        };
+        let embedded = matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded);
+        let request = FailoverRequest {
+            min_last_vote: chain_vote,
+            ..command(
+                FailoverAction::BecomeActive,
+                term,
+                &format!("rollback: {reason}"),
+                if embedded { tower } else { None },
+            )
+        };
+        let result = match self.commands[a].failover(&request).await {
+            Ok(r) if r.ok => {
+                clock.outcome.rolled_back = true;
+                Ok(format!(
+                    "{} active again with its own final tower (term {term})",
+                    self.describe(a)
+                ))
+            }
+            Ok(r) => Err(format!(
+                "{} could not be made active again: {}; NOBODY VOTES, check both now",
+                self.describe(a),
+                r.error.unwrap_or_default()
+            )),
+            Err(e) => Err(format!(
+                "{} could not be made active again: {e}; check both now",
+                self.describe(a)
+            )),
+        };
+        clock.phase("rollback", result);
+        // The switch's failure stays the headline.
+        clock.outcome.error = failure.map(|f| match clock.outcome.rolled_back {
+            true => format!("{f}; rolled back: {} votes again", self.describe(a)),
+            false => f,
+        });
     }
 
     /// A dry run: each phase the switch would go through, with what it would do and what it would
@@ -574,6 +657,11 @@ impl Manager {
             })
             .max_by_key(|t| t.last_vote)
     }
+}
+
+/// A slot for a message: the number, or "none".
+pub(crate) fn slot_text(slot: Option<u64>) -> String {
+    slot.map_or("none".to_string(), |s| s.to_string())
 }
 
 fn command(

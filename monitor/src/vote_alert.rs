@@ -60,6 +60,35 @@ pub enum AlertChange {
     Cleared { last_vote: u64, tip: u64 },
 }
 
+impl std::fmt::Display for AlertChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = |s: &Option<u64>| s.map_or("unknown".to_string(), |v| v.to_string());
+        match self {
+            AlertChange::Raised {
+                reason,
+                lag,
+                last_vote,
+                tip,
+            } => {
+                let why = match reason {
+                    AlertReason::Lagging => "lagging",
+                    AlertReason::Delinquent => "delinquent",
+                    AlertReason::NotFound => "not found",
+                };
+                write!(
+                    f,
+                    "{why}: last vote {}, tip {tip}, lag {}",
+                    slot(last_vote),
+                    slot(lag)
+                )
+            }
+            AlertChange::Cleared { last_vote, tip } => {
+                write!(f, "voting: last vote {last_vote}, tip {tip}")
+            }
+        }
+    }
+}
+
 /// The alert state machine: feed it samples, it says when to raise and when to clear. Raises
 /// once per episode.
 #[derive(Clone, Debug)]
@@ -277,10 +306,10 @@ pub async fn run(
         if let Some(change) = watch.observe(sample) {
             match change {
                 AlertChange::Raised { .. } => {
-                    warn!(vote_account = %cfg.vote_account, ?change, "vote account stale")
+                    warn!(vote_account = %cfg.vote_account, "vote account stale: {change}")
                 }
                 AlertChange::Cleared { .. } => {
-                    info!(vote_account = %cfg.vote_account, ?change, "vote account recovered")
+                    info!(vote_account = %cfg.vote_account, "vote account recovered: {change}")
                 }
             }
             notifier.send(event_for(&cfg.vote_account, &change));

@@ -142,6 +142,7 @@ fn the_manager_s_own_messages_have_their_headings() {
             Event::FailoverFailed {
                 reason: "manual".into(),
                 error: "demotion not confirmed".into(),
+                rolled_back: false,
             },
             "❌ Failover failed\nReason: manual\nError: demotion not confirmed",
         ),

@@ -287,3 +287,93 @@ async fn sighup_reopens_the_log_file_and_both_services_keep_running() {
     assert!(client.health().await.unwrap().ok);
     assert!(sys.agents[1].child.try_wait().unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_whose_promotion_is_refused_is_rolled_back_and_reported_so() {
+    let mut sys = system(|_, _| {}).await;
+    let manager = sys.start_manager().await;
+    sys.cluster
+        .fault(1, failover_sim::Fault::RefuseSetIdentity { refuse: true })
+        .await
+        .unwrap();
+    let before = sys.cluster.vote_account().last_vote;
+    let outcome = failover_monitor::control::ask_running(
+        &manager.state_dir,
+        &failover_monitor::control::ControlRequest::Trigger {
+            reason: "maintenance".into(),
+            force: true,
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!outcome.ok);
+    assert!(outcome.rolled_back, "{}", outcome.summary());
+    assert!(
+        outcome.summary().contains("FAILED and ROLLED BACK"),
+        "{}",
+        outcome.summary()
+    );
+    // The old active votes again, from after its own last vote.
+    let staked = sys.staked();
+    sys.cluster
+        .wait_until(PATIENCE, |w| {
+            w.holders(&staked) == vec![0]
+                && w.vote.last_voter == Some(0)
+                && w.vote.last_vote > before
+        })
+        .await
+        .unwrap();
+    let (_, failed) = sys.receiver.wait_for("rolled back").await;
+    assert!(!failed.contains("Failover complete"), "{failed}");
+    assert_eq!(sys.receiver.inbox.count("Failover complete"), 0);
+    sys.cluster.safety().assert_safe();
+}
+
+/// Log lines that read like Rust instead of like an operator's log.
+fn rust_speak(line: &str) -> bool {
+    ["Some(", "None,", "Url {", "Ok(", "Err(", " { ", "\"}"]
+        .iter()
+        .any(|p| line.contains(p))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_planned_switch_logs_no_warning_and_no_rust() {
+    let sys = system(|_, _| {}).await;
+    let manager = sys.spawn_manager(":").await;
+    let started = manager.log.lock().unwrap().len();
+    let agents_started: Vec<usize> = sys
+        .agents
+        .iter()
+        .map(|a| a.log.lock().unwrap().len())
+        .collect();
+    let out = manager_cli(
+        &manager.config,
+        &["--trigger-failover", "--reason", "maintenance"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    sys.wait_active(1).await;
+    sys.slots(10).await;
+    let manager_lines = manager.log.lock().unwrap()[started..].to_vec();
+    assert!(manager_lines.iter().any(|l| l.contains("switch term")));
+    for (who, lines) in std::iter::once(("manager", manager_lines)).chain(
+        sys.agents
+            .iter()
+            .zip(agents_started)
+            .map(|(a, from)| ("agent", a.log.lock().unwrap()[from..].to_vec())),
+    ) {
+        for line in &lines {
+            assert!(
+                !line.contains(" WARN "),
+                "{who} warned in a healthy switch: {line}"
+            );
+            assert!(!rust_speak(line), "{who} logged Rust: {line}");
+        }
+    }
+    // Nor anything the manager said at start-up, config warnings aside.
+    for line in manager.log.lock().unwrap()[..started].iter() {
+        assert!(!rust_speak(line), "manager logged Rust: {line}");
+    }
+}

@@ -216,9 +216,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Result<ExitCode> {
-    for w in &cfg.warnings {
-        warn!("config: {w}");
-    }
+    // One-shot commands do not repeat the config's warnings (--check-config lists them); the
+    // service says them once at start.
     if args.trigger_failover {
         let reason = args
             .reason
@@ -299,6 +298,9 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
             println!("{line}");
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    for w in &cfg.warnings {
+        warn!("config: {w}");
     }
     if cfg.dry_run {
         warn!("DRY RUN: decisions are logged, no switch is made");

@@ -127,6 +127,8 @@ async fn record(
 pub struct AgentProcess {
     pub child: Child,
     pub url: String,
+    /// Every line it logged after start-up.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl AgentProcess {
@@ -246,8 +248,14 @@ pub async fn spawn_agent(config: &Path, url: String) -> AgentProcess {
             break;
         }
     }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    AgentProcess { child, url }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let keep = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    AgentProcess { child, url, log }
 }
 
 /// The manager running in-process until dropped.
