@@ -9,7 +9,10 @@
 //! - `GET /health` — the agent is up (for systemd and monitoring).
 
 use base64::Engine;
+use failover_identity::VoteStateKind;
 use serde::{Deserialize, Serialize};
+
+use crate::consensus::Consensus;
 
 pub const PATH_STATUS: &str = "/status";
 pub const PATH_FAILOVER: &str = "/failover";
@@ -49,7 +52,7 @@ pub const TOWER_WAIT_MAX_MS: u64 = 5_000;
 /// The staked tower on this server, when it verifies and differs from the one the manager holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TowerResponse {
-    pub tower: Option<TowerBlob>,
+    pub tower: Option<VoteStateBlob>,
 }
 
 /// Whether this validator holds the staked identity.
@@ -92,11 +95,14 @@ impl std::fmt::Display for Health {
     }
 }
 
-/// A tower file in transit, with what identifies it.
+/// A vote-state file (tower or vote history) in transit, with what identifies it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TowerBlob {
+pub struct VoteStateBlob {
     /// The identity it belongs to (base58).
     pub identity: String,
+    /// Tower or vote history (absent in what agents before vote histories sent: a tower).
+    #[serde(default)]
+    pub kind: VoteStateKind,
     /// SHA-256 of the file bytes, hex.
     pub sha256: String,
     pub last_vote: Option<u64>,
@@ -105,10 +111,17 @@ pub struct TowerBlob {
     pub bytes_base64: String,
 }
 
-impl TowerBlob {
-    pub fn new(identity: String, bytes: &[u8], last_vote: Option<u64>, root: Option<u64>) -> Self {
+impl VoteStateBlob {
+    pub fn new(
+        identity: String,
+        kind: VoteStateKind,
+        bytes: &[u8],
+        last_vote: Option<u64>,
+        root: Option<u64>,
+    ) -> Self {
         Self {
             identity,
+            kind,
             sha256: failover_identity::tower_hash(bytes),
             last_vote,
             root,
@@ -124,9 +137,11 @@ impl TowerBlob {
     }
 }
 
-/// The tower file as the agent sees it on disk.
+/// The vote-state file (the consensus's kind) as the agent sees it on disk.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TowerStatus {
+pub struct VoteStateStatus {
+    #[serde(default)]
+    pub kind: VoteStateKind,
     pub path: String,
     pub present: bool,
     pub last_vote: Option<u64>,
@@ -156,15 +171,18 @@ pub struct StatusResponse {
     pub identity_error: Option<String>,
     pub staked_identity: String,
     pub role: Role,
+    /// What this validator's RPC says its cluster runs.
+    #[serde(default)]
+    pub consensus: Consensus,
     pub process_name: String,
     pub process_running: Option<bool>,
     pub process_uptime_secs: Option<u64>,
     /// The validator's processed slot.
     pub slot: Option<u64>,
     pub health: Health,
-    pub tower: TowerStatus,
+    pub tower: VoteStateStatus,
     /// Embedded tower store: the active's current tower, for the manager to keep.
-    pub tower_backup: Option<TowerBlob>,
+    pub tower_backup: Option<VoteStateBlob>,
     /// The highest fencing term this agent has accepted.
     pub term: u64,
     /// This agent process's id (as in `/health`).
@@ -200,10 +218,18 @@ pub struct FailoverRequest {
     pub reason: String,
     /// `become_active` with the embedded store: the tower to install.
     #[serde(default)]
-    pub tower: Option<TowerBlob>,
+    pub tower: Option<VoteStateBlob>,
     /// `become_active`: the hash the installed tower must have (from `become_passive`).
     #[serde(default)]
     pub tower_sha256: Option<String>,
+    /// What the manager believes the cluster runs: the agent refuses a switch when its own
+    /// validator says otherwise.
+    #[serde(default)]
+    pub consensus: Option<Consensus>,
+    /// `become_active` during the migration to Alpenglow (no genesis certificate yet), which is
+    /// refused without this (`--force`).
+    #[serde(default)]
+    pub allow_migration: bool,
     /// `become_active`: the newest vote of the staked identity the manager has seen land on chain.
     /// A tower whose last vote is older is refused — as is one older than what this agent's own
     /// validator shows for the vote account.
@@ -227,7 +253,7 @@ pub struct FailoverResponse {
     /// The validator's identity after the action.
     pub identity: Option<String>,
     /// `become_passive`: the final staked tower (its hash is what `become_active` must install).
-    pub tower: Option<TowerBlob>,
+    pub tower: Option<VoteStateBlob>,
     pub phases: Vec<Phase>,
     pub dry_run: bool,
     pub error: Option<String>,

@@ -8,21 +8,25 @@
 //!
 //! The API types ([`api`]) and the typed client ([`client`]) are shared with the manager.
 
+mod agent;
 pub mod api;
 pub mod auth;
 pub mod client;
 mod commands;
+pub mod consensus;
 pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod process;
-pub mod service;
+mod routes;
 pub mod state;
 pub mod store;
-pub mod towers;
+mod switch;
 mod validator;
+pub mod vote_state;
 mod watchdog;
 
+pub use agent::{state_dir, Agent, AGENT_VERSION};
 pub use client::{AgentClient, ClientError, CommandSigner};
-pub use service::{app, run, Agent};
+pub use routes::{app, run};
 pub use watchdog::unreachable_targets;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
-use crate::api::TowerBlob;
+use crate::api::VoteStateBlob;
 
 /// Why the etcd store failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub struct StoredTower {
     /// Which agent wrote it (its listen address or host name), for operators.
     pub written_by: String,
     pub written_at_ms: u64,
-    pub tower: TowerBlob,
+    pub tower: VoteStateBlob,
 }
 
 /// An etcd-backed tower store.

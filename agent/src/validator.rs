@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use failover_config::{AgentConfig, ValidatorClient};
 use failover_identity::{
-    AdminRpcClient, AdminRpcError, Keypair, Permissions, Pubkey, SetIdentityArity, Timeouts,
+    AdminRpcClient, AdminRpcError, Keypair, Permissions, Pubkey, Require, SetIdentityArity,
+    Timeouts, VoteStateKind,
 };
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
@@ -98,32 +99,43 @@ impl Validator {
         }
     }
 
+    /// The validator's own RPC (consensus detection).
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
     /// Switches to the unstaked identity.
     pub async fn demote(&self) -> Result<String, String> {
         match &self.kind {
-            Kind::Agave { admin, unstaked } => admin
-                .set_identity(unstaked, false)
-                .await
-                .map(|()| format!("setIdentity {} (admin RPC)", unstaked.display()))
-                .map_err(describe_admin_error),
+            Kind::Agave { admin, unstaked } => {
+                set_identity_converging(admin, unstaked, Require::both(false))
+                    .await
+                    .map(|tries| format!("setIdentity {} (admin RPC){tries}", unstaked.display()))
+            }
             Kind::Firedancer {
                 fdctl,
                 config,
                 unstaked,
-            } => fdctl_set_identity(fdctl, config, unstaked, false).await,
+            } => fdctl_set_identity(fdctl, config, unstaked, Require::both(false)).await,
             Kind::Command { remove, .. } => run_shell(remove, None, COMMAND_TIMEOUT)
                 .await
                 .map(|_| format!("ran identity_remove_command: {remove}")),
         }
     }
 
-    /// Switches to the staked identity. `staked` is the keypair file on this machine; the command
-    /// kind's own command names its keypair, so it needs none.
+    /// Switches to the staked identity with `kind`'s file required (the tower when
+    /// `require_tower`; the vote history under Alpenglow). `staked` is the keypair file on this
+    /// machine; the command kind's own command names its keypair, so it needs none.
     pub async fn promote(
         &self,
         staked: Option<&Path>,
+        kind: VoteStateKind,
         require_tower: bool,
     ) -> Result<String, String> {
+        let require = match kind {
+            VoteStateKind::Tower => Require::both(require_tower),
+            VoteStateKind::VoteHistory => Require::vote_history(),
+        };
         let need_file = || {
             staked.ok_or_else(|| {
                 "no staked_identity_keypair on this server: promote with skip_identity (secure mode)"
@@ -131,18 +143,22 @@ impl Validator {
             })
         };
         match &self.kind {
-            Kind::Agave { admin, .. } => admin
-                .set_identity(need_file()?, require_tower)
-                .await
-                .map(|()| {
-                    format!(
-                        "setIdentity {} require_tower={require_tower} (admin RPC)",
-                        need_file().unwrap_or(Path::new("?")).display()
-                    )
-                })
-                .map_err(describe_admin_error),
+            Kind::Agave { admin, .. } => {
+                let file = need_file()?;
+                set_identity_converging(admin, file, require)
+                    .await
+                    .map(|tries| {
+                        format!(
+                            "setIdentity {} require_tower={} require_vote_history={} (admin \
+                             RPC){tries}",
+                            file.display(),
+                            require.tower,
+                            require.vote_history
+                        )
+                    })
+            }
             Kind::Firedancer { fdctl, config, .. } => {
-                fdctl_set_identity(fdctl, config, need_file()?, require_tower).await
+                fdctl_set_identity(fdctl, config, need_file()?, require).await
             }
             Kind::Command { change, .. } => match change {
                 Some(change) => run_shell(change, None, COMMAND_TIMEOUT)
@@ -254,6 +270,43 @@ fn behind_slots(text: &str) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// `setIdentity`, asked again while Agave 4.3 reports a partial switch ("Failed to apply new
+/// identity to …": some of its parts took the new key, nothing else did yet; its own advice is to
+/// retry until it converges). Returns a note on the retries, empty when there were none.
+async fn set_identity_converging(
+    admin: &AdminRpcClient,
+    keypair: &Path,
+    require: Require,
+) -> Result<String, String> {
+    const ATTEMPTS: u32 = 3;
+    let mut partial = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        match admin.set_identity_requiring(keypair, require).await {
+            Ok(()) if partial.is_empty() => return Ok(String::new()),
+            Ok(()) => {
+                return Ok(format!(
+                    "; converged on attempt {attempt} after a partial switch ({})",
+                    partial.join("; ")
+                ))
+            }
+            Err(AdminRpcError::PartialIdentityChange { message, .. }) if attempt < ATTEMPTS => {
+                let now = admin
+                    .identity()
+                    .await
+                    .map_or_else(|e| format!("identity unreadable: {e}"), |id| id.to_string());
+                tracing::warn!(attempt, reads = %now, "partial identity change: {message}; asking again");
+                partial.push(message);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(describe_admin_error(e)),
+        }
+    }
+    Err(format!(
+        "the identity change stayed partial after {ATTEMPTS} attempts: {}",
+        partial.join("; ")
+    ))
+}
+
 fn describe_admin_error(e: AdminRpcError) -> String {
     match e {
         AdminRpcError::Timeout { sent: true, .. } => {
@@ -263,13 +316,15 @@ fn describe_admin_error(e: AdminRpcError) -> String {
     }
 }
 
-/// `fdctl set-identity --config CFG - [--require-tower]`, the keypair piped on stdin so it never
-/// appears in a process argument list.
+/// `fdctl set-identity --config CFG - [--require-tower] [--do-not-require-vote-history]`, the
+/// keypair piped on stdin so it never appears in a process argument list. When fdctl reports an
+/// abandoned switch ("already in the process of switching keys"), it is asked once more with
+/// `--force`, as its message says (Firedancer `set_identity.c`).
 async fn fdctl_set_identity(
     fdctl: &Path,
     config: &Path,
     keypair_path: &Path,
-    require_tower: bool,
+    require: Require,
 ) -> Result<String, String> {
     let keypair =
         Keypair::read_file(keypair_path, Permissions::Strict).map_err(|e| e.to_string())?;
@@ -279,12 +334,28 @@ async fn fdctl_set_identity(
         shell_quote(&fdctl.to_string_lossy()),
         shell_quote(&config.to_string_lossy())
     );
-    if require_tower {
+    if require.tower {
         command.push_str(" --require-tower");
     }
-    run_shell(&command, Some(json.as_bytes()), COMMAND_TIMEOUT)
-        .await
-        .map(|_| format!("fdctl set-identity {} (keypair on stdin)", keypair.pubkey()))
+    if !require.vote_history {
+        command.push_str(" --do-not-require-vote-history");
+    }
+    let switched = |forced: &str| {
+        format!(
+            "fdctl set-identity {} (keypair on stdin){forced}",
+            keypair.pubkey()
+        )
+    };
+    match run_shell(&command, Some(json.as_bytes()), COMMAND_TIMEOUT).await {
+        Ok(_) => Ok(switched("")),
+        Err(e) if e.contains("already in the process of switching keys") => {
+            command.push_str(" --force");
+            run_shell(&command, Some(json.as_bytes()), COMMAND_TIMEOUT)
+                .await
+                .map(|_| switched("; with --force after an abandoned switch"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn shell_quote(s: &str) -> String {

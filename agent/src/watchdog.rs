@@ -12,8 +12,8 @@ use failover_config::HostPort;
 use tokio::net::TcpStream;
 use tracing::{error, info, warn};
 
+use crate::agent::{unix_ms, Agent};
 use crate::api::FenceReport;
-use crate::service::{unix_ms, Agent};
 
 /// How often the watchdog looks.
 pub(crate) fn period(cfg: &failover_config::AgentConfig) -> Duration {

@@ -109,7 +109,7 @@ async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
     let names: Vec<&str> = passive.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["demote", "confirm", "voters", "settle", "tower", "remove", "hook"]
+        ["voters", "demote", "confirm", "settle", "tower", "remove", "hook"]
     );
     let names: Vec<&str> = active.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -131,16 +131,19 @@ async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
     // The tower the new active installed is the old active's final tower, and the old one no
     // longer has a staked tower (but its archive does).
     let final_tower = passive.tower.unwrap();
-    let installed = std::fs::read(
-        bed.cluster.info().nodes[1]
+    // What it verified and installed is that tower (its hash); what is on disk now is that tower
+    // or newer (the new active votes every slot).
+    assert!(
+        active.phases[0].detail.contains(&final_tower.sha256),
+        "{active:#?}"
+    );
+    let installed = TowerFile::read(
+        &bed.cluster.info().nodes[1]
             .ledger
             .join(format!("tower-1_9-{staked}.bin")),
     )
     .unwrap();
-    assert_eq!(
-        failover_identity::tower_hash(&installed),
-        final_tower.sha256
-    );
+    assert!(installed.tower.last_voted_slot() >= final_tower.last_vote);
     assert!(!bed.cluster.info().nodes[0]
         .ledger
         .join(format!("tower-1_9-{staked}.bin"))
@@ -245,12 +248,26 @@ async fn a_failed_demotion_stops_the_switch() {
         .await
         .unwrap();
     assert!(!response.ok);
-    assert_eq!(response.phases.len(), 1, "{response:#?}");
+    let names: Vec<&str> = response.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["voters", "demote", "restore_voters"],
+        "{response:#?}"
+    );
     assert!(
         response.tower.is_none(),
         "no tower may be handed out while the node may vote"
     );
     assert_eq!(bed.cluster.identity(0), Some(bed.cluster.staked_pubkey()));
+    // Its voters were given back: it keeps voting instead of holding X silently.
+    let before = bed.cluster.vote_account().last_vote;
+    bed.cluster
+        .wait_until(PATIENCE, |w| {
+            w.vote.last_vote > before + 2 && w.vote.last_voter == Some(0)
+        })
+        .await
+        .unwrap();
+    bed.cluster.safety().assert_safe();
 }
 
 /// Found on real Agave: the straggler vote comes with the next bank the replay loop finishes, so

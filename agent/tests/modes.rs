@@ -77,11 +77,12 @@ async fn firedancer_kind_pipes_the_keypair_to_fdctl() {
     let fd_config = dir.path().join("fd.toml");
     std::fs::write(&fd_config, "# firedancer config\n").unwrap();
     let tool = identity_tool();
-    // A stand-in for `fdctl set-identity --config CFG - [--require-tower]`: it logs its argv and
-    // hands the keypair it reads on stdin to the validator's admin socket.
+    // A stand-in for `fdctl set-identity --config CFG - [--require-tower]
+    // [--do-not-require-vote-history] [--force]` (Firedancer's `set_identity.c` usage): it logs
+    // its argv and hands the keypair it reads on stdin to the validator's admin socket.
     let make = |socket: &Path| {
         format!(
-            "#!/bin/sh\necho \"$@\" >> {log}\n[ \"$1\" = set-identity ] || exit 64\nshift\nreq=\nwhile [ $# -gt 0 ]; do case \"$1\" in --config) shift 2;; --require-tower) req=--require-tower; shift;; -) shift;; *) exit 65;; esac; done\nexec {tool} set-identity --admin-socket {socket} $req\n",
+            "#!/bin/sh\necho \"$@\" >> {log}\n[ \"$1\" = set-identity ] || exit 64\nshift\nreq=\nwhile [ $# -gt 0 ]; do case \"$1\" in --config) shift 2;; --require-tower|--do-not-require-vote-history) req=\"$req $1\"; shift;; --force) shift;; -) shift;; *) exit 65;; esac; done\nexec {tool} set-identity --admin-socket {socket} $req\n",
             log = argv_log.display(),
             tool = tool.display(),
             socket = socket.display()

@@ -140,3 +140,35 @@ mod tests {
         assert_eq!(secret.expose(), "123:abc");
     }
 }
+
+/// `consensus`: which consensus the cluster runs — read from the cluster at run time (`auto`,
+/// the default), or fixed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConsensusSetting {
+    #[default]
+    Auto,
+    /// TowerBFT: the tower moves with the identity.
+    Tower,
+    /// Alpenglow: the vote history moves with the identity.
+    Alpenglow,
+}
+
+impl ConsensusSetting {
+    pub(crate) fn read(
+        field: &crate::fields::Field<'_>,
+        diag: &mut crate::fields::Diagnostics,
+    ) -> Option<Self> {
+        match field.str(diag)? {
+            "auto" => Some(Self::Auto),
+            "tower" | "towerbft" => Some(Self::Tower),
+            "alpenglow" => Some(Self::Alpenglow),
+            other => {
+                diag.error(
+                    &field.path,
+                    format!("{other:?} is not a consensus (expected \"auto\", \"tower\" or \"alpenglow\")"),
+                );
+                None
+            }
+        }
+    }
+}

@@ -41,6 +41,12 @@ const MAX_RESPONSE_LEN: usize = 1 << 20;
 /// (validator/src/admin_rpc_service.rs).
 const STARTUP_NOT_COMPLETE: &str = "Retry once validator start up is complete";
 const TOWER_LOAD_FAILED: &str = "Unable to load tower file for identity";
+/// agave-validator 4.2 `admin_rpc_service.rs` `set_identity_keypair`.
+const VOTE_HISTORY_LOAD_FAILED: &str = "Unable to load vote history file for identity";
+/// Agave 4.3: a switch from one staked identity straight to another is refused.
+const STAKED_TO_STAKED: &str = "Changing identity from staked node";
+/// Agave 4.3: a key updater failed after some took the new key; nothing else switched yet.
+const PARTIAL_IDENTITY_CHANGE: &str = "Failed to apply new identity to";
 
 /// Deadlines for the admin socket.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +126,25 @@ pub enum AdminRpcError {
         method: &'static str,
         message: String,
     },
+    #[error("admin RPC {method}: validator refused: vote history not loadable: {message}")]
+    VoteHistoryUnavailable {
+        method: &'static str,
+        message: String,
+    },
+    #[error(
+        "admin RPC {method}: validator refused a switch between two staked identities: {message}"
+    )]
+    StakedToStaked {
+        method: &'static str,
+        message: String,
+    },
+    /// Agave 4.3: some of the validator's parts took the new key, the rest did not: read the
+    /// identity back and ask again to converge.
+    #[error("admin RPC {method}: the identity change was applied only in part: {message}")]
+    PartialIdentityChange {
+        method: &'static str,
+        message: String,
+    },
     #[error("admin RPC {method}: error {code}: {message}")]
     Rpc {
         method: &'static str,
@@ -134,6 +159,12 @@ impl AdminRpcError {
             AdminRpcError::StartupNotComplete { method, message }
         } else if message.contains(TOWER_LOAD_FAILED) {
             AdminRpcError::TowerUnavailable { method, message }
+        } else if message.contains(VOTE_HISTORY_LOAD_FAILED) {
+            AdminRpcError::VoteHistoryUnavailable { method, message }
+        } else if message.contains(STAKED_TO_STAKED) {
+            AdminRpcError::StakedToStaked { method, message }
+        } else if message.contains(PARTIAL_IDENTITY_CHANGE) {
+            AdminRpcError::PartialIdentityChange { method, message }
         } else {
             AdminRpcError::Rpc {
                 method,
@@ -147,6 +178,36 @@ impl AdminRpcError {
     fn is_arity_mismatch(&self) -> bool {
         matches!(self, AdminRpcError::Rpc { code: INVALID_PARAMS, message, .. }
             if message.starts_with("Invalid params: invalid length"))
+    }
+}
+
+/// What `setIdentity` requires to load for the new identity before it switches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Require {
+    /// `tower-1_9-<id>.bin` (TowerBFT; there is none under Alpenglow).
+    pub tower: bool,
+    /// `vote_history-<id>.bin` when the vote account has Alpenglow votes (Agave 4.2+; the two-
+    /// parameter call of older Agave cannot express it).
+    pub vote_history: bool,
+}
+
+impl Require {
+    /// Both or neither: a demotion requires nothing; a TowerBFT promotion the tower, and the
+    /// vote history too, which Agave only enforces on Alpenglow for the vote account's own node,
+    /// so it is harmless on a Tower cluster.
+    pub fn both(required: bool) -> Self {
+        Self {
+            tower: required,
+            vote_history: required,
+        }
+    }
+
+    /// An Alpenglow promotion: the vote history, no tower.
+    pub fn vote_history() -> Self {
+        Self {
+            tower: false,
+            vote_history: true,
+        }
     }
 }
 
@@ -254,11 +315,23 @@ impl AdminRpcClient {
     }
 
     /// `setIdentity`: switch to the keypair at `keypair_path` (a path on the validator's machine).
-    /// With `require_tower` Agave refuses unless `tower-1_9-<new pubkey>.bin` loads and verifies.
+    /// With `require_tower` Agave refuses unless `tower-1_9-<new pubkey>.bin` loads and verifies;
+    /// from 4.2 the vote history is required alike (see [`Require::both`]).
     pub async fn set_identity(
         &self,
         keypair_path: &Path,
         require_tower: bool,
+    ) -> Result<(), AdminRpcError> {
+        self.set_identity_requiring(keypair_path, Require::both(require_tower))
+            .await
+    }
+
+    /// [`AdminRpcClient::set_identity`] with the tower and the vote history required separately
+    /// (Alpenglow: no tower, the vote history).
+    pub async fn set_identity_requiring(
+        &self,
+        keypair_path: &Path,
+        require: Require,
     ) -> Result<(), AdminRpcError> {
         let path = keypair_path
             .to_str()
@@ -267,19 +340,18 @@ impl AdminRpcClient {
                 detail: format!("keypair path {} is not UTF-8", keypair_path.display()),
             })?;
         let first = Zeroizing::new(serde_json::to_string(path).expect("strings serialize"));
-        self.set_identity_with("setIdentity", &first, require_tower)
-            .await
+        self.set_identity_with("setIdentity", &first, require).await
     }
 
     /// `setIdentityFromBytes`: switch to `keypair` sent over the socket; no file on the validator.
     pub async fn set_identity_from_bytes(
         &self,
         keypair: &Keypair,
-        require_tower: bool,
+        require: Require,
     ) -> Result<(), AdminRpcError> {
         let mut first = Zeroizing::new(String::with_capacity(300));
         push_byte_array(&mut first, &keypair.to_bytes()[..]);
-        self.set_identity_with("setIdentityFromBytes", &first, require_tower)
+        self.set_identity_with("setIdentityFromBytes", &first, require)
             .await
     }
 
@@ -287,19 +359,19 @@ impl AdminRpcClient {
         &self,
         method: &'static str,
         first_param: &str,
-        require_tower: bool,
+        require: Require,
     ) -> Result<(), AdminRpcError> {
         let known = self.arity.load(Ordering::Relaxed);
         let mut arity = if known == 3 { 3 } else { 2 };
         let mut result = self
-            .set_identity_once(method, first_param, require_tower, arity)
+            .set_identity_once(method, first_param, require, arity)
             .await;
         if known == 0 && matches!(&result, Err(e) if e.is_arity_mismatch()) {
             // The server counts params strictly and rejected two before parsing anything, so
             // nothing changed: asking again with the vote-history flag is safe.
             arity = 3;
             result = self
-                .set_identity_once(method, first_param, require_tower, arity)
+                .set_identity_once(method, first_param, require, arity)
                 .await;
         }
         if !matches!(&result, Err(e) if e.is_arity_mismatch()) {
@@ -312,15 +384,12 @@ impl AdminRpcClient {
         &self,
         method: &'static str,
         first_param: &str,
-        require_tower: bool,
+        require: Require,
         arity: u8,
     ) -> Result<(), AdminRpcError> {
         let mut params = Zeroizing::new(String::with_capacity(first_param.len() + 16));
-        // The vote-history requirement follows the tower requirement: both guard against voting
-        // without the identity's consensus history. Agave only enforces it on Alpenglow clusters for
-        // the vote account's own node, so `true` is harmless on a Tower cluster.
         let extra = if arity == 3 {
-            if require_tower {
+            if require.vote_history {
                 ",true"
             } else {
                 ",false"
@@ -328,7 +397,7 @@ impl AdminRpcClient {
         } else {
             ""
         };
-        write!(params, "[{first_param},{require_tower}{extra}]").expect("writing to a String");
+        write!(params, "[{first_param},{}{extra}]", require.tower).expect("writing to a String");
         expect_null(method, self.call(method, &params).await?)
     }
 

@@ -8,11 +8,19 @@
 
 pub mod admin_rpc;
 pub mod keypair;
-pub mod tower;
+pub mod vote_state;
 
-pub use admin_rpc::{AdminRpcClient, AdminRpcError, ContactInfo, SetIdentityArity, Timeouts};
+pub use vote_state::{tower, vote_history};
+
+pub use admin_rpc::{
+    AdminRpcClient, AdminRpcError, ContactInfo, Require, SetIdentityArity, Timeouts,
+};
 pub use keypair::{
     verify_signature, Keypair, KeypairError, KeypairErrorKind, Permissions, Signature,
 };
 pub use solana_pubkey::Pubkey;
-pub use tower::{tower_hash, tower_path, Tower, TowerError, TowerFile};
+pub use tower::{tower_path, Tower, TowerFile};
+pub use vote_state::{
+    tower_hash, write_atomic, VoteHistory, VoteHistoryFile, VoteState, VoteStateError,
+    VoteStateFile, VoteStateKind,
+};

@@ -96,7 +96,7 @@ async fn set_identity_from_bytes_sends_the_64_keypair_bytes() {
     let unstaked = Keypair::generate();
     let s = setup(Keypair::generate().pubkey(), Behaviour::Prompt);
     s.client
-        .set_identity_from_bytes(&unstaked, false)
+        .set_identity_from_bytes(&unstaked, failover_identity::Require::both(false))
         .await
         .unwrap();
     assert_eq!(s.server.identity(), unstaked.pubkey());
@@ -238,7 +238,7 @@ async fn negotiates_the_three_param_set_identity_of_newer_agave() {
     let unstaked = Keypair::generate();
     let s = setup(Keypair::generate().pubkey(), Behaviour::VoteHistoryArity);
     s.client
-        .set_identity_from_bytes(&unstaked, false)
+        .set_identity_from_bytes(&unstaked, failover_identity::Require::both(false))
         .await
         .unwrap();
     assert_eq!(s.server.identity(), unstaked.pubkey());
@@ -263,7 +263,7 @@ async fn a_fixed_arity_is_not_renegotiated() {
         .set_identity_arity(failover_identity::SetIdentityArity::Three);
     let err = s
         .client
-        .set_identity_from_bytes(&unstaked, false)
+        .set_identity_from_bytes(&unstaked, failover_identity::Require::both(false))
         .await
         .unwrap_err();
     assert!(

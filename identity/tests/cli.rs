@@ -503,3 +503,38 @@ async fn an_error_about_a_damaged_keypair_file_echoes_none_of_its_values() {
         }
     }
 }
+
+#[tokio::test]
+async fn vote_history_inspects_the_real_agave_file_and_refuses_a_tampered_copy() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../fixtures/agave-4.2.2/vote_history-92xGceEvXZw9ytyTefYt2fAG91sDJZGGGPcJWxHAipQX.bin",
+    );
+    let out = run(&["vote-history", s(&fixture), "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kind"], "vote_history");
+    assert_eq!(report["last_voted_slot"], 346);
+    assert_eq!(report["root"], 345);
+    assert_eq!(report["bytes"], 576);
+    assert_eq!(report["counts"]["finalized"], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let tampered = dir.path().join(fixture.file_name().unwrap());
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    bytes[300] ^= 0x01;
+    std::fs::write(&tampered, bytes).unwrap();
+    let out = run(&["vote-history", s(&tampered)]).await;
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signature does not verify"));
+    // A tower is not a vote history.
+    let tower = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../fixtures/agave-3.1.12/tower-1_9-361jfy1wN64g8S6SuCvvYr4NtApv2iquBvcjawJoDLcg.bin",
+    );
+    let out = run(&[
+        "vote-history",
+        s(&tower),
+        "--identity",
+        "361jfy1wN64g8S6SuCvvYr4NtApv2iquBvcjawJoDLcg",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+}

@@ -14,12 +14,17 @@
 
 use std::time::Duration;
 
+pub use failover_agent::consensus::Consensus;
+
 /// The thresholds the engine applies (from the manager config).
 #[derive(Clone, Debug)]
 pub struct Rules {
     pub misses_before_failover: u32,
     pub slot_diff_threshold: u64,
     pub stale_vote_slot_threshold: u64,
+    /// The same under Alpenglow, where `lastVote` comes from certificates in later blocks and
+    /// trails the tip by ~8 slots when all is well (also used while the consensus is unknown).
+    pub alpenglow_stale_vote_slot_threshold: u64,
     pub cooldown: Duration,
     pub fence_margin: Duration,
     /// Whether the vote account is watched (a config without `vote_account_pubkey` is not).
@@ -62,6 +67,8 @@ pub struct View {
     /// The view's clock (monotonic, from the manager's start).
     pub now: Duration,
     pub nodes: [NodeView; 2],
+    /// What the cluster runs, as its RPC says.
+    pub consensus: Consensus,
     /// The cluster's tip (processed slot).
     pub tip: Option<u64>,
     /// The vote account's last vote; `None` when unknown or not watched.
@@ -140,6 +147,11 @@ pub enum Hold {
     StartupGrace {
         remaining: Duration,
     },
+    /// The cluster migrates to Alpenglow (feature active, no genesis certificate): no handover
+    /// is safe until it ends.
+    MigrationWindow {
+        consensus: Consensus,
+    },
     /// The old active cannot be demoted and its votes still land.
     OldActiveStillVoting,
     /// The old active cannot be demoted; its self-fence has not surely happened yet.
@@ -168,6 +180,10 @@ impl std::fmt::Display for Hold {
             Hold::PassiveNotPromotable { why } => {
                 write!(f, "the passive could not be promoted: {why}")
             }
+            Hold::MigrationWindow { consensus } => write!(
+                f,
+                "the cluster is {consensus}: no switch until the migration ends"
+            ),
             Hold::StartupGrace { remaining } => write!(
                 f,
                 "the manager started less than its startup_grace_period ago ({}s left)",
@@ -317,6 +333,7 @@ fn hold_kind(hold: &Hold) -> String {
         Hold::Cooldown { .. } => "cooldown after the last switch".into(),
         Hold::PassiveLagging { .. } => "the passive validator is behind".into(),
         Hold::StartupGrace { .. } => "startup grace period".into(),
+        Hold::MigrationWindow { .. } => "migration to Alpenglow".into(),
         Hold::AwaitingFence { .. } => "waiting for the fence".into(),
         other => other.to_string(),
     }
@@ -442,7 +459,7 @@ impl Engine {
             }
         }
         let vote_lag = lag(view.tip, view.last_vote).filter(|_| self.rules.watch_votes);
-        let votes_stale_now = vote_lag.is_some_and(|l| l > self.rules.stale_vote_slot_threshold);
+        let votes_stale_now = vote_lag.is_some_and(|l| l > self.stale_threshold(view));
         self.stale_samples = if votes_stale_now {
             self.stale_samples + 1
         } else {
@@ -525,6 +542,17 @@ impl Engine {
         self.propose(view, actions, Some(a), p, reason, demotable)
     }
 
+    /// The vote-lag threshold for the view's consensus; the larger one while it is not known.
+    pub fn stale_threshold(&self, view: &View) -> u64 {
+        match view.consensus {
+            Consensus::TowerBft => self.rules.stale_vote_slot_threshold,
+            _ => self
+                .rules
+                .alpenglow_stale_vote_slot_threshold
+                .max(self.rules.stale_vote_slot_threshold),
+        }
+    }
+
     /// Checks everything that could forbid moving the identity to `to` now.
     fn propose(
         &self,
@@ -539,6 +567,12 @@ impl Engine {
             reason: reason.clone(),
             hold,
         };
+        if let Consensus::Migrating { .. } = view.consensus {
+            actions.push(hold(Hold::MigrationWindow {
+                consensus: view.consensus,
+            }));
+            return actions;
+        }
         if view.now < self.rules.startup_grace {
             actions.push(hold(Hold::StartupGrace {
                 remaining: self.rules.startup_grace - view.now,

@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover_agent::api::TowerBlob;
+use failover_agent::api::VoteStateBlob;
 use failover_agent::store::EtcdTowers;
-use failover_agent::towers::verify_blob;
+use failover_agent::vote_state::verify_blob;
 use failover_agent::{AgentClient, CommandSigner};
 use failover_config::{ManagerConfig, TowerStore};
 use failover_identity::{Keypair, Permissions};
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::control::{self, ControlRequest, StateLock};
-use crate::engine::{Action, Engine, Hold, Rules};
+use crate::engine::{Action, Consensus, Engine, Hold, Rules};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
 use crate::switch::{Outcome, Plan};
@@ -45,7 +45,7 @@ pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 struct Persisted {
     term: u64,
     /// The newest verified tower backup (embedded store).
-    tower: Option<TowerBlob>,
+    tower: Option<VoteStateBlob>,
 }
 
 pub struct Manager {
@@ -171,6 +171,7 @@ impl Manager {
                 ips: [cfg.validator1.ip, cfg.validator2.ip],
                 request_timeout: cfg.request_timeout,
                 rpc_requests_per_second: cfg.rpc_requests_per_second,
+                consensus: cfg.consensus,
             },
             agents,
         );
@@ -178,6 +179,7 @@ impl Manager {
             misses_before_failover: cfg.misses_before_failover,
             slot_diff_threshold: cfg.slot_diff_threshold,
             stale_vote_slot_threshold: cfg.stale_vote_slot_threshold,
+            alpenglow_stale_vote_slot_threshold: cfg.alpenglow_stale_vote_slot_threshold,
             cooldown: cfg.failover_cooldown,
             fence_margin: cfg.fence_margin,
             watch_votes: cfg.vote_account_pubkey.is_some(),
@@ -305,12 +307,12 @@ impl Manager {
         Some(etcd.get_tower().await.ok()??.tower.sha256)
     }
 
-    pub(crate) fn saved_backup(&self) -> Option<TowerBlob> {
+    pub(crate) fn saved_backup(&self) -> Option<VoteStateBlob> {
         self.state.tower.clone()
     }
 
     /// Keeps `tower` as the backup if it verifies and is newer than the one kept.
-    pub(crate) fn save_backup(&mut self, tower: &TowerBlob) {
+    pub(crate) fn save_backup(&mut self, tower: &VoteStateBlob) {
         if self
             .state
             .tower
@@ -403,6 +405,14 @@ impl Manager {
                 self.describe(active)
             ));
         }
+        let consensus = self.observer.refresh_consensus().await;
+        let migrating = matches!(consensus, Consensus::Migrating { .. });
+        if migrating && !force {
+            return Err(format!(
+                "refusing: the cluster is {consensus}, and a switch now could lose votes the \
+                 migration depends on; --force to switch anyway"
+            ));
+        }
         if let Some(problem) = self.engine.passive_problem(&sample.view, passive) {
             if !force {
                 return Err(format!(
@@ -419,6 +429,7 @@ impl Manager {
                     to: passive,
                     reason: reason.to_string(),
                     demotable: true,
+                    allow_migration: migrating,
                 },
                 dry_run,
             )
@@ -484,9 +495,11 @@ impl Manager {
             lines.push(line);
         }
         lines.push(format!(
-            "cluster tip {}, vote account last vote {}, term {}",
+            "cluster: {}; tip {}, vote account last vote {} (stale above {} slots), term {}",
+            sample.view.consensus,
             sample.view.tip.map_or("?".into(), |v| v.to_string()),
             sample.view.last_vote.map_or("?".into(), |v| v.to_string()),
+            self.engine.stale_threshold(&sample.view),
             self.state.term
         ));
         lines
@@ -615,7 +628,7 @@ pub async fn run_with(
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
-                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable }, false).await;
+                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false }, false).await;
                             manager.after_switch(&outcome);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits
                             // out the cooldown instead of hammering the validators.
@@ -644,7 +657,7 @@ async fn follow_tower(
     agents: [AgentClient; 2],
     mut known: Option<String>,
     mut target: watch::Receiver<Option<(usize, u64)>>,
-    towers: mpsc::Sender<TowerBlob>,
+    towers: mpsc::Sender<VoteStateBlob>,
     request_timeout: Duration,
 ) {
     // Held for less than the client's own timeout, so a quiet tower is not an error.

@@ -24,10 +24,12 @@ use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::config::RpcGetVoteAccountsConfig;
 use tracing::{debug, info, warn};
 
-use crate::engine::{AgentReport, NodeView, View};
+use crate::engine::{AgentReport, Consensus, NodeView, View};
 
 /// How often gossip is re-read, in heartbeats (`getClusterNodes` is the heaviest call).
 const GOSSIP_EVERY: u64 = 5;
+/// How often the cluster's consensus is asked again, in heartbeats (more often while unknown).
+const CONSENSUS_EVERY: u64 = 10;
 
 /// What the observer needs to know.
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct ObserverConfig {
     pub ips: [IpAddr; 2],
     pub request_timeout: Duration,
     pub rpc_requests_per_second: u32,
+    /// `consensus` from the config: `auto` asks the cluster.
+    pub consensus: failover_config::ConsensusSetting,
 }
 
 /// The latest tip from pubsub.
@@ -103,6 +107,7 @@ pub struct Observer {
     limiter: Limiter,
     nodes: [NodeState; 2],
     gossip: Option<Option<IpAddr>>,
+    consensus: Consensus,
     heartbeats: u64,
     started: Instant,
 }
@@ -127,6 +132,7 @@ impl Observer {
             tip_task,
             nodes: Default::default(),
             gossip: None,
+            consensus: Consensus::Unknown,
             heartbeats: 0,
             started: Instant::now(),
         }
@@ -145,6 +151,9 @@ impl Observer {
     pub async fn sample(&mut self, term: u64) -> Sample {
         self.heartbeats += 1;
         let refresh_gossip = self.gossip.is_none() || self.heartbeats.is_multiple_of(GOSSIP_EVERY);
+        if self.consensus == Consensus::Unknown || self.heartbeats.is_multiple_of(CONSENSUS_EVERY) {
+            self.refresh_consensus().await;
+        }
         let (s0, s1, tip, last_vote, gossip) = tokio::join!(
             self.agents[0].status(term),
             self.agents[1].status(term),
@@ -208,6 +217,7 @@ impl Observer {
                 last_answer: self.nodes[i].last_answer,
                 staked_in_gossip: holder == Some(self.cfg.ips[i]),
             }),
+            consensus: self.consensus,
             tip,
             last_vote,
         };
@@ -221,6 +231,29 @@ impl Observer {
             errors,
             agent_term_above,
         }
+    }
+
+    /// What the cluster runs, as last read.
+    pub fn consensus(&self) -> Consensus {
+        self.consensus
+    }
+
+    /// Asks the cluster's RPC which consensus it runs (three small requests at most); a failed
+    /// answer keeps what was known.
+    pub async fn refresh_consensus(&mut self) -> Consensus {
+        for _ in 0..3 {
+            self.limiter.acquire().await;
+        }
+        let now = failover_agent::consensus::resolve(self.cfg.consensus, &self.rpc).await;
+        if now != Consensus::Unknown {
+            if now.name() != self.consensus.name() {
+                info!("the cluster runs {now}");
+            }
+            self.consensus = now;
+        } else if self.consensus == Consensus::Unknown {
+            debug!("the cluster's consensus could not be read yet");
+        }
+        self.consensus
     }
 
     /// The tip: from pubsub while it is live, else one `getSlot`.

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use failover_agent::api::{FailoverAction, FailoverRequest, Role, TowerBlob};
-use failover_agent::towers::verify_blob;
+use failover_agent::api::{FailoverAction, FailoverRequest, Role, VoteStateBlob};
+use failover_agent::vote_state::verify_blob;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
@@ -23,6 +23,8 @@ pub struct Plan {
     pub reason: String,
     /// The old active's agent can be asked to demote it.
     pub demotable: bool,
+    /// Forced through the migration to Alpenglow (a planned switch with `--force`).
+    pub allow_migration: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -184,7 +186,7 @@ impl Manager {
         clock.phase("term", Ok(format!("term {term}")));
 
         // 2. Demote the old active, or rely on its fence.
-        let mut tower: Option<TowerBlob> = None;
+        let mut tower: Option<VoteStateBlob> = None;
         match plan.from {
             Some(a) if plan.demotable => {
                 let request = command(FailoverAction::BecomePassive, term, &plan.reason, None);
@@ -283,6 +285,9 @@ impl Manager {
         );
         let request = FailoverRequest {
             tower_sha256: sha,
+            // The agent checks its own validator agrees on the consensus.
+            consensus: Some(self.observer.consensus()),
+            allow_migration: plan.allow_migration,
             // Secure mode: the agent installs the tower; the identity comes over SSH.
             skip_identity: self.secure_key.is_some(),
             // The agent refuses a tower older than this, and than what its own validator shows.
@@ -393,7 +398,7 @@ impl Manager {
     async fn roll_back(
         &mut self,
         a: usize,
-        tower: Option<TowerBlob>,
+        tower: Option<VoteStateBlob>,
         chain_vote: Option<u64>,
         reason: &str,
         clock: &mut Clock,
@@ -569,10 +574,12 @@ impl Manager {
             self.cfg.validator2.ledger_path.clone()
         };
         let json = key.to_json();
+        // Under Alpenglow there is no tower to require (the vote history is required by default).
+        let require_tower = secure.ssh_require_tower && !self.observer.consensus().is_alpenglow();
         let set = crate::ssh::remote_command(
             &secure.ssh_set_identity_command,
             ledger.as_deref(),
-            secure.ssh_require_tower,
+            require_tower,
         );
         match target.run(&set, Some(json.as_bytes())).await {
             Ok(_) => {
@@ -638,9 +645,10 @@ impl Manager {
 
     /// The newest verified tower any source offers: the manager's own backup, or what an agent
     /// returned with its status (an active's current tower, a demoted node's final one).
-    async fn newest_backup(&self) -> Option<TowerBlob> {
+    async fn newest_backup(&self) -> Option<VoteStateBlob> {
         let staked = self.cfg.staked_identity_pubkey;
-        let mut candidates: Vec<TowerBlob> = self.saved_backup().into_iter().collect();
+        let wanted = self.observer.consensus().vote_state_kind();
+        let mut candidates: Vec<VoteStateBlob> = self.saved_backup().into_iter().collect();
         for i in 0..2 {
             if let Ok(s) = self.observer.agent(i).status(self.term()).await {
                 candidates.extend(s.tower_backup);
@@ -648,10 +656,12 @@ impl Manager {
         }
         candidates
             .into_iter()
+            // A tower is no use to an Alpenglow cluster, nor a vote history to a TowerBFT one.
+            .filter(|t| wanted.is_none_or(|k| k == t.kind))
             .filter(|t| match verify_blob(t, &staked, None) {
                 Ok(_) => true,
                 Err(e) => {
-                    warn!(error = %e, "ignoring a tower backup that does not verify");
+                    warn!(error = %e, "ignoring a backup that does not verify");
                     false
                 }
             })
@@ -668,7 +678,7 @@ fn command(
     action: FailoverAction,
     term: u64,
     reason: &str,
-    tower: Option<TowerBlob>,
+    tower: Option<VoteStateBlob>,
 ) -> FailoverRequest {
     FailoverRequest {
         action,
@@ -677,6 +687,8 @@ fn command(
         reason: reason.to_string(),
         tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
         min_last_vote: None,
+        consensus: None,
+        allow_migration: false,
         tower,
     }
 }

@@ -196,6 +196,8 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
             tower: None,
             tower_sha256: None,
             min_last_vote: None,
+            consensus: None,
+            allow_migration: false,
         })
         .await
         .unwrap();

@@ -198,9 +198,21 @@ fn dispatch(
                 |path, e| format!("Failed to read identity keypair from {path}: {e}"),
                 "Failed to read identity keypair from provided byte array: signature error",
             )?;
-            let result = shared
-                .world()
-                .set_identity(i, Arc::new(keypair), require_tower);
+            let require_vote_history = match items.get(2) {
+                None => false,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "invalid type: {}, expected a boolean",
+                        jsonrpc::describe(v)
+                    ))
+                })?,
+            };
+            let result = shared.world().set_identity(
+                i,
+                Arc::new(keypair),
+                require_tower,
+                require_vote_history,
+            );
             shared.bump();
             result
                 .map(|()| Value::Null)

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use failover_identity::tower::{tower_path, write_atomic, TowerFile};
+use failover_identity::tower::{tower_path, TowerFile};
+use failover_identity::write_atomic;
 use failover_identity::{Keypair, Pubkey};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -26,10 +27,13 @@ use tokio::sync::{broadcast, watch};
 use crate::process::OwnedProcess;
 use crate::safety::{SafetyRecorder, SafetyReport};
 use crate::server::Down;
+pub use crate::world::Consensus;
 use crate::world::{NetworkNode, Node, VoteAccount, World};
 
 /// The Agave version simulated nodes report unless told otherwise.
 pub const DEFAULT_VERSION: &str = "3.1.12";
+/// The version an Alpenglow cluster's nodes report unless told otherwise.
+pub const ALPENGLOW_VERSION: &str = "4.2.2";
 
 /// The longest name `/proc/<pid>/comm` shows in full: the kernel's `TASK_COMM_LEN` less the NUL.
 const COMM_MAX_BYTES: usize = 15;
@@ -58,6 +62,8 @@ pub struct SimConfig {
     /// Agave version each node reports (`getVersion`), which also decides its `setIdentity`
     /// arity; missing entries use [`DEFAULT_VERSION`].
     pub versions: Vec<String>,
+    /// TowerBFT (default), Alpenglow, or the migration between them.
+    pub consensus: Consensus,
     /// Loopback address of node `i` is `127.0.0.(first_ip_octet + i)`; the cluster endpoint is on
     /// 127.0.0.1. Distinct addresses let the manager tell nodes apart in gossip by IP, as in
     /// production.
@@ -75,7 +81,28 @@ impl SimConfig {
             start_slot: 1_000,
             versions: Vec::new(),
             first_ip_octet: 2,
+            consensus: Consensus::Tower,
         }
+    }
+
+    /// The same cluster running Alpenglow since `start_slot` (nodes report 4.2.2).
+    pub fn alpenglow(dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::new(dir);
+        config.consensus = Consensus::Alpenglow {
+            genesis_slot: config.start_slot.max(64) - 64,
+        };
+        config
+    }
+
+    /// The version node `i` reports.
+    fn version(&self, i: usize) -> String {
+        self.versions
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| match self.consensus {
+                Consensus::Tower => DEFAULT_VERSION.to_string(),
+                _ => ALPENGLOW_VERSION.to_string(),
+            })
     }
 }
 
@@ -107,6 +134,10 @@ pub enum Fault {
     /// Make `setIdentity` fail (or work again).
     RefuseSetIdentity {
         refuse: bool,
+    },
+    /// Agave 4.3: the next `times` identity changes apply only in part and fail.
+    PartialSetIdentity {
+        times: u32,
     },
     /// Clear every fault but a crash.
     Heal,
@@ -272,11 +303,7 @@ impl Cluster {
                 &unstaked_path
             };
             std::os::unix::fs::symlink(target, &identity_link)?;
-            let version = config
-                .versions
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+            let version = config.version(i);
             let mut node = Node::new(
                 name.clone(),
                 ledger.clone(),
@@ -317,23 +344,28 @@ impl Cluster {
             last_voter: config.active,
         };
         if let Some(active) = config.active {
-            // The active node has been voting: give it a real tower up to the last vote.
-            write_history_tower(&staked, &nodes[active].ledger, start - 1)?;
+            // The active node has been voting: give it a real tower (or vote history) up to the
+            // last vote.
+            match config.consensus {
+                Consensus::Alpenglow { .. } => {
+                    write_vote_history(&staked, &nodes[active].ledger, start - 1)?
+                }
+                _ => write_history_tower(&staked, &nodes[active].ledger, start - 1)?,
+            }
         }
-        let mut world = World {
-            slot: start,
+        let mut world = World::new(
+            start,
             vote,
-            network: NetworkNode {
+            NetworkNode {
                 identity: network_identity,
                 vote_pubkey: Keypair::generate().pubkey(),
                 activated_stake: 9_997_717_120,
             },
             nodes,
-            safety: SafetyRecorder::new(staked.pubkey(), config.nodes),
-            straggler_votes: config.straggler_votes,
-            slots_in_epoch: 432_000,
-            transaction_count: 292,
-        };
+            SafetyRecorder::new(staked.pubkey(), config.nodes),
+            config.straggler_votes,
+            config.consensus,
+        );
         for i in 0..config.nodes {
             world.boot_node(i);
         }
@@ -499,6 +531,7 @@ impl Cluster {
                     Fault::ResumeVoting => faults.stop_voting = false,
                     Fault::SlowAdmin { millis } => faults.admin_delay_ms = millis,
                     Fault::RefuseSetIdentity { refuse } => faults.refuse_set_identity = refuse,
+                    Fault::PartialSetIdentity { times } => faults.partial_set_identity = times,
                     Fault::Heal => {
                         let crashed = faults.crashed;
                         *faults = Default::default();
@@ -736,6 +769,52 @@ fn write_keypair(keypair: &Keypair, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes a tower for `identity` whose lockouts end at `last_vote`, as a voting node would have.
+/// A vote history of `identity` with notarize and finalize votes on the two slots up to
+/// `last_vote`, rooted at the one before (the shape of a real 4.2.2 file).
+fn write_vote_history(identity: &Keypair, ledger: &Path, last_vote: u64) -> anyhow::Result<()> {
+    use failover_identity::vote_history::{
+        vote_history_path, Block, VoteHistory, VoteHistoryFile, VotePayload,
+    };
+    let block = |slot| Block {
+        slot,
+        block_id: crate::world::block_id(slot),
+    };
+    let slots = [last_vote - 1, last_vote];
+    let history = VoteHistory {
+        node_pubkey: identity.pubkey(),
+        voted: slots.to_vec(),
+        voted_notar: slots.iter().map(|s| (*s, block(*s).block_id)).collect(),
+        its_over: slots.to_vec(),
+        votes_cast: slots
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    vec![
+                        VotePayload::Notar {
+                            block: block(*s),
+                            shred_version: 0,
+                        },
+                        VotePayload::Finalize {
+                            slot: *s,
+                            shred_version: 0,
+                        },
+                    ],
+                )
+            })
+            .collect(),
+        notarized_blocks: slots.iter().map(|s| block(*s)).collect(),
+        parent_ready_slots: vec![(last_vote, vec![block(last_vote - 1)])],
+        root: last_vote - 1,
+        ..VoteHistory::default()
+    };
+    write_atomic(
+        &vote_history_path(ledger, &identity.pubkey()),
+        &VoteHistoryFile::sign(&history, identity),
+    )?;
+    Ok(())
+}
+
 fn write_history_tower(identity: &Keypair, ledger: &Path, last_vote: u64) -> anyhow::Result<()> {
     use failover_identity::tower::{BlockTimestamp, LastVote, Lockout, Tower, TowerVoteState};
     let lockouts: Vec<Lockout> = (0..31u64)

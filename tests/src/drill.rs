@@ -80,7 +80,7 @@ pub async fn switch(
     let bytes = std::fs::read(&old_tower)?;
     let file = TowerFile::parse(&bytes)?;
     file.verify(&staked)?;
-    failover_identity::tower::write_atomic(&new_tower, &bytes)?;
+    failover_identity::write_atomic(&new_tower, &bytes)?;
     let copied = Instant::now();
 
     new.set_identity(&info.staked_keypair, true).await?;

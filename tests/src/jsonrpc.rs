@@ -127,6 +127,22 @@ impl Params {
         Ok(items)
     }
 
+    /// For methods with a required first param and optional ones after it (`getAccountInfo`).
+    pub fn at_least(&self, required: usize) -> Result<Vec<Value>, RpcError> {
+        let items = match self {
+            Params::None => Vec::new(),
+            Params::Array(a) => a.clone(),
+            Params::Object(_) => return Err(RpcError::new(-32602, "`params` should be an array")),
+        };
+        if items.len() < required {
+            return Err(RpcError::invalid_params(format!(
+                "invalid length {}, expected at least {required} params",
+                items.len()
+            )));
+        }
+        Ok(items)
+    }
+
     fn debug(&self) -> String {
         match self {
             Params::None => "None".into(),

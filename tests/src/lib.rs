@@ -27,5 +27,5 @@ pub mod server;
 pub mod sshd;
 pub mod world;
 
-pub use cluster::{Cluster, ClusterInfo, Endpoint, Fault, NodeInfo, SimConfig};
+pub use cluster::{Cluster, ClusterInfo, Consensus, Endpoint, Fault, NodeInfo, SimConfig};
 pub use safety::{SafetyReport, Violation};

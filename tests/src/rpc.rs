@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Endpoint, Shared};
 use crate::jsonrpc::{self, describe, Params, RpcError};
 use crate::server::{serve, Down};
-use crate::world::{World, DELINQUENT_SLOT_DISTANCE, ROOT_DISTANCE};
+use crate::world::{Consensus, World, DELINQUENT_SLOT_DISTANCE, ROOT_DISTANCE};
 
 /// Agave 3.1.12's feature set id, as the fixture shows it.
 const FEATURE_SET: u64 = 4_140_108_451;
@@ -113,10 +113,7 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
         }
         "getVersion" => {
             params.expect_none()?;
-            let version = match endpoint {
-                Endpoint::Network => crate::cluster::DEFAULT_VERSION.to_string(),
-                Endpoint::Node(i) => world.nodes[i].version.clone(),
-            };
+            let version = version_of(world, endpoint);
             Ok(json!({"feature-set": FEATURE_SET, "solana-core": version}))
         }
         "getHealth" => {
@@ -156,12 +153,81 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
             }))
         }
         "getVoteAccounts" => vote_accounts(world, endpoint, params),
+        // solana-rpc 4.2 `rpc.rs`: unknown to older nodes; null until Alpenglow runs.
+        "getAgGenesisCert" if is_4_2_or_later(&version_of(world, endpoint)) => {
+            params.expect_none()?;
+            Ok(match world.consensus {
+                Consensus::Alpenglow { genesis_slot } => json!({
+                    "block": {"block_id": vec![0u8; 32], "slot": genesis_slot},
+                    "signature": {"bitmap": [0, 0, 0], "signature": vec![0u8; 192]},
+                }),
+                _ => Value::Null,
+            })
+        }
+        "getAccountInfo" => account_info(world, endpoint, params),
         "getClusterNodes" => {
             params.expect_none()?;
             Ok(cluster_nodes(world, &ctx.shared))
         }
         _ => Err(RpcError::method_not_found()),
     }
+}
+
+fn version_of(world: &World, endpoint: Endpoint) -> String {
+    match endpoint {
+        Endpoint::Network => world
+            .nodes
+            .first()
+            .map(|n| n.version.clone())
+            .unwrap_or_else(|| crate::cluster::DEFAULT_VERSION.to_string()),
+        Endpoint::Node(i) => world.nodes[i].version.clone(),
+    }
+}
+
+fn is_4_2_or_later(version: &str) -> bool {
+    let mut parts = version.split(['.', '-']);
+    let major: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (4, 2)
+}
+
+/// `getAccountInfo`: only the Alpenglow feature account of the endpoint's version line is known
+/// (bincode `Feature { activated_at: Option<u64> }`, owned by the feature program).
+fn account_info(world: &World, endpoint: Endpoint, params: &Params) -> Result<Value, RpcError> {
+    use base64::Engine;
+    let items = params.at_least(1)?;
+    let Some(address) = items[0].as_str() else {
+        return Err(RpcError::invalid_params("invalid type: expected a string"));
+    };
+    let version = version_of(world, endpoint);
+    let feature = if version.starts_with("4.2") {
+        failover_alpenglow_feature::V4_2
+    } else {
+        failover_alpenglow_feature::V4_3
+    };
+    let context = json!({"apiVersion": version, "slot": endpoint_slot(world, endpoint)});
+    let value = match world.alpenglow_activated_at() {
+        Some(at) if address == feature => {
+            let mut data = vec![1u8];
+            data.extend_from_slice(&at.to_le_bytes());
+            json!({
+                "data": [base64::engine::general_purpose::STANDARD.encode(&data), "base64"],
+                "executable": false,
+                "lamports": 1_009_200,
+                "owner": "Feature111111111111111111111111111111111111",
+                "rentEpoch": u64::MAX,
+                "space": 9,
+            })
+        }
+        _ => Value::Null,
+    };
+    Ok(json!({"context": context, "value": value}))
+}
+
+/// The Alpenglow feature ids (agave-feature-set 4.2 and 4.3).
+mod failover_alpenglow_feature {
+    pub const V4_2: &str = "a1penGLz8Vm2QHYB3JPefBiU4BY3Z6JkW2k3Scw5GWP";
+    pub const V4_3: &str = "A1pengvuM6JEcyNuTnMqepBKhwHE3N6PmUrdATGawhJS";
 }
 
 #[derive(Clone, Copy)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, TowerBlob};
+use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, VoteStateBlob};
 use failover_agent::state::StateFile;
 use failover_agent::{Agent, AgentClient, CommandSigner};
 use failover_identity::Keypair;
@@ -143,7 +143,7 @@ pub async fn bed() -> Bed {
 pub fn command(
     action: FailoverAction,
     term: u64,
-    tower: Option<TowerBlob>,
+    tower: Option<VoteStateBlob>,
     sha: Option<String>,
 ) -> FailoverRequest {
     FailoverRequest {
@@ -154,6 +154,8 @@ pub fn command(
         tower,
         tower_sha256: sha,
         min_last_vote: None,
+        consensus: None,
+        allow_migration: false,
     }
 }
 
@@ -200,7 +202,7 @@ impl Bed {
             .await
             .unwrap();
         assert!(passive.ok, "become_passive failed: {passive:#?}");
-        let tower: TowerBlob = passive.tower.clone().expect("the old active's final tower");
+        let tower: VoteStateBlob = passive.tower.clone().expect("the old active's final tower");
         let sha = Some(tower.sha256.clone());
         let active = self
             .client(to)

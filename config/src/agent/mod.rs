@@ -87,6 +87,7 @@ pub(crate) const AGENT_ONLY_FIELDS: &[&str] = &[
     "identity_check_command",
     "peer_endpoint",
     "identity_symlink_command",
+    "consensus",
 ];
 
 /// The validated agent config. Built only by [`crate::parse_agent`] / [`crate::load_agent`].
@@ -121,6 +122,11 @@ pub struct AgentConfig {
     /// The staked tower file: `tower_file_path` (reference) with `{validator_identity}` replaced,
     /// else `<tower_dir>/tower-1_9-<validator_identity>.bin`.
     pub tower_file: PathBuf,
+    /// Alpenglow's vote history of the staked identity: `<ledger_path>/vote_history-<identity>.bin`
+    /// (always the ledger, whatever `tower_dir` says); `None` without `ledger_path`.
+    pub vote_history_file: Option<PathBuf>,
+    /// `consensus`: `auto` (default: ask the validator), `tower` or `alpenglow`.
+    pub consensus: crate::ConsensusSetting,
     /// `staked_identity_keypair`: the staked keypair on this server (exists, mode 0600). Absent
     /// means this agent is promoted only with `skip_identity` (secure identity mode).
     pub staked_identity_keypair: Option<PathBuf>,

@@ -13,6 +13,7 @@ use crate::fields::{suggest, Diagnostics, Field, Object};
 use crate::manager::MANAGER_ONLY_FIELDS;
 use crate::paths::{check, Expect};
 use crate::tower_store;
+use crate::types::ConsensusSetting;
 use crate::{or_default, zero_is_default};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,6 +200,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         f.positive_duration(diag)
     });
     let tower_store = tower_store::read(&mut o, diag);
+    let consensus = or_default(o.get("consensus"), ConsensusSetting::Auto, |f| {
+        ConsensusSetting::read(f, diag)
+    });
     let connectivity = read_connectivity(&mut o, diag);
     let state_dir = or_default(
         o.get("state_dir"),
@@ -289,6 +293,10 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         );
     }
 
+    let vote_history_file = ledger_path
+        .as_ref()
+        .zip(validator_identity.as_ref())
+        .map(|(ledger, id)| ledger.join(format!("vote_history-{id}.bin")));
     Some(AgentConfig {
         listen_addr: listen_addr?,
         allowed_ips: allowed_ips?,
@@ -303,6 +311,8 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         ledger_path,
         tower_dir: tower_dir?,
         tower_file: tower_file?,
+        vote_history_file,
+        consensus: consensus?,
         staked_identity_keypair,
         require_tower: require_tower?,
         add_authorized_voter: add_authorized_voter?,

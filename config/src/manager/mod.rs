@@ -37,6 +37,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// slots) this detects an up-but-silent active within about 12 slots; the reference's example
 /// uses 75, which an operator's file keeps.
 pub const DEFAULT_STALE_VOTE_SLOT_THRESHOLD: u64 = 8;
+/// `alpenglow_stale_vote_slot_threshold` default: under Alpenglow the vote account's lastVote is
+/// moved by reward certificates for the slot 8 below each block (and by finalization
+/// certificates), so a healthy node's lastVote trails the tip by ~8 slots (median, measured on a
+/// real 4.2.2 cluster). Without `alpenglow_stale_vote_slot_threshold`, the larger of this and
+/// `stale_vote_slot_threshold` applies.
+pub const DEFAULT_ALPENGLOW_STALE_VOTE_SLOT_THRESHOLD: u64 = 24;
 /// `fence_margin` default: added to an agent's self-fence timeout before the manager may promote
 /// the other node while that agent is unreachable.
 pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_secs(5);
@@ -89,6 +95,8 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "passive_validator",
     "slot_check_interval",
     "startup_grace_period",
+    "consensus",
+    "alpenglow_stale_vote_slot_threshold",
 ];
 
 /// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
@@ -120,6 +128,10 @@ pub struct ManagerConfig {
     pub status_report_interval: Duration,
     /// `log_file` (reference): where to log; absent means standard error.
     pub log_file: Option<PathBuf>,
+    /// `alpenglow_stale_vote_slot_threshold`: `stale_vote_slot_threshold` on an Alpenglow cluster.
+    pub alpenglow_stale_vote_slot_threshold: u64,
+    /// `consensus`: `auto` (default: ask cluster_rpc), `tower` or `alpenglow`.
+    pub consensus: crate::ConsensusSetting,
     /// `startup_grace_period` (reference): no automatic switch this long after the manager starts
     /// (a planned one still goes). Default 0: decisions already wait for a complete view.
     pub startup_grace_period: Duration,

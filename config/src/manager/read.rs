@@ -15,6 +15,7 @@ use crate::fields::{Diagnostics, Field, Object};
 use crate::paths::{check, Expect};
 use crate::secure::{self, Secure};
 use crate::tower_store;
+use crate::types::ConsensusSetting;
 use crate::types::{is_dns_name, Secret};
 use crate::{or_default, zero_is_default};
 
@@ -241,6 +242,17 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let legacy_signing = signing_field.is_none() && !o.has("sign_commands");
     let sign_commands = or_default(o.get("sign_commands"), !legacy_signing, |f| f.bool(diag));
     let tower_store = tower_store::read(&mut o, diag);
+    let consensus = or_default(o.get("consensus"), ConsensusSetting::Auto, |f| {
+        ConsensusSetting::read(f, diag)
+    });
+    // Alpenglow's lastVote comes from certificates in later blocks: it trails the tip by about
+    // 8 slots on a healthy cluster, so it gets its own, larger threshold.
+    let alpenglow_stale_vote_slot_threshold = match o.get("alpenglow_stale_vote_slot_threshold") {
+        Some(f) => f.int_at_least(diag, 1),
+        None => {
+            stale_vote_slot_threshold.map(|t| t.max(DEFAULT_ALPENGLOW_STALE_VOTE_SLOT_THRESHOLD))
+        }
+    };
     let state_dir = or_default(
         o.get("state_dir"),
         PathBuf::from(DEFAULT_MANAGER_STATE_DIR),
@@ -446,6 +458,8 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         staked_identity_pubkey: staked_identity_pubkey?,
         vote_account_pubkey,
         stale_vote_slot_threshold: stale_vote_slot_threshold?,
+        alpenglow_stale_vote_slot_threshold: alpenglow_stale_vote_slot_threshold?,
+        consensus: consensus?,
         secure: secure?,
         signing_keypair_path,
         tower_store: tower_store?,

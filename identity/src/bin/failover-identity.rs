@@ -61,6 +61,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect an Agave (Alpenglow) vote history file: verify its signature and show its newest
+    /// vote, root, hash and vote counts.
+    #[command(
+        after_help = "Exit codes: 0 the vote history verifies; 9 it is unreadable, malformed, \
+        signed by another key or names another node."
+    )]
+    VoteHistory {
+        /// The vote history file (`vote_history-<pubkey>.bin`, in the ledger directory).
+        path: PathBuf,
+        /// The identity it must belong to (default: the pubkey in the file name).
+        #[arg(long, value_name = "PUBKEY")]
+        identity: Option<Pubkey>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Switch a running validator's identity through its admin RPC, like
     /// `agave-validator set-identity`: the keypair comes from a file or, with no file or `-`, from
     /// stdin (so it never touches the disk), and the switch is confirmed with `contactInfo`.
@@ -72,9 +88,14 @@ enum Command {
     SetIdentity {
         #[command(flatten)]
         target: AdminTarget,
-        /// Refuse unless the validator can load and verify the new identity's tower.
+        /// Refuse unless the validator can load and verify the new identity's tower (TowerBFT).
         #[arg(long)]
         require_tower: bool,
+        /// Switch even if the validator cannot load the new identity's vote history while its
+        /// vote account has Alpenglow votes (dangerous: it may vote against its own history).
+        /// Like agave-validator's flag; without it the vote history is required (Agave 4.2+).
+        #[arg(long)]
+        do_not_require_vote_history: bool,
         /// Keypair file; omit or `-` to read the keypair JSON from stdin.
         keypair: Option<PathBuf>,
     },
@@ -178,7 +199,7 @@ enum Failure {
 }
 
 enum Change {
-    SetIdentity { require_tower: bool },
+    SetIdentity { require: failover_identity::Require },
     AddAuthorizedVoter,
 }
 
@@ -213,10 +234,8 @@ fn admin_change(
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let result = match change {
-            Change::SetIdentity { require_tower } => {
-                client
-                    .set_identity_from_bytes(&keypair, require_tower)
-                    .await
+            Change::SetIdentity { require } => {
+                client.set_identity_from_bytes(&keypair, require).await
             }
             Change::AddAuthorizedVoter => client.add_authorized_voter_from_bytes(&keypair).await,
         };
@@ -259,16 +278,22 @@ fn admin_change(
 const TOWER_INVALID: u8 = 9;
 
 #[derive(Serialize)]
-struct TowerReport {
+struct VoteStateReport {
     path: PathBuf,
+    kind: failover_identity::VoteStateKind,
     identity: String,
+    /// The newest slot with a vote: a tower's last vote; a vote history's newest voted slot.
     last_voted_slot: Option<u64>,
     root: Option<u64>,
     sha256: String,
     bytes: usize,
-    /// The votes under lockout, oldest first: a vote on `slot` forbids voting on a conflicting
-    /// fork up to `locked_until` (slot + 2^confirmations).
-    votes: Vec<TowerVote>,
+    /// A tower's votes under lockout, oldest first: a vote on `slot` forbids voting on a
+    /// conflicting fork up to `locked_until` (slot + 2^confirmations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    votes: Option<Vec<TowerVote>>,
+    /// A vote history's vote counts by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counts: Option<VoteCounts>,
 }
 
 #[derive(Serialize)]
@@ -278,19 +303,40 @@ struct TowerVote {
     locked_until: u64,
 }
 
-fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::Result<ExitCode> {
-    use failover_identity::{tower_hash, TowerFile};
+#[derive(Serialize)]
+struct VoteCounts {
+    /// Slots with a notarize or skip vote.
+    voted: usize,
+    notarized: usize,
+    skipped: usize,
+    finalized: usize,
+    /// Votes kept to re-sign.
+    cast: usize,
+}
+
+/// `tower` and `vote-history`: verify a vote-state file and show what it holds.
+fn inspect_vote_state(
+    kind: failover_identity::VoteStateKind,
+    path: &Path,
+    identity: Option<Pubkey>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use failover_identity::{tower_hash, VoteState, VoteStateFile, VoteStateKind};
+    let prefix = match kind {
+        VoteStateKind::Tower => "tower-1_9-",
+        VoteStateKind::VoteHistory => "vote_history-",
+    };
     let from_name = || {
         path.file_name()?
             .to_str()?
-            .strip_prefix("tower-1_9-")?
+            .strip_prefix(prefix)?
             .strip_suffix(".bin")?
             .parse::<Pubkey>()
             .ok()
     };
     let Some(identity) = identity.or_else(from_name) else {
         eprintln!(
-            "error: {} is not named tower-1_9-<pubkey>.bin; pass --identity",
+            "error: {} is not named {prefix}<pubkey>.bin; pass --identity",
             path.display()
         );
         return Ok(ExitCode::from(TOWER_INVALID));
@@ -298,7 +344,7 @@ fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::R
     let result = std::fs::read(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
         .and_then(|bytes| {
-            let file = TowerFile::parse(&bytes).map_err(|e| e.to_string())?;
+            let file = VoteStateFile::parse(kind, &bytes).map_err(|e| e.to_string())?;
             file.verify(&identity).map_err(|e| e.to_string())?;
             Ok((file, bytes))
         });
@@ -309,47 +355,72 @@ fn inspect_tower(path: &Path, identity: Option<Pubkey>, json: bool) -> anyhow::R
             return Ok(ExitCode::from(TOWER_INVALID));
         }
     };
-    let report = TowerReport {
+    let (votes, counts) = match &file.state {
+        VoteState::Tower(tower) => (
+            Some(
+                tower
+                    .vote_state
+                    .votes
+                    .iter()
+                    .map(|l| TowerVote {
+                        slot: l.slot,
+                        confirmations: l.confirmation_count,
+                        locked_until: l.slot.saturating_add(
+                            1u64.checked_shl(l.confirmation_count).unwrap_or(u64::MAX),
+                        ),
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            None,
+        ),
+        VoteState::VoteHistory(h) => (
+            None,
+            Some(VoteCounts {
+                voted: h.voted.len(),
+                notarized: h.voted_notar.len(),
+                skipped: h.skipped.len(),
+                finalized: h.its_over.len(),
+                cast: h.votes_cast.iter().map(|(_, v)| v.len()).sum(),
+            }),
+        ),
+    };
+    let report = VoteStateReport {
         path: path.to_path_buf(),
+        kind,
         identity: identity.to_string(),
-        last_voted_slot: file.tower.last_voted_slot(),
-        root: file.tower.root(),
+        last_voted_slot: file.latest_vote(),
+        root: file.root(),
         sha256: tower_hash(&bytes),
         bytes: bytes.len(),
-        votes: file
-            .tower
-            .vote_state
-            .votes
-            .iter()
-            .map(|l| TowerVote {
-                slot: l.slot,
-                confirmations: l.confirmation_count,
-                locked_until: l
-                    .slot
-                    .saturating_add(1u64.checked_shl(l.confirmation_count).unwrap_or(u64::MAX)),
-            })
-            .collect(),
+        votes,
+        counts,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        let slot = |s: Option<u64>| s.map_or("none".to_string(), |s| s.to_string());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let slot = |s: Option<u64>| s.map_or("none".to_string(), |s| s.to_string());
+    println!(
+        "ok  {kind} of {} verifies: last vote {}, root {}, {} bytes, sha256 {}",
+        report.identity,
+        slot(report.last_voted_slot),
+        slot(report.root),
+        report.bytes,
+        report.sha256
+    );
+    if let Some(newest) = report.votes.as_ref().and_then(|v| v.last()) {
         println!(
-            "ok  tower of {} verifies: last vote {}, root {}, {} bytes, sha256 {}",
-            report.identity,
-            slot(report.last_voted_slot),
-            slot(report.root),
-            report.bytes,
-            report.sha256
+            "    {} votes under lockout; newest: slot {} locked until slot {}",
+            report.votes.as_ref().map_or(0, Vec::len),
+            newest.slot,
+            newest.locked_until
         );
-        if let Some(newest) = report.votes.last() {
-            println!(
-                "    {} votes under lockout; newest: slot {} locked until slot {}",
-                report.votes.len(),
-                newest.slot,
-                newest.locked_until
-            );
-        }
+    }
+    if let Some(c) = &report.counts {
+        println!(
+            "    {} slots voted: {} notarized, {} skipped, {} finalized; {} votes kept to re-sign",
+            c.voted, c.notarized, c.skipped, c.finalized, c.cast
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -420,12 +491,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             identity,
             json,
-        } => inspect_tower(&path, identity, json),
+        } => inspect_vote_state(
+            failover_identity::VoteStateKind::Tower,
+            &path,
+            identity,
+            json,
+        ),
+        Command::VoteHistory {
+            path,
+            identity,
+            json,
+        } => inspect_vote_state(
+            failover_identity::VoteStateKind::VoteHistory,
+            &path,
+            identity,
+            json,
+        ),
         Command::SetIdentity {
             target,
             require_tower,
+            do_not_require_vote_history,
             keypair,
-        } => admin_change(target, keypair, Change::SetIdentity { require_tower }),
+        } => {
+            let require = failover_identity::Require {
+                tower: require_tower,
+                vote_history: !do_not_require_vote_history,
+            };
+            admin_change(target, keypair, Change::SetIdentity { require })
+        }
         Command::AuthorizedVoterAdd { target, keypair } => {
             admin_change(target, keypair, Change::AddAuthorizedVoter)
         }

@@ -10,6 +10,7 @@ fn rules() -> Rules {
         misses_before_failover: 3,
         slot_diff_threshold: 100,
         stale_vote_slot_threshold: 8,
+        alpenglow_stale_vote_slot_threshold: 24,
         cooldown: Duration::from_secs(600),
         fence_margin: Duration::from_secs(5),
         watch_votes: true,
@@ -47,6 +48,7 @@ fn healthy(t: u64) -> View {
                 staked_in_gossip: false,
             },
         ],
+        consensus: Consensus::TowerBft,
         tip: Some(tip),
         last_vote: Some(tip - 1),
     }

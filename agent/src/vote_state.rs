@@ -1,103 +1,141 @@
-//! The staked tower on this server: reading and verifying it, waiting for it to settle after a
-//! demotion, installing one received from the other server, and archiving the ones removed.
-//! Every tower that enters or leaves goes through the identity crate's codec and signature check.
+//! The staked identity's vote state on this server — its tower under TowerBFT, its vote history
+//! under Alpenglow: reading and verifying it, waiting for it to be final after a demotion,
+//! installing one received from the other server, and archiving the ones removed. Every file that
+//! enters or leaves goes through the identity crate's codec and signature check; the steps are the
+//! same for both kinds, and only the settle rule knows one from the other.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use failover_identity::tower::{write_atomic, TowerFile};
-use failover_identity::{tower_hash, Pubkey};
+use failover_identity::{tower_hash, write_atomic, Pubkey, VoteStateFile, VoteStateKind};
 
-use crate::api::{TowerBlob, TowerStatus};
+use crate::api::{VoteStateBlob, VoteStateStatus};
 
-/// A tower read from disk and verified for the staked identity.
+/// A vote-state file read from disk and verified for the staked identity.
 #[derive(Clone, Debug)]
-pub struct LocalTower {
+pub struct LocalVoteState {
+    pub kind: VoteStateKind,
     pub bytes: Vec<u8>,
     pub sha256: String,
     pub last_vote: Option<u64>,
     pub root: Option<u64>,
 }
 
-impl LocalTower {
-    pub fn blob(&self, identity: &Pubkey) -> TowerBlob {
-        TowerBlob::new(identity.to_string(), &self.bytes, self.last_vote, self.root)
+impl LocalVoteState {
+    pub fn blob(&self, identity: &Pubkey) -> VoteStateBlob {
+        VoteStateBlob::new(
+            identity.to_string(),
+            self.kind,
+            &self.bytes,
+            self.last_vote,
+            self.root,
+        )
     }
 }
 
-/// Why a tower could not be used.
+/// Why a vote-state file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum TowerProblem {
-    #[error("no tower file at {0}")]
-    Missing(PathBuf),
+pub enum VoteStateProblem {
+    #[error("no {kind} file at {path}")]
+    Missing { kind: VoteStateKind, path: PathBuf },
     #[error("cannot read {path}: {error}")]
     Unreadable { path: PathBuf, error: String },
-    #[error("tower rejected: {0}")]
+    #[error("{0}")]
     Invalid(String),
-    #[error("tower hash {got} is not the expected {want}")]
-    HashMismatch { got: String, want: String },
-    #[error("tower last vote {} is older than {what} ({newest}): installing it could violate lockouts", offered.map_or("none".to_string(), |v| v.to_string()))]
+    #[error("{kind} hash {got} is not the expected {want}")]
+    HashMismatch {
+        kind: VoteStateKind,
+        got: String,
+        want: String,
+    },
+    #[error("a {offered} was offered but this cluster needs a {needed}")]
+    WrongKind {
+        offered: VoteStateKind,
+        needed: VoteStateKind,
+    },
+    #[error("{kind} last vote {} is older than {what} ({newest}): installing it could violate lockouts", offered.map_or("none".to_string(), |v| v.to_string()))]
     Stale {
+        kind: VoteStateKind,
         offered: Option<u64>,
         newest: u64,
         what: &'static str,
     },
 }
 
-/// Reads and verifies the tower at `path` for `identity`.
-pub fn read(path: &Path, identity: &Pubkey) -> Result<LocalTower, TowerProblem> {
+/// Reads and verifies the `kind` file at `path` for `identity`.
+pub fn read(
+    kind: VoteStateKind,
+    path: &Path,
+    identity: &Pubkey,
+) -> Result<LocalVoteState, VoteStateProblem> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(TowerProblem::Missing(path.to_path_buf()))
+            return Err(VoteStateProblem::Missing {
+                kind,
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => {
-            return Err(TowerProblem::Unreadable {
+            return Err(VoteStateProblem::Unreadable {
                 path: path.to_path_buf(),
                 error: e.to_string(),
             })
         }
     };
-    verify_bytes(bytes, identity)
+    verify_bytes(kind, bytes, identity)
 }
 
-/// Parses and verifies tower bytes for `identity`.
-pub fn verify_bytes(bytes: Vec<u8>, identity: &Pubkey) -> Result<LocalTower, TowerProblem> {
-    let file = TowerFile::parse(&bytes).map_err(|e| TowerProblem::Invalid(e.to_string()))?;
+/// Parses and verifies vote-state bytes for `identity`.
+pub fn verify_bytes(
+    kind: VoteStateKind,
+    bytes: Vec<u8>,
+    identity: &Pubkey,
+) -> Result<LocalVoteState, VoteStateProblem> {
+    let file = VoteStateFile::parse(kind, &bytes)
+        .map_err(|e| VoteStateProblem::Invalid(format!("{kind} rejected: {e}")))?;
     file.verify(identity)
-        .map_err(|e| TowerProblem::Invalid(e.to_string()))?;
-    Ok(LocalTower {
+        .map_err(|e| VoteStateProblem::Invalid(format!("{kind} rejected: {e}")))?;
+    Ok(LocalVoteState {
+        kind,
         sha256: tower_hash(&bytes),
-        last_vote: file.tower.last_voted_slot(),
-        root: file.tower.root(),
+        last_vote: file.latest_vote(),
+        root: file.root(),
         bytes,
     })
 }
 
-/// Verifies a received tower: its bytes hash to what it claims, and to `expected` when given.
+/// Verifies a received file: its bytes hash to what it claims, and to `expected` when given.
 pub fn verify_blob(
-    blob: &TowerBlob,
+    blob: &VoteStateBlob,
     identity: &Pubkey,
     expected: Option<&str>,
-) -> Result<LocalTower, TowerProblem> {
+) -> Result<LocalVoteState, VoteStateProblem> {
+    let kind = blob.kind;
     let bytes = blob
         .bytes()
-        .ok_or_else(|| TowerProblem::Invalid("tower is not valid base64".into()))?;
+        .ok_or_else(|| VoteStateProblem::Invalid(format!("{kind} is not valid base64")))?;
     let got = tower_hash(&bytes);
     for want in std::iter::once(blob.sha256.as_str()).chain(expected) {
         if got != want {
-            return Err(TowerProblem::HashMismatch {
+            return Err(VoteStateProblem::HashMismatch {
+                kind,
                 got,
                 want: want.to_string(),
             });
         }
     }
-    verify_bytes(bytes, identity)
+    verify_bytes(kind, bytes, identity)
 }
 
-/// The tower as `/status` reports it.
-pub fn status(path: &Path, identity: &Pubkey) -> (TowerStatus, Option<LocalTower>) {
-    let mut status = TowerStatus {
+/// The file as `/status` reports it.
+pub fn status(
+    kind: VoteStateKind,
+    path: &Path,
+    identity: &Pubkey,
+) -> (VoteStateStatus, Option<LocalVoteState>) {
+    let mut status = VoteStateStatus {
+        kind,
         path: path.display().to_string(),
         present: path.exists(),
         last_vote: None,
@@ -105,14 +143,14 @@ pub fn status(path: &Path, identity: &Pubkey) -> (TowerStatus, Option<LocalTower
         sha256: None,
         error: None,
     };
-    match read(path, identity) {
+    match read(kind, path, identity) {
         Ok(t) => {
             status.last_vote = t.last_vote;
             status.root = t.root;
             status.sha256 = Some(t.sha256.clone());
             (status, Some(t))
         }
-        Err(TowerProblem::Missing(_)) => (status, None),
+        Err(VoteStateProblem::Missing { .. }) => (status, None),
         Err(e) => {
             status.error = Some(e.to_string());
             (status, None)
@@ -165,7 +203,7 @@ pub async fn wait_quiet(
         }
         if started.elapsed() >= deadline {
             return Err(format!(
-                "tower {} still changing {deadline:?} after the voters were removed ({changes} rewrites)",
+                "{} still changing {deadline:?} after the voters were removed ({changes} rewrites)",
                 path.display()
             ));
         }
@@ -191,7 +229,11 @@ pub async fn wait_quiet(
 ///
 /// `slot` reads the validator's processed slot; when it cannot (RPC down), only a rewrite or
 /// `deadline` ends the wait — the tower is never declared final on time alone.
+///
+/// A vote history is rewritten several times a slot (each notarize, finalize and skip vote), so one
+/// rewrite proves nothing there: for it only the slot rule ends the wait.
 pub async fn wait_settled<F, Fut>(
+    kind: VoteStateKind,
     path: &Path,
     quiet: Duration,
     deadline: Duration,
@@ -214,8 +256,8 @@ where
             (Some(from), Some(now)) => Some(now.saturating_sub(from)),
             _ => None,
         };
-        let settled = match changes {
-            1 => since.elapsed() >= AFTER_STRAGGLER_QUIET,
+        let settled = match (kind, changes) {
+            (VoteStateKind::Tower, 1) => since.elapsed() >= AFTER_STRAGGLER_QUIET,
             _ => since.elapsed() >= quiet && replayed.is_some_and(|r| r >= SETTLE_SLOTS),
         };
         if settled {
@@ -230,7 +272,7 @@ where
         }
         if started.elapsed() >= deadline {
             return Err(format!(
-                "tower {} not provably final after {deadline:?} ({changes} rewrites since the demotion, \
+                "{} not provably final after {deadline:?} ({changes} rewrites since the demotion, \
                  {} slots replayed): is the validator still voting with it, or is its RPC down?",
                 path.display(),
                 replayed.map_or("unknown".to_string(), |r| r.to_string())
@@ -250,24 +292,29 @@ where
             since = Instant::now();
             slot_at_change = now_slot;
             changes += 1;
-            if changes > 1 {
+            if changes > 1 && kind == VoteStateKind::Tower {
                 tracing::warn!(changes, path = %path.display(), "tower rewritten more than once after the demotion");
             }
         }
     }
 }
 
-/// Installs `tower` at `path` atomically.
-pub fn install(path: &Path, tower: &LocalTower) -> std::io::Result<()> {
-    write_atomic(path, &tower.bytes)
+/// Installs `state` at `path` atomically.
+pub fn install(path: &Path, state: &LocalVoteState) -> std::io::Result<()> {
+    write_atomic(path, &state.bytes)
 }
 
-/// Keeps a copy of a tower leaving this server in `<state_dir>/towers/`, so none is ever lost.
-pub fn archive(state_dir: &Path, tower: &LocalTower) -> std::io::Result<PathBuf> {
+/// Keeps a copy of a vote-state file leaving this server in `<state_dir>/towers/` (both kinds),
+/// so none is ever lost.
+pub fn archive(state_dir: &Path, tower: &LocalVoteState) -> std::io::Result<PathBuf> {
     let dir = state_dir.join("towers");
     std::fs::create_dir_all(&dir)?;
+    let prefix = match tower.kind {
+        VoteStateKind::Tower => "tower",
+        VoteStateKind::VoteHistory => "vote_history",
+    };
     let path = dir.join(format!(
-        "tower-{}-{}.bin",
+        "{prefix}-{}-{}.bin",
         tower.last_vote.unwrap_or(0),
         &tower.sha256[..16]
     ));

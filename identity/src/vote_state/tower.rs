@@ -45,13 +45,15 @@
 //! 2 CompactVoteStateUpdate (compact form as above, no block_id), 3 TowerSync (as above).
 
 use std::fs;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use solana_pubkey::Pubkey;
 
-use crate::keypair::{verify_signature, Keypair, Signature};
+use super::codec::{put_option_i64, put_option_u64, put_short_len, put_u64, put_varint, Reader};
+use super::{VoteStateError, VoteStateKind};
+use crate::keypair::{Keypair, Signature};
+
+const KIND: VoteStateKind = VoteStateKind::Tower;
 
 /// The tower file name Agave uses for `identity`.
 pub fn tower_file_name(identity: &Pubkey) -> String {
@@ -65,35 +67,6 @@ pub fn tower_path(dir: &Path, identity: &Pubkey) -> PathBuf {
 
 /// Largest tower file we read: a real one is about 2.3 KB.
 pub const MAX_TOWER_LEN: usize = 64 * 1024;
-
-/// Why a tower file was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum TowerError {
-    #[error("tower file truncated: needed {needed} bytes at offset {offset}, file has {len}")]
-    Truncated {
-        offset: usize,
-        needed: usize,
-        len: usize,
-    },
-    #[error("tower file is {0} bytes, larger than any real tower")]
-    TooLarge(usize),
-    #[error("tower file has version tag {0}; only the current format (1) is supported")]
-    UnsupportedVersion(u32),
-    #[error("tower data has {0} trailing bytes")]
-    TrailingBytes(usize),
-    #[error("tower data is malformed: {0}")]
-    Malformed(String),
-    #[error("tower signature does not verify for {0}")]
-    BadSignature(Pubkey),
-    #[error("tower belongs to {found}, not {expected}")]
-    WrongIdentity { expected: Pubkey, found: Pubkey },
-    #[error("cannot read tower file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// One vote lockout: a slot and how many votes have stacked on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,8 +225,8 @@ impl Tower {
     }
 
     /// Decodes the signed `data` of a tower file.
-    pub fn decode(data: &[u8]) -> Result<Self, TowerError> {
-        let mut r = Reader { buf: data, pos: 0 };
+    pub fn decode(data: &[u8]) -> Result<Self, VoteStateError> {
+        let mut r = Reader::new(KIND, data);
         let node_pubkey = r.pubkey()?;
         let threshold_depth = r.u64()?;
         let threshold_size = f64::from_le_bytes(r.array()?);
@@ -285,11 +258,14 @@ impl Tower {
         for _ in 0..count {
             epoch_credits.push((r.u64()?, r.u64()?, r.u64()?));
         }
-        let vs_last_timestamp = r.timestamp()?;
+        let vs_last_timestamp = read_timestamp(&mut r)?;
         let last_vote = decode_last_vote(&mut r)?;
-        let last_timestamp = r.timestamp()?;
-        if r.pos != data.len() {
-            return Err(TowerError::TrailingBytes(data.len() - r.pos));
+        let last_timestamp = read_timestamp(&mut r)?;
+        if r.pos() != data.len() {
+            return Err(VoteStateError::TrailingBytes {
+                kind: KIND,
+                count: data.len() - r.pos(),
+            });
         }
         Ok(Tower {
             node_pubkey,
@@ -324,20 +300,30 @@ pub struct TowerFile {
 
 impl TowerFile {
     /// Parses a tower file's bytes (not yet trusted: call [`TowerFile::verify`]).
-    pub fn parse(bytes: &[u8]) -> Result<Self, TowerError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, VoteStateError> {
         if bytes.len() > MAX_TOWER_LEN {
-            return Err(TowerError::TooLarge(bytes.len()));
+            return Err(VoteStateError::TooLarge {
+                kind: KIND,
+                len: bytes.len(),
+            });
         }
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader::new(KIND, bytes);
         let tag = r.u32()?;
         if tag != 1 {
-            return Err(TowerError::UnsupportedVersion(tag));
+            return Err(VoteStateError::UnsupportedVersion {
+                kind: KIND,
+                tag,
+                expected: 1,
+            });
         }
         let signature: Signature = r.array()?;
         let len = r.len(1)?;
         let data = r.take(len)?.to_vec();
-        if r.pos != bytes.len() {
-            return Err(TowerError::TrailingBytes(bytes.len() - r.pos));
+        if r.pos() != bytes.len() {
+            return Err(VoteStateError::TrailingBytes {
+                kind: KIND,
+                count: bytes.len() - r.pos(),
+            });
         }
         let tower = Tower::decode(&data)?;
         Ok(Self {
@@ -348,8 +334,8 @@ impl TowerFile {
     }
 
     /// Reads and parses the tower file at `path`.
-    pub fn read(path: &Path) -> Result<Self, TowerError> {
-        let bytes = fs::read(path).map_err(|source| TowerError::Io {
+    pub fn read(path: &Path) -> Result<Self, VoteStateError> {
+        let bytes = fs::read(path).map_err(|source| VoteStateError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -358,16 +344,14 @@ impl TowerFile {
 
     /// Checks what Agave checks on load: the signature verifies for `identity` over the data, and
     /// the data's node pubkey is `identity`.
-    pub fn verify(&self, identity: &Pubkey) -> Result<(), TowerError> {
-        verify_signature(identity, &self.data, &self.signature)
-            .map_err(|_| TowerError::BadSignature(*identity))?;
-        if self.tower.node_pubkey != *identity {
-            return Err(TowerError::WrongIdentity {
-                expected: *identity,
-                found: self.tower.node_pubkey,
-            });
-        }
-        Ok(())
+    pub fn verify(&self, identity: &Pubkey) -> Result<(), VoteStateError> {
+        super::check_signed(
+            KIND,
+            identity,
+            &self.data,
+            &self.signature,
+            self.tower.node_pubkey,
+        )
     }
 
     /// Signs `tower` with `identity` and returns the file bytes.
@@ -383,81 +367,16 @@ impl TowerFile {
     }
 }
 
-/// SHA-256 of a tower file's bytes, hex: how a tower is named while it travels between machines.
-pub fn tower_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
-}
-
-/// Writes `bytes` to `path` the way Agave does — `<path>.new` then rename — plus an fsync of the
-/// file and of its directory, so that a reader never sees a partial tower and a crash never
-/// leaves an empty one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("bin.new");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-fn put_u64(w: &mut Vec<u8>, v: u64) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_option_u64(w: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        None => w.push(0),
-        Some(v) => {
-            w.push(1);
-            put_u64(w, v);
-        }
-    }
-}
-
-fn put_option_i64(w: &mut Vec<u8>, v: Option<i64>) {
-    put_option_u64(w, v.map(|v| v as u64));
-}
-
 fn put_timestamp(w: &mut Vec<u8>, t: BlockTimestamp) {
     put_u64(w, t.slot);
     w.extend_from_slice(&t.timestamp.to_le_bytes());
 }
 
-/// Solana's compact-u16 ("short_vec") length: 7 bits a byte, high bit set when more follow.
-fn put_short_len(w: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len != 0 {
-            byte |= 0x80;
-        }
-        w.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-}
-
-fn put_varint(w: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            w.push(byte);
-            break;
-        }
-        w.push(byte | 0x80);
-    }
+fn read_timestamp(r: &mut Reader) -> Result<BlockTimestamp, VoteStateError> {
+    Ok(BlockTimestamp {
+        slot: r.u64()?,
+        timestamp: r.u64()? as i64,
+    })
 }
 
 fn encode_last_vote(w: &mut Vec<u8>, vote: &LastVote) {
@@ -533,7 +452,7 @@ fn encode_compact(
     put_option_i64(w, timestamp);
 }
 
-fn decode_last_vote(r: &mut Reader) -> Result<LastVote, TowerError> {
+fn decode_last_vote(r: &mut Reader) -> Result<LastVote, VoteStateError> {
     let tag = r.u32()?;
     Ok(match tag {
         0 => {
@@ -576,7 +495,7 @@ fn decode_last_vote(r: &mut Reader) -> Result<LastVote, TowerError> {
                 let offset = r.varint()?;
                 slot = slot
                     .checked_add(offset)
-                    .ok_or_else(|| TowerError::Malformed("lockout slot overflows".into()))?;
+                    .ok_or_else(|| r.malformed("lockout slot overflows"))?;
                 lockouts.push(Lockout {
                     slot,
                     confirmation_count: r.u8()? as u32,
@@ -601,124 +520,14 @@ fn decode_last_vote(r: &mut Reader) -> Result<LastVote, TowerError> {
                 }
             }
         }
-        other => {
-            return Err(TowerError::Malformed(format!(
-                "unknown last-vote kind {other}"
-            )))
-        }
+        other => return Err(r.malformed(&format!("unknown last-vote kind {other}"))),
     })
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TowerError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|end| *end <= self.buf.len())
-            .ok_or(TowerError::Truncated {
-                offset: self.pos,
-                needed: n,
-                len: self.buf.len(),
-            })?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(out)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], TowerError> {
-        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
-    }
-
-    fn u8(&mut self) -> Result<u8, TowerError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn bool(&mut self) -> Result<bool, TowerError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            b => Err(TowerError::Malformed(format!("bool byte {b}"))),
-        }
-    }
-
-    fn u32(&mut self) -> Result<u32, TowerError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, TowerError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    fn pubkey(&mut self) -> Result<Pubkey, TowerError> {
-        Ok(Pubkey::new_from_array(self.array()?))
-    }
-
-    fn option_u64(&mut self) -> Result<Option<u64>, TowerError> {
-        Ok(if self.bool()? {
-            Some(self.u64()?)
-        } else {
-            None
-        })
-    }
-
-    fn timestamp(&mut self) -> Result<BlockTimestamp, TowerError> {
-        Ok(BlockTimestamp {
-            slot: self.u64()?,
-            timestamp: self.u64()? as i64,
-        })
-    }
-
-    /// A u64 element count, refused when the remaining bytes cannot hold that many elements of at
-    /// least `min_elem` bytes (so a corrupt length cannot make us allocate gigabytes).
-    fn len(&mut self, min_elem: usize) -> Result<usize, TowerError> {
-        let at = self.pos;
-        let n = self.u64()?;
-        let remaining = (self.buf.len() - self.pos) as u64;
-        if n.saturating_mul(min_elem as u64) > remaining {
-            return Err(TowerError::Truncated {
-                offset: at,
-                needed: n.saturating_mul(min_elem as u64) as usize,
-                len: self.buf.len(),
-            });
-        }
-        Ok(n as usize)
-    }
-
-    fn short_len(&mut self) -> Result<usize, TowerError> {
-        let mut len = 0usize;
-        for i in 0..3 {
-            let byte = self.u8()?;
-            len |= ((byte & 0x7f) as usize) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(len);
-            }
-        }
-        Err(TowerError::Malformed(
-            "compact length longer than 3 bytes".into(),
-        ))
-    }
-
-    fn varint(&mut self) -> Result<u64, TowerError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let byte = self.u8()?;
-            v |= ((byte & 0x7f) as u64) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(TowerError::Malformed("varint longer than 10 bytes".into()))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vote_state::{tower_hash, write_atomic};
 
     const FIXTURE_NAME: &str = "tower-1_9-361jfy1wN64g8S6SuCvvYr4NtApv2iquBvcjawJoDLcg.bin";
 
@@ -759,7 +568,7 @@ mod tests {
         let file = TowerFile::parse(&bytes).unwrap();
         assert!(matches!(
             file.verify(&other),
-            Err(TowerError::BadSignature(_))
+            Err(VoteStateError::BadSignature { .. })
         ));
 
         // Flip one bit of the last-vote block: still parses, no longer verifies.
@@ -768,7 +577,7 @@ mod tests {
         let file = TowerFile::parse(&tampered).unwrap();
         assert!(matches!(
             file.verify(&fixture_identity()),
-            Err(TowerError::BadSignature(_))
+            Err(VoteStateError::BadSignature { .. })
         ));
     }
 
@@ -785,13 +594,13 @@ mod tests {
         padded.push(0);
         assert!(matches!(
             TowerFile::parse(&padded),
-            Err(TowerError::TrailingBytes(1))
+            Err(VoteStateError::TrailingBytes { count: 1, .. })
         ));
         let mut legacy = bytes;
         legacy[0] = 0;
         assert!(matches!(
             TowerFile::parse(&legacy),
-            Err(TowerError::UnsupportedVersion(0))
+            Err(VoteStateError::UnsupportedVersion { tag: 0, .. })
         ));
     }
 
@@ -860,7 +669,7 @@ mod tests {
         let file = TowerFile::parse(&forged).unwrap();
         assert!(matches!(
             file.verify(&identity.pubkey()),
-            Err(TowerError::WrongIdentity { .. })
+            Err(VoteStateError::WrongIdentity { .. })
         ));
     }
 

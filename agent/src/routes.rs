@@ -1,0 +1,347 @@
+//! The agent's HTTP routes and what a request goes through before any of them acts: the
+//! allow-list and the signature (`auth.rs`), the body, the fencing term — then it counts as contact
+//! from the manager. The listener itself (`http.rs`) bounds connections and their timing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tracing::{debug, error, info, warn};
+
+use crate::agent::{unix_ms, Agent, AGENT_VERSION};
+use crate::api::*;
+use crate::auth::AuthError;
+use crate::commands::run_shell;
+use crate::switch::HOOK_TIMEOUT;
+
+/// A refused request: its status code and the reason, sent as an [`ErrorResponse`].
+pub(crate) struct Refusal {
+    status: StatusCode,
+    body: ErrorResponse,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, reason: String) -> Refusal {
+    Refusal {
+        status,
+        body: ErrorResponse::new(reason),
+    }
+}
+
+impl Agent {
+    /// Checks the source address and the signature of a state-changing request.
+    pub(crate) fn authorize(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(), Refusal> {
+        // The listener refuses other addresses at accept; this is for requests that reach the
+        // routes another way (tests call them directly).
+        if !self.cfg.allowed_ips.is_empty() && !self.cfg.allowed_ips.contains(&peer.ip()) {
+            self.log_rejection(peer, path, "source address not in allowed_ips");
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("{} is not in allowed_ips", peer.ip()),
+            ));
+        }
+        if let Some(verifier) = &self.verifier {
+            if let Err(e) = verifier.verify(headers, peer.ip(), "POST", path, body, unix_ms()) {
+                self.log_rejection(peer, path, &e.to_string());
+                let status = if e.is_throttle() {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                let mut refusal = refuse(status, e.to_string());
+                refusal.body.code = Some(e.code().to_string());
+                if let AuthError::WrongAudience { mine, .. } = &e {
+                    refusal.body.agent_id = Some(mine.clone());
+                }
+                return Err(refusal);
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs a refused command, a few times per window at most.
+    fn log_rejection(&self, peer: SocketAddr, path: &str, reason: &str) {
+        if let Some(held_back) = self.rejected_log.admit() {
+            if held_back > 0 {
+                warn!(%peer, path, reason, "rejected command ({held_back} more rejections not logged)");
+            } else {
+                warn!(%peer, path, reason, "rejected command");
+            }
+        }
+    }
+
+    /// Accepts `term` if it is not older than the newest accepted, persisting a newer one before
+    /// anything acts on it.
+    pub(crate) async fn accept_term(&self, term: u64, what: &str) -> Result<(), Refusal> {
+        let mut state = self.state.lock().await;
+        if term < state.state.term {
+            // A heartbeat or tower read racing a switch's new term is routine; a command is not.
+            if what == "status" || what == "tower" {
+                debug!(term, current = state.state.term, what, "stale term refused");
+            } else {
+                warn!(
+                    term,
+                    current = state.state.term,
+                    what,
+                    "rejected: stale fencing term"
+                );
+            }
+            let mut refusal = refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "term {term} is older than term {} already accepted",
+                    state.state.term
+                ),
+            );
+            refusal.body.code = Some(CODE_STALE_TERM.into());
+            refusal.body.term = Some(state.state.term);
+            return Err(refusal);
+        }
+        if term > state.state.term {
+            state.state.term = term;
+            if let Err(e) = state.save() {
+                error!(error = %e, "cannot persist the fencing term");
+                return Err(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot persist term {term}: {e}"),
+                ));
+            }
+            info!(term, what, "accepted new fencing term");
+        }
+        Ok(())
+    }
+}
+
+type Ctx = State<Arc<Agent>>;
+
+/// How often a held `/tower` request looks at the tower file.
+const TOWER_WAIT_LOOK: Duration = Duration::from_millis(10);
+
+/// The agent's routes.
+pub fn app(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route(PATH_STATUS, post(status))
+        .route(PATH_FAILOVER, post(failover))
+        .route(PATH_SHUTDOWN, post(shutdown))
+        .route(PATH_IDENTITY, get(identity))
+        .route(PATH_HEALTH, get(health))
+        .route(PATH_TOWER, post(tower))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(crate::http::bounded_body))
+        .with_state(agent)
+}
+
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+/// What a heartbeat-like request goes through before it is answered: the allow-list and the
+/// signature, the body, the term; then it counts as contact from the manager.
+async fn admit<T: DeserializeOwned + Default>(
+    agent: &Agent,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    what: &str,
+    term: impl Fn(&T) -> u64,
+) -> Result<T, Refusal> {
+    agent.authorize(peer, headers, path, body)?;
+    let req: T = parse(body)?;
+    agent.accept_term(term(&req), what).await?;
+    agent.heard_from_manager();
+    Ok(req)
+}
+
+async fn status(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = admit(
+        &agent,
+        peer,
+        &headers,
+        PATH_STATUS,
+        &body,
+        "status",
+        |r: &StatusRequest| r.term,
+    );
+    if let Err(r) = admitted.await {
+        return r.into_response();
+    }
+    Json(agent.status().await).into_response()
+}
+
+async fn tower(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let admitted = admit(
+        &agent,
+        peer,
+        &headers,
+        PATH_TOWER,
+        &body,
+        "tower",
+        |r: &TowerRequest| r.term,
+    );
+    let req = match admitted.await {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let known = req.known_sha256.as_deref();
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms.min(TOWER_WAIT_MAX_MS));
+    loop {
+        let answer = agent.current_vote_state(known).await;
+        if answer.tower.is_some() || Instant::now() >= deadline {
+            return Json(answer).into_response();
+        }
+        // A stat of the file per look while it is unchanged; Agave rewrites it once per vote.
+        tokio::time::sleep(TOWER_WAIT_LOOK).await;
+    }
+}
+
+async fn failover(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_FAILOVER, &body) {
+        return r.into_response();
+    }
+    let req: FailoverRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad failover request: {e}"),
+            )
+            .into_response()
+        }
+    };
+    if let Err(r) = agent.accept_term(req.term, "failover").await {
+        return r.into_response();
+    }
+    agent.heard_from_manager();
+    let response = match req.action {
+        FailoverAction::BecomePassive => agent.become_passive(req.term, &req.reason).await,
+        FailoverAction::BecomeActive => agent.become_active(&req).await,
+    };
+    let code = if response.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (code, Json(response)).into_response()
+}
+
+async fn shutdown(
+    State(agent): Ctx,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = agent.authorize(peer, &headers, PATH_SHUTDOWN, &body) {
+        return r.into_response();
+    }
+    let req: ShutdownRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = agent.accept_term(req.term, "shutdown").await {
+        return r.into_response();
+    }
+    info!(%peer, "shutdown requested by the manager");
+    if let Some(cmd) = agent.cfg.hooks.agent_stop_command.clone() {
+        // Stop through the service manager, or it would restart the agent.
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agent
+                .act(
+                    &format!("run agent_stop_command: {cmd}"),
+                    run_shell(&cmd, None, HOOK_TIMEOUT),
+                )
+                .await
+            {
+                error!(error = %e, "agent_stop_command failed; stopping by myself");
+            }
+            let _ = agent.shutdown.send(true);
+        });
+    } else {
+        let _ = agent.shutdown.send(true);
+    }
+    Json(serde_json::json!({"ok": true})).into_response()
+}
+
+async fn identity(State(agent): Ctx) -> Response {
+    let response = match agent.validator.identity().await {
+        Ok(id) => IdentityResponse {
+            identity: Some(id.to_string()),
+            error: None,
+        },
+        Err(e) => IdentityResponse {
+            identity: None,
+            error: Some(e),
+        },
+    };
+    Json(response).into_response()
+}
+
+async fn health(State(agent): Ctx) -> Response {
+    Json(HealthResponse {
+        ok: true,
+        agent_version: AGENT_VERSION.into(),
+        agent_id: agent.id.clone(),
+        validator_identity: agent.staked().to_string(),
+    })
+    .into_response()
+}
+
+/// Serves the agent on `listener` until `shutdown` resolves or a manager asks it to stop; runs the
+/// self-fencing watchdog alongside.
+pub async fn run(
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut stop = agent.shutdown.subscribe();
+    let watchdog = tokio::spawn(crate::watchdog::run(agent.clone()));
+    let allowed = agent.cfg.allowed_ips.clone();
+    let result = crate::http::serve(listener, app(agent.clone()), allowed, async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    })
+    .await;
+    watchdog.abort();
+    info!("agent stopped");
+    result
+}

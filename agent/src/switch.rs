@@ -1,0 +1,634 @@
+//! The two switch procedures, in their safe order — one path for both consensuses: only which
+//! file is the vote state (tower or vote history), where it lives, what `setIdentity` requires,
+//! and how its end is proven differ.
+//!
+//! become_passive: remove the authorized voters (no vote can be signed after) → setIdentity
+//! (unstaked) → confirm with the validator → wait until the vote state is provably final → read
+//! and verify it → store it (etcd, fenced by term) or return it (embedded) → archive and remove it →
+//! passive hook. Nothing after a failed demotion runs: a node that may still vote must never look
+//! demoted.
+//!
+//! become_active: check the term and the consensus → take the vote state (hash must match) →
+//! verify signature and node pubkey → refuse if older than any floor (the newest this agent saw,
+//! the manager's, the chain's) → install atomically → setIdentity (staked; the tower required under
+//! TowerBFT, the vote history under Alpenglow) unless secure mode → authorized voter → active hook
+//! → confirm.
+
+use std::time::{Duration, Instant};
+
+use failover_config::TowerStore;
+use failover_identity::{Pubkey, VoteStateKind};
+use tracing::{error, info};
+
+use crate::agent::{slot_text, Agent};
+use crate::api::*;
+use crate::commands::run_shell;
+use crate::consensus::Consensus;
+use crate::vote_state::{self, LocalVoteState, VoteStateProblem};
+
+/// Deadlines of the switch phases.
+const DEMOTE_DEADLINE: Duration = Duration::from_secs(15);
+const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
+const SETTLE_EXTRA: Duration = Duration::from_secs(15);
+pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After the authorized voters are removed, how long the vote state must stay unchanged before it
+/// counts as final: a vote signed before the removal reaches the file within milliseconds — the
+/// tower from Agave's voting thread, the vote history from votor's voting service (4.2) or its
+/// event loop (4.3).
+fn voters_removed_quiet(kind: VoteStateKind) -> Duration {
+    match kind {
+        VoteStateKind::Tower => Duration::from_millis(150),
+        VoteStateKind::VoteHistory => Duration::from_millis(150),
+    }
+}
+
+/// Collects the timed phases of one switch.
+pub(crate) struct Run {
+    pub response: FailoverResponse,
+    last: Instant,
+}
+
+impl Run {
+    pub fn new(action: FailoverAction, term: u64, dry_run: bool) -> Self {
+        Self {
+            response: FailoverResponse {
+                ok: true,
+                action,
+                term,
+                identity: None,
+                tower: None,
+                phases: Vec::new(),
+                dry_run,
+                error: None,
+            },
+            last: Instant::now(),
+        }
+    }
+
+    /// Records a phase; returns whether it succeeded.
+    pub fn phase(&mut self, name: &str, result: Result<String, String>) -> bool {
+        let ms = self.last.elapsed().as_millis() as u64;
+        self.last = Instant::now();
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        if ok {
+            info!(phase = name, ms, %detail, "phase done");
+        } else {
+            error!(phase = name, ms, %detail, "phase failed");
+            self.response.ok = false;
+            self.response.error = Some(format!("{name}: {detail}"));
+        }
+        self.response.phases.push(Phase {
+            name: name.into(),
+            ms,
+            detail,
+        });
+        ok
+    }
+
+    pub fn finish(mut self, identity: Option<Pubkey>) -> FailoverResponse {
+        self.response.identity = identity.map(|i| i.to_string());
+        self.response
+    }
+}
+
+impl Agent {
+    /// Runs an action unless in dry-run, in which case it only says what it would do.
+    pub(crate) async fn act<F, T>(&self, what: &str, action: F) -> Result<String, String>
+    where
+        F: std::future::Future<Output = Result<T, String>>,
+        T: std::fmt::Display,
+    {
+        if self.cfg.dry_run {
+            info!("[dry-run] would {what}");
+            return Ok(format!("dry-run: would {what}"));
+        }
+        action.await.map(|t| t.to_string())
+    }
+
+    async fn hook(&self, name: &str, command: Option<&String>) -> Result<String, String> {
+        match command {
+            None => Ok(format!("no {name} configured")),
+            Some(cmd) => self
+                .act(
+                    &format!("run {name}: {cmd}"),
+                    run_shell(cmd, None, HOOK_TIMEOUT),
+                )
+                .await
+                .map(|_| format!("ran {name}")),
+        }
+    }
+
+    /// Waits until the validator reports (or stops reporting) the staked identity.
+    async fn confirm(&self, want_staked: bool) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            let seen = self.validator.identity().await;
+            match &seen {
+                Ok(id) if (*id == self.staked()) == want_staked => {
+                    return Ok(format!("validator reports {id}"))
+                }
+                _ if started.elapsed() >= CONFIRM_DEADLINE => {
+                    return Err(match seen {
+                        Ok(id) => {
+                            format!("validator still reports {id} after {CONFIRM_DEADLINE:?}")
+                        }
+                        Err(e) => format!("cannot read the validator's identity: {e}"),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
+        }
+    }
+
+    /// Records that a demotion in `term` started (persisted before it acts).
+    async fn note_demotion(&self, term: u64) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        if state.state.demoted_in_term == Some(term) || self.cfg.dry_run {
+            return Ok(());
+        }
+        state.state.demoted_in_term = Some(term);
+        state
+            .save()
+            .map_err(|e| format!("cannot persist the demotion in term {term}: {e}"))
+    }
+
+    /// Whether this node was demoted in `term`: a term that moved the identity away from it cannot
+    /// move it back (a replayed or misdirected `become_active`).
+    pub(crate) async fn demoted_in(&self, term: u64) -> bool {
+        self.state.lock().await.state.demoted_in_term == Some(term)
+    }
+
+    /// Whether this agent empties and refills the validator's authorized voters itself: Agave's
+    /// admin RPC, with the staked key here to give back (in secure mode the manager's SSH command
+    /// would have to).
+    fn handles_voters(&self) -> bool {
+        self.validator.manages_voters() && self.cfg.staked_identity_keypair.is_some()
+    }
+
+    /// Demotes this validator in the safe order (see the module docs).
+    pub async fn become_passive(&self, term: u64, reason: &str) -> FailoverResponse {
+        let _guard = self.switching.lock().await;
+        info!(term, reason, "become_passive");
+        let mut run = Run::new(FailoverAction::BecomePassive, term, self.cfg.dry_run);
+        let staked = self.staked();
+        // Before anything changes: this term may no longer promote this node.
+        if let Err(e) = self.note_demotion(term).await {
+            run.phase("term", Err(e));
+            return run.finish(self.validator.identity().await.ok());
+        }
+        let kind = self.kind_for(self.consensus(true).await);
+
+        let was_staked = match self.validator.identity().await {
+            Ok(id) => id == staked,
+            // A validator that cannot be read may still vote: a running one must be demoted and
+            // confirmed like any other; only one whose process is gone cannot vote.
+            Err(e) => {
+                if self.find_validator().is_none() {
+                    run.phase(
+                        "demote",
+                        Ok(format!(
+                            "validator process {} is not running ({e}): nothing can vote",
+                            self.cfg.process_name
+                        )),
+                    );
+                    false
+                } else {
+                    true
+                }
+            }
+        };
+        if was_staked {
+            // First the authorized voters: Agave signs each vote (tower or Alpenglow) with a key
+            // read from that list under the lock this call takes, so once it returns no vote can
+            // be signed — not the straggler that follows setIdentity, not one after an isolation
+            // heals. Then only a vote already signed can reach the file.
+            let voters = self.handles_voters() && {
+                let remove = self.act("remove the authorized voters", async {
+                    self.validator
+                        .remove_voters()
+                        .await
+                        .map(|done| done.unwrap_or_default())
+                });
+                match remove.await {
+                    Ok(detail) => run.phase("voters", Ok(detail)),
+                    Err(e) => {
+                        // Not fatal: the demotion goes on, and the slot rule proves the end.
+                        run.phase(
+                            "voters",
+                            Ok(format!(
+                                "could not remove them ({e}); waiting by slots instead"
+                            )),
+                        );
+                        false
+                    }
+                }
+            };
+            let demote = self.act("set the unstaked identity", async {
+                tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
+                    .await
+                    .map_err(|_| format!("no answer within {DEMOTE_DEADLINE:?}"))?
+            });
+            if !run.phase("demote", demote.await) {
+                if voters {
+                    // Still the active (or unknown): give its voters back rather than leave a
+                    // staked validator that never votes.
+                    self.restore_voters(&mut run).await;
+                }
+                return run.finish(self.validator.identity().await.ok());
+            }
+            if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+            let path = match self.path_of(kind) {
+                Ok(p) => p,
+                Err(e) => {
+                    run.phase("settle", Err(e));
+                    return run.finish(self.validator.identity().await.ok());
+                }
+            };
+            let what = format!("wait for the {kind} to be final");
+            let settle = self.act(&what, async {
+                let settled = if voters {
+                    vote_state::wait_quiet(
+                        &path,
+                        voters_removed_quiet(kind),
+                        self.cfg.tower_settle + SETTLE_EXTRA,
+                    )
+                    .await
+                } else {
+                    vote_state::wait_settled(
+                        kind,
+                        &path,
+                        self.cfg.tower_settle,
+                        self.cfg.tower_settle + SETTLE_EXTRA,
+                        || self.validator.slot(),
+                    )
+                    .await
+                };
+                settled.map(|s| {
+                    format!(
+                        "{} rewrite(s) of the {kind} after the demotion, {} slots replayed; final \
+                         after {} ms",
+                        s.changes,
+                        s.slots.map_or("?".to_string(), |n| n.to_string()),
+                        s.waited.as_millis()
+                    )
+                })
+            });
+            if !run.phase("settle", settle.await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+        } else if run.response.phases.is_empty() {
+            run.phase("demote", Ok("validator already not staked".into()));
+        }
+
+        let read = match self.path_of(kind) {
+            Ok(path) => vote_state::read(kind, &path, &staked),
+            Err(_) => Err(VoteStateProblem::Missing {
+                kind,
+                path: Default::default(),
+            }),
+        };
+        match read {
+            Err(VoteStateProblem::Missing { path, .. }) => {
+                run.phase(
+                    "tower",
+                    Ok(format!("no staked {kind} at {}", path.display())),
+                );
+            }
+            Err(e) => {
+                // Keep the file: it is evidence, and removing it changes nothing for safety.
+                run.phase("tower", Err(e.to_string()));
+            }
+            Ok(local) => {
+                if !self.hand_over(term, &local, &mut run).await {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+            }
+        }
+        run.phase(
+            "hook",
+            self.hook(
+                "passive_identity_symlink_command",
+                self.cfg.hooks.passive_identity_symlink_command.as_ref(),
+            )
+            .await,
+        );
+        run.finish(self.validator.identity().await.ok())
+    }
+
+    /// The demoted node's final vote state: recorded, stored (etcd) or returned (embedded),
+    /// archived, and removed from where a restart would load it. False when a phase failed.
+    async fn hand_over(&self, term: u64, local: &LocalVoteState, run: &mut Run) -> bool {
+        let staked = self.staked();
+        let kind = local.kind;
+        self.note_vote_state(local).await;
+        let blob = local.blob(&staked);
+        run.phase(
+            "tower",
+            Ok(format!(
+                "{kind}: last vote {}, sha256 {}",
+                slot_text(local.last_vote),
+                local.sha256
+            )),
+        );
+        if let TowerStore::Etcd(_) = &self.cfg.tower_store {
+            let what = format!("store the {kind} in etcd");
+            let store = self.act(&what, async {
+                let etcd = self.etcd().await?.expect("etcd configured");
+                etcd.put_tower(term, &self.record(term, local))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map(|()| "stored in etcd".to_string())
+            });
+            if !run.phase("store", store.await) {
+                return false;
+            }
+        }
+        let what = format!("archive and remove the {kind}");
+        let archive = self.act(&what, async {
+            let archived =
+                vote_state::archive(&self.cfg.state_dir, local).map_err(|e| e.to_string())?;
+            let path = self.path_of(kind)?;
+            std::fs::remove_file(&path).map_err(|e| e.to_string())?;
+            Ok::<_, String>(format!("archived to {}, removed", archived.display()))
+        });
+        run.phase("remove", archive.await);
+        *self.last_demoted.lock().expect("demoted") = Some(blob.clone());
+        run.response.tower = Some(blob);
+        true
+    }
+
+    /// Adds the staked key back as authorized voter after a demotion that did not happen.
+    async fn restore_voters(&self, run: &mut Run) {
+        let Some(keypair) = self.cfg.staked_identity_keypair.as_deref() else {
+            return;
+        };
+        let restored = self
+            .act(
+                "give the authorized voter back",
+                self.validator.add_authorized_voter(keypair),
+            )
+            .await;
+        // The switch already failed; this phase only says what became of the voters.
+        let ms = 0;
+        let detail = match restored {
+            Ok(d) => format!("{d}: the validator votes again"),
+            Err(e) => format!("could not give the voter back ({e}): it holds X and cannot vote"),
+        };
+        info!(phase = "restore_voters", ms, %detail, "phase done");
+        run.response.phases.push(Phase {
+            name: "restore_voters".into(),
+            ms,
+            detail,
+        });
+    }
+
+    /// Promotes this validator in the safe order (see the module docs).
+    pub async fn become_active(&self, req: &FailoverRequest) -> FailoverResponse {
+        let _guard = self.switching.lock().await;
+        info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
+        let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
+        if self.demoted_in(req.term).await {
+            run.phase(
+                "term",
+                Err(format!(
+                    "this node was demoted in term {}: a term moves the staked identity away from \
+                     a node once, never back (a replayed or misdirected command?)",
+                    req.term
+                )),
+            );
+            return run.finish(self.validator.identity().await.ok());
+        }
+        let consensus = self.consensus(true).await;
+        let kind = match self.kind_to_install(req, consensus) {
+            Ok(kind) => kind,
+            Err(e) => {
+                run.phase("consensus", Err(e));
+                return run.finish(self.validator.identity().await.ok());
+            }
+        };
+        let incoming = match self.incoming_vote_state(req, kind).await {
+            Ok(t) => t,
+            Err(e) => {
+                run.phase("tower", Err(e));
+                return run.finish(self.validator.identity().await.ok());
+            }
+        };
+        match &incoming {
+            Some(t) => {
+                run.phase(
+                    "tower",
+                    Ok(format!(
+                        "{kind} verified: last vote {}, sha256 {}",
+                        slot_text(t.last_vote),
+                        t.sha256
+                    )),
+                );
+                let what = format!("install the {kind}");
+                let install = self.act(&what, async {
+                    let path = self.path_of(kind)?;
+                    vote_state::install(&path, t).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(format!("installed at {}", path.display()))
+                });
+                if !run.phase("install", install.await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+                if !self.cfg.dry_run {
+                    self.note_vote_state(t).await;
+                }
+            }
+            None => {
+                run.phase(
+                    "tower",
+                    Ok(format!(
+                        "no {kind} offered or stored; the validator builds its own"
+                    )),
+                );
+            }
+        }
+
+        if req.skip_identity {
+            run.phase(
+                "promote",
+                Ok("skipped: secure mode, the manager sets the identity".into()),
+            );
+        } else {
+            let keypair = self.cfg.staked_identity_keypair.clone();
+            let promote = self.act(
+                "set the staked identity",
+                self.validator
+                    .promote(keypair.as_deref(), kind, self.cfg.require_tower),
+            );
+            if !run.phase("promote", promote.await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+            // A demotion by this product empties Agave's authorized voters: give X back, or the
+            // promoted validator holds X and never votes.
+            let add_voter = self.cfg.add_authorized_voter || self.validator.manages_voters();
+            if let (true, Some(keypair)) = (add_voter, keypair.as_deref()) {
+                let add = self.act(
+                    "add the authorized voter",
+                    self.validator.add_authorized_voter(keypair),
+                );
+                if !run.phase("authorized_voter", add.await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+            }
+        }
+        run.phase(
+            "hook",
+            self.hook(
+                "active_identity_symlink_command",
+                self.cfg.hooks.active_identity_symlink_command.as_ref(),
+            )
+            .await,
+        );
+        if !req.skip_identity && !self.cfg.dry_run {
+            run.phase("confirm", self.confirm(true).await);
+        }
+        *self.last_demoted.lock().expect("demoted") = None;
+        run.finish(self.validator.identity().await.ok())
+    }
+
+    /// Which vote state a promotion must install, from what this validator says its cluster runs:
+    /// refused when the manager believes otherwise, during the migration to Alpenglow (unless
+    /// allowed), and when the consensus cannot be told.
+    fn kind_to_install(
+        &self,
+        req: &FailoverRequest,
+        consensus: Consensus,
+    ) -> Result<VoteStateKind, String> {
+        if let Some(theirs) = req.consensus {
+            let disagree = theirs != Consensus::Unknown
+                && consensus != Consensus::Unknown
+                && theirs.name() != consensus.name();
+            if disagree {
+                return Err(format!(
+                    "the manager sees {theirs}, but this validator's RPC says {consensus}: \
+                     refusing until both agree"
+                ));
+            }
+        }
+        match consensus {
+            Consensus::Migrating { .. } if !req.allow_migration => Err(format!(
+                "{consensus}: no promotion during the migration (its genesis vote is persisted \
+                 nowhere); wait for the genesis certificate, or force it"
+            )),
+            Consensus::Migrating { .. } => Ok(req
+                .tower
+                .as_ref()
+                .map_or_else(|| self.kind_for(consensus), |t| t.kind)),
+            Consensus::Unknown if !self.cfg.dry_run => Err(
+                "cannot tell which consensus the cluster runs: this validator's RPC does not \
+                 answer getVersion/getAgGenesisCert (set consensus in the config to decide)"
+                    .into(),
+            ),
+            other => Ok(self.kind_for(other)),
+        }
+    }
+
+    /// The vote state to install on promotion, verified, or `None` when there is none anywhere and
+    /// the validator does not need one.
+    async fn incoming_vote_state(
+        &self,
+        req: &FailoverRequest,
+        kind: VoteStateKind,
+    ) -> Result<Option<LocalVoteState>, String> {
+        let staked = self.staked();
+        let blob = match &self.cfg.tower_store {
+            TowerStore::Embedded => req.tower.clone(),
+            TowerStore::Etcd(_) => {
+                let etcd = self.etcd().await?.expect("etcd configured");
+                etcd.get_tower()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|r| r.tower)
+            }
+        };
+        let offered = match blob {
+            Some(blob) if blob.kind != kind => {
+                return Err(VoteStateProblem::WrongKind {
+                    offered: blob.kind,
+                    needed: kind,
+                }
+                .to_string())
+            }
+            Some(blob) => Some(
+                vote_state::verify_blob(&blob, &staked, req.tower_sha256.as_deref())
+                    .map_err(|e| e.to_string())?,
+            ),
+            None if req.tower_sha256.is_some() => {
+                return Err(format!(
+                    "the manager expects a {kind} but none was offered or stored"
+                ))
+            }
+            None => None,
+        };
+        // Never go back: not older than what this agent has seen, than a file already here, than
+        // the newest vote the manager saw land, nor than what this validator shows on chain.
+        let newest_seen = self.state.lock().await.state.newest_tower.clone();
+        let local = self
+            .file_of(kind)
+            .and_then(|path| vote_state::read(kind, path, &staked).ok());
+        let mut floors = vec![
+            (
+                newest_seen.map(|t| t.last_vote),
+                "the newest vote state this agent has seen",
+            ),
+            (
+                local.as_ref().and_then(|t| t.last_vote),
+                "the vote state already on this server",
+            ),
+        ];
+        // A dry run demoted nobody: the old active votes on, so the chain is always ahead of the
+        // file offered and these floors say nothing about a real switch.
+        let on_chain = if self.cfg.dry_run {
+            info!("[dry-run] the vote state is not checked against the chain's last vote");
+            None
+        } else {
+            floors.push((
+                req.min_last_vote,
+                "the vote account's last vote the manager saw",
+            ));
+            let on_chain = self.chain_last_vote().await?;
+            floors.push((
+                on_chain,
+                "the vote account's last vote on this validator's chain",
+            ));
+            on_chain
+        };
+        let floor = floors
+            .into_iter()
+            .filter_map(|(slot, what)| Some((slot?, what)))
+            .max_by_key(|(slot, _)| *slot);
+        match (&offered, floor) {
+            (Some(t), Some((newest, what))) if t.last_vote.is_none_or(|v| v < newest) => {
+                Err(VoteStateProblem::Stale {
+                    kind,
+                    offered: t.last_vote,
+                    newest,
+                    what,
+                }
+                .to_string())
+            }
+            (None, _) if local.is_some() => Ok(local),
+            (None, _) if kind == VoteStateKind::Tower && self.cfg.require_tower => {
+                Err("no tower to install and require_tower is on: refusing to promote".into())
+            }
+            // Agave would let votor start from an empty history: the way to double votes.
+            (None, _) if kind == VoteStateKind::VoteHistory && on_chain.is_some_and(|v| v > 0) => {
+                Err(format!(
+                    "no vote history to install, and the vote account has votes on chain (last \
+                     {}): refusing to promote onto an empty history",
+                    slot_text(on_chain)
+                ))
+            }
+            _ => Ok(offered),
+        }
+    }
+}
