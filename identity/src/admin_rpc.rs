@@ -673,6 +673,24 @@ mod tests {
             "Invalid params: invalid length 2, expected a tuple of size 3.".into(),
         );
         assert!(arity.is_arity_mismatch());
+        // Agave 4.2 under Alpenglow (captured from a real 4.2.2 node), and 4.3's two new refusals
+        // (agave-validator 4.3.2 `admin_rpc_service.rs`).
+        let history = AdminRpcError::from_rpc("setIdentity", INVALID_PARAMS, "Unable to load vote history file for identity 92xGceEvXZw9ytyTefYt2fAG91sDJZGGGPcJWxHAipQX: IO Error: No such file or directory (os error 2). The vote account 5D1Q2QXxTkGyKMnEyyf4hZuVjK6u8W6oq6FWnR2vxLqC has prior Alpenglow votes. Ensure the vote history file is present or (dangerous) use --do-not-require-vote-history if you know what you're doing".into());
+        assert!(matches!(
+            history,
+            AdminRpcError::VoteHistoryUnavailable { .. }
+        ));
+        let staked = AdminRpcError::from_rpc("setIdentity", INVALID_PARAMS, "Changing identity from staked node 92xGceEvXZw9ytyTefYt2fAG91sDJZGGGPcJWxHAipQX to staked node FbvDJyLnKdD7W2adVfkNspCrE8Yp61saW9K4poktbsLC is not supported".into());
+        assert!(matches!(staked, AdminRpcError::StakedToStaked { .. }));
+        let partial = AdminRpcError::from_rpc(
+            "setIdentity",
+            -32603,
+            "Failed to apply new identity to Votor: connection refused".into(),
+        );
+        assert!(matches!(
+            partial,
+            AdminRpcError::PartialIdentityChange { .. }
+        ));
         let other = AdminRpcError::from_rpc("x", -32601, "Method not found".into());
         assert!(matches!(other, AdminRpcError::Rpc { code: -32601, .. }));
         assert!(!other.is_arity_mismatch());

@@ -231,8 +231,10 @@ pub struct VoteAlertConfig {
     pub rpc_url: String,
     /// The vote account to watch.
     pub vote_account: Pubkey,
-    /// A lag of more than this many slots is stale (the manager's `stale_vote_slot_threshold`).
-    pub threshold_slots: u64,
+    /// A lag of more than this many slots is stale (the manager's `stale_vote_slot_threshold`);
+    /// `None`: chosen for the cluster's consensus (8 on TowerBFT, 24 on Alpenglow, whose
+    /// lastVote trails the tip by the certificate delay).
+    pub threshold_slots: Option<u64>,
     /// Time between samples.
     pub interval: Duration,
 }
@@ -259,14 +261,24 @@ pub async fn run(
         .interval
         .clamp(Duration::from_secs(1), Duration::from_secs(10));
     let client = RpcClient::new_with_timeout(cfg.rpc_url.clone(), timeout);
-    let mut watch = VoteWatch::new(cfg.threshold_slots);
+    let consensus = failover_agent::consensus::detect(&client)
+        .await
+        .unwrap_or(failover_agent::consensus::Consensus::Unknown);
+    let threshold = cfg.threshold_slots.unwrap_or(match consensus {
+        failover_agent::consensus::Consensus::TowerBft => {
+            failover_config::DEFAULT_STALE_VOTE_SLOT_THRESHOLD
+        }
+        _ => failover_config::DEFAULT_ALPENGLOW_STALE_VOTE_SLOT_THRESHOLD,
+    });
+    let mut watch = VoteWatch::new(threshold);
     let mut ticks = tokio::time::interval(cfg.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut failures = 0u64;
     info!(
         vote_account = %cfg.vote_account,
-        threshold_slots = cfg.threshold_slots,
-        interval = ?cfg.interval,
+        threshold_slots = threshold,
+        interval = %failover_config::format_duration(cfg.interval),
+        %consensus,
         "watching vote staleness"
     );
     tokio::pin!(shutdown);
@@ -599,7 +611,7 @@ mod tests {
         let cfg = VoteAlertConfig {
             rpc_url: "http://127.0.0.1:1".into(),
             vote_account: Pubkey::new_from_array([7; 32]),
-            threshold_slots: 8,
+            threshold_slots: Some(8),
             interval: Duration::ZERO,
         };
         let err = run(cfg, Notifier::disabled(), std::future::pending())

@@ -43,7 +43,7 @@ async fn stopped_votes_raise_one_alert_and_resumed_votes_one_recovery() {
         VoteAlertConfig {
             rpc_url: info.rpc_url.clone(),
             vote_account: info.vote_pubkey.parse().unwrap(),
-            threshold_slots: THRESHOLD,
+            threshold_slots: Some(THRESHOLD),
             interval: Duration::from_millis(100),
         },
         notifier.clone(),
@@ -125,7 +125,7 @@ async fn rpc_errors_are_skipped_not_alerted() {
             vote_account: "Vote111111111111111111111111111111111111111"
                 .parse()
                 .unwrap(),
-            threshold_slots: THRESHOLD,
+            threshold_slots: Some(THRESHOLD),
             interval: Duration::from_millis(20),
         },
         notifier.clone(),
@@ -189,5 +189,43 @@ async fn the_binary_takes_a_group_chat_id_as_written_and_alerts_it() {
     assert_eq!(alert.body["chat_id"], "-1001234567890");
     assert!(text(&alert).starts_with("⚠️ Vote account lagging"));
     child.kill().await.unwrap();
+    cluster.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_alpenglow_the_default_threshold_fits_the_certificate_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimConfig::alpenglow(dir.path());
+    sim.slot_time = Duration::from_millis(100);
+    let cluster = Cluster::start(sim).await.unwrap();
+    let info = cluster.info().clone();
+    let mut server = FakeServer::start().await;
+    let (notifier, _sender) = Notifier::start(server.config(false, true));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(run(
+        VoteAlertConfig {
+            rpc_url: info.rpc_url.clone(),
+            vote_account: info.vote_pubkey.parse().unwrap(),
+            threshold_slots: None,
+            interval: Duration::from_millis(100),
+        },
+        notifier.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // A healthy Alpenglow account for 60 slots: lastVote trails by ~8, no alert.
+    cluster
+        .wait_for_slot(cluster.slot() + 60, PATIENCE)
+        .await
+        .unwrap();
+    notifier.flush().await;
+    assert!(server.drain().is_empty(), "a healthy account was alerted");
+    cluster.fault(0, Fault::StopVoting).await.unwrap();
+    let stale = text(&server.next().await);
+    assert!(stale.starts_with("⚠️ Vote account lagging"), "{stale}");
+    assert!(field(&stale, "Lag:") > 24, "{stale}");
+    let _ = stop.send(());
+    let _ = watch.await;
     cluster.shutdown();
 }

@@ -366,6 +366,12 @@ impl Cluster {
             config.straggler_votes,
             config.consensus,
         );
+        if let Some(active) = config.active {
+            // What the active voted before the simulation began counts as cast.
+            world
+                .safety
+                .tower_written(active, staked.pubkey(), start - 1);
+        }
         for i in 0..config.nodes {
             world.boot_node(i);
         }

@@ -280,10 +280,19 @@ pub(crate) fn switch_ms(message: &str) -> u64 {
 }
 
 /// Runs the demo in `dir` for `rounds` rounds; prints as it goes.
-pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Result<Vec<Round>> {
+pub async fn run(
+    dir: &Path,
+    slot_time: Duration,
+    rounds: usize,
+    alpenglow: bool,
+) -> anyhow::Result<Vec<Round>> {
     let agent_bin = sibling("failover-agent")?;
     let manager_bin = sibling("failover-manager")?;
-    let mut sim = SimConfig::new(dir.join("cluster"));
+    let mut sim = if alpenglow {
+        SimConfig::alpenglow(dir.join("cluster"))
+    } else {
+        SimConfig::new(dir.join("cluster"))
+    };
     sim.slot_time = slot_time;
     let cluster = Arc::new(Cluster::start(sim).await?);
     let info = cluster.info().clone();
@@ -293,7 +302,9 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
     manager_key.write_new_file(&key_path)?;
 
     println!(
-        "== a simulated cluster ({} ms slots), two agents and the manager on loopback",
+        "== a simulated {} cluster (Agave {}, {} ms slots), two agents and the manager on loopback",
+        if alpenglow { "Alpenglow" } else { "TowerBFT" },
+        cluster.with_world(|w| w.nodes[0].version.clone()),
         slot_time.as_millis()
     );
     let mut agents = Vec::new();
@@ -351,12 +362,15 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
 
     let staked = cluster.staked_pubkey();
     let active = || (0..2).find(|&i| cluster.identity(i) == Some(staked));
-    let wait_voting = |i: usize| {
+    // Votes as cast (the recorder sees each): under Alpenglow the vote account learns of a vote
+    // only with its certificate, slots later, which is no part of the switch.
+    let last_cast = || cluster.with_world(|w| w.safety.last_vote_cast().unwrap_or(0));
+    let wait_voting = |i: usize, after: u64| {
         let cluster = cluster.clone();
         async move {
             cluster
                 .wait_until(STEP, |w| {
-                    w.holders(&staked) == vec![i] && w.vote.last_voter == Some(i)
+                    w.holders(&staked) == vec![i] && w.safety.first_vote_after(i, after).is_some()
                 })
                 .await
         }
@@ -370,6 +384,7 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
         // Planned switchover.
         let from = active().context("nobody active")?;
         cluster.wait_for_slot(cluster.slot() + 3, STEP).await?;
+        let before = last_cast();
         let out = Command::new(&manager_bin)
             .args([
                 "--config",
@@ -386,7 +401,7 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
             "planned switchover failed: {summary} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        wait_voting(1 - from).await?;
+        wait_voting(1 - from, before).await?;
         println!("\n-- planned switchover\n{summary}");
         let planned_ms = switch_ms(&summary);
 
@@ -396,11 +411,11 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
         cluster
             .wait_for_slot(cluster.slot() + (5_000 / slot_ms.max(1)) + 3, STEP)
             .await?; // past the cooldown
-        let last_vote = cluster.vote_account().last_vote;
         let crashed = Instant::now();
         cluster.fault(from, Fault::Crash).await?;
+        let last_vote = last_cast();
         let (at, message) = inbox.next_with("Failover complete").await?;
-        wait_voting(1 - from).await?;
+        wait_voting(1 - from, last_vote).await?;
         let crash_total_ms = crashed.elapsed().as_millis() as u64;
         let crash_detect_ms = (at - crashed).as_millis() as u64
             - switch_ms(&message).min((at - crashed).as_millis() as u64);
@@ -419,11 +434,11 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
             .wait_until(STEP, |w| w.nodes[1 - from].faults.starting_until.is_none())
             .await?;
         let silent_slot = cluster.slot();
-        let last_vote = cluster.vote_account().last_vote;
         let silenced = Instant::now();
         cluster.fault(from, Fault::StopVoting).await?;
+        let last_vote = last_cast();
         let (at, message) = inbox.next_with("Failover complete").await?;
-        wait_voting(1 - from).await?;
+        wait_voting(1 - from, last_vote).await?;
         let silent_total_ms = silenced.elapsed().as_millis() as u64;
         let decided_after = (at - silenced).as_millis() as u64
             - switch_ms(&message).min((at - silenced).as_millis() as u64);
@@ -449,9 +464,10 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
 
     let safety = cluster.safety();
     println!(
-        "\n== safety: staked identity on two nodes: {}; two votes in one slot: {}; tower went backwards: {}",
+        "\n== safety: staked identity on two nodes: {}; two votes in one slot: {}; {} went backwards: {}",
         yes_no(safety.staked_held_twice),
         yes_no(safety.double_votes),
+        if alpenglow { "vote history" } else { "tower" },
         yes_no(safety.tower_went_backwards)
     );
     manager.stop().await;
@@ -468,14 +484,11 @@ pub async fn run(dir: &Path, slot_time: Duration, rounds: usize) -> anyhow::Resu
     Ok(results)
 }
 
-/// The first slot the vote account received from node `i` after `after`.
+/// The first slot node `i` voted on after `after` (as cast; the recorder sees every vote).
 async fn first_vote_after(cluster: &Cluster, i: usize, after: u64) -> anyhow::Result<u64> {
     cluster
-        .wait_until(STEP, |w| {
-            w.vote.last_voter == Some(i) && w.vote.last_vote > after
-        })
+        .wait_until(STEP, |w| w.safety.first_vote_after(i, after).is_some())
         .await?;
-    // The recorder knows every vote; the vote account only its latest.
     Ok(cluster
         .with_world(|w| w.safety.first_vote_after(i, after))
         .unwrap_or(after + 1))

@@ -203,6 +203,12 @@ impl SafetyRecorder {
             .map(|(slot, _)| *slot)
     }
 
+    /// The newest slot any node voted on with the staked identity (cast, not yet necessarily on
+    /// chain: under Alpenglow the vote account learns it a few slots later).
+    pub fn last_vote_cast(&self) -> Option<u64> {
+        self.voters_by_slot.last_key_value().map(|(slot, _)| *slot)
+    }
+
     pub fn report(&self) -> SafetyReport {
         let has = |f: fn(&Violation) -> bool| self.violations.iter().any(f);
         SafetyReport {

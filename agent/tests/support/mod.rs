@@ -116,10 +116,39 @@ pub async fn bed_with(tweak: impl Fn(usize, &mut Value)) -> Bed {
 
 /// [`bed_with`] with a chosen slot time.
 pub async fn bed_with_slots(slot_time: Duration, tweak: impl Fn(usize, &mut Value)) -> Bed {
+    bed_on(
+        |dir| {
+            let mut sim = SimConfig::new(dir);
+            sim.slot_time = slot_time;
+            sim
+        },
+        tweak,
+    )
+    .await
+}
+
+/// A bed on an Alpenglow cluster (100 ms slots).
+pub async fn alpenglow_bed(tweak: impl Fn(usize, &mut Value)) -> Bed {
+    bed_on(
+        |dir| {
+            let mut sim = SimConfig::alpenglow(dir);
+            sim.slot_time = Duration::from_millis(100);
+            sim
+        },
+        tweak,
+    )
+    .await
+}
+
+/// A bed on the cluster `sim` describes (given the cluster directory).
+pub async fn bed_on(
+    sim: impl FnOnce(PathBuf) -> SimConfig,
+    tweak: impl Fn(usize, &mut Value),
+) -> Bed {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = SimConfig::new(dir.path().join("cluster"));
-    sim.slot_time = slot_time;
-    let cluster = Cluster::start(sim).await.unwrap();
+    let cluster = Cluster::start(sim(dir.path().join("cluster")))
+        .await
+        .unwrap();
     let manager = Arc::new(Keypair::generate());
     let mut agents = Vec::new();
     for i in 0..2 {

@@ -93,8 +93,9 @@ struct VoteAlertArgs {
     #[arg(long, value_name = "PUBKEY")]
     vote_account: failover_identity::Pubkey,
     /// Alert when the last vote lags the tip by more than this many slots (two samples).
-    #[arg(long, default_value_t = 8)]
-    threshold: u64,
+    /// Default: 8 on a TowerBFT cluster, 24 on Alpenglow (asked of --rpc at start).
+    #[arg(long)]
+    threshold: Option<u64>,
     /// Time between samples (Go-style, e.g. 1s, 500ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     interval: Duration,

@@ -156,8 +156,21 @@ async fn free_port() -> u16 {
 
 /// Starts the cluster and both agents; `agent_edit` changes each agent's config.
 pub async fn system(agent_edit: impl Fn(usize, &mut Value)) -> System {
+    system_on(SimConfig::new, agent_edit).await
+}
+
+/// [`system`] on an Alpenglow cluster.
+pub async fn alpenglow_system(agent_edit: impl Fn(usize, &mut Value)) -> System {
+    system_on(SimConfig::alpenglow, agent_edit).await
+}
+
+/// [`system`] on the cluster `make` describes (given its directory); 100 ms slots.
+pub async fn system_on(
+    make: impl FnOnce(PathBuf) -> SimConfig,
+    agent_edit: impl Fn(usize, &mut Value),
+) -> System {
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = SimConfig::new(dir.path().join("cluster"));
+    let mut sim = make(dir.path().join("cluster"));
     sim.slot_time = Duration::from_millis(100);
     let cluster = Cluster::start(sim).await.unwrap();
     let info = cluster.info().clone();

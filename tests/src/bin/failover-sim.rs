@@ -57,6 +57,16 @@ struct Args {
     /// With --demo: how many rounds (each three switches); more than one prints medians and worsts.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// What the cluster runs: TowerBFT (Agave 3.1.12 nodes, towers) or Alpenglow (Agave 4.2.2
+    /// nodes, vote histories, certificate-fed lastVote).
+    #[arg(long, value_enum, default_value_t = SimConsensus::Tower)]
+    consensus: SimConsensus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SimConsensus {
+    Tower,
+    Alpenglow,
 }
 
 #[tokio::main]
@@ -80,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             &dir,
             Duration::from_millis(args.slot_ms.max(10)),
             args.rounds.max(1),
+            args.consensus == SimConsensus::Alpenglow,
         )
         .await?;
         if rounds.len() > 1 {
@@ -90,7 +101,10 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut config = SimConfig::new(&dir);
+    let mut config = match args.consensus {
+        SimConsensus::Tower => SimConfig::new(&dir),
+        SimConsensus::Alpenglow => SimConfig::alpenglow(&dir),
+    };
     config.nodes = args.nodes;
     config.slot_time = Duration::from_millis(args.slot_ms.max(10));
     config.active = (!args.no_active).then_some(0);
