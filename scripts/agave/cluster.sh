@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# A small real Agave 3.1.12 cluster on loopback for the end-to-end suite. See --help.
+# A small real Agave cluster (3.1.12 TowerBFT, or 4.2.2 TowerBFT or Alpenglow) on loopback for the
+# end-to-end suite. See --help.
 set -euo pipefail
 
 AGAVE_VERSION=3.1.12
+ALPENGLOW=0
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
-CACHE_DIR="${AGAVE_CACHE:-$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}}"
+CACHE_DIR=""
 CLUSTER_DIR=/tmp/agave-failover-cluster
-SLOTS_PER_EPOCH=750
+# A multiple of 4: Alpenglow's block-creation loop takes leader windows as global 4-slot blocks
+# (solana-runtime leader_schedule_utils::first_of_consecutive_leader_slots) while the schedule is
+# indexed from the epoch's first slot; with 750 the bootstrap node panics at slot 770.
+SLOTS_PER_EPOCH=768
 TIMEOUT=300
 STOP_TIMEOUT=30
 NICE="${AGAVE_NICE:-10}"
@@ -29,7 +34,7 @@ usage() {
     cat <<EOF
 Usage: $(basename "$0") COMMAND [OPTIONS]
 
-Runs a three-node agave-validator ${AGAVE_VERSION} cluster on loopback (127.0.0.1-3 only):
+Runs a three-node agave-validator cluster (--version, default 3.1.12) on loopback (127.0.0.1-3 only):
   network  bootstrap validator with most of the stake   gossip 127.0.0.1:18001  rpc :18899  pubsub :18900
   a        runs as the failover identity X (active)      gossip 127.0.0.2:28001  rpc :28899  pubsub :28900
   b        runs with an unstaked identity (passive),     gossip 127.0.0.3:38001  rpc :38899  pubsub :38900
@@ -48,8 +53,13 @@ Commands:
 
 Options:
   --dir DIR               cluster directory (default ${CLUSTER_DIR})
+  --version V             Agave version of the binaries: 3.1.12 (default) or 4.2.2 (up; the other
+                          commands read it from DIR/cluster.json)
+  --alpenglow             up: Alpenglow from slot 0 (solana-genesis --alpenglow, a BLS key per
+                          bootstrap validator derived from its authorized voter); needs 4.2.2
   --slots-per-epoch N     epoch length for genesis (default ${SLOTS_PER_EPOCH}; up only)
-  --cache DIR             where install.sh put the binaries (default ${CACHE_DIR})
+  --cache DIR             where install.sh put the binaries (default
+                          \$HOME/.cache/solana-failover/agave-VERSION)
   --timeout SECS          how long up waits for roots and X's votes (default ${TIMEOUT})
   --stop-timeout SECS     how long down waits after SIGTERM before SIGKILL (default ${STOP_TIMEOUT})
   --keep-on-failure       up: leave the validators running when the wait times out
@@ -96,6 +106,8 @@ need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dir) need_value "$@"; CLUSTER_DIR="$2"; shift 2 ;;
+        --version) need_value "$@"; AGAVE_VERSION="$2"; VERSION_GIVEN=1; shift 2 ;;
+        --alpenglow) ALPENGLOW=1; shift ;;
         --slots-per-epoch) need_value "$@"; SLOTS_PER_EPOCH="$2"; shift 2 ;;
         --cache) need_value "$@"; CACHE_DIR="$2"; shift 2 ;;
         --timeout) need_value "$@"; TIMEOUT="$2"; shift 2 ;;
@@ -109,12 +121,27 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ "$SLOTS_PER_EPOCH" =~ ^[0-9]+$ && "$SLOTS_PER_EPOCH" -ge 32 ]] || die "--slots-per-epoch must be an integer >= 32"
+(( SLOTS_PER_EPOCH % 4 == 0 )) || die "--slots-per-epoch must be a multiple of 4 (the leader window); got $SLOTS_PER_EPOCH"
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 [[ "$STOP_TIMEOUT" =~ ^[0-9]+$ ]] || die "--stop-timeout must be a number of seconds"
 case "$SIGNAL" in TERM|KILL) ;; *) die "--signal must be TERM or KILL" ;; esac
 command -v python3 >/dev/null || die "python3 is needed"
 
 CLUSTER_DIR="$(realpath -m "$CLUSTER_DIR")"
+# Commands other than up run on the cluster up made: its version and consensus are in cluster.json.
+if [[ "$COMMAND" != up && -z "${VERSION_GIVEN:-}" && -f "$CLUSTER_DIR/cluster.json" ]]; then
+    AGAVE_VERSION="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agave_version"])' "$CLUSTER_DIR/cluster.json")"
+    ALPENGLOW="$(python3 -c 'import json,sys; print(1 if json.load(open(sys.argv[1])).get("consensus") == "alpenglow" else 0)' "$CLUSTER_DIR/cluster.json")"
+fi
+case "$AGAVE_VERSION" in 3.1.12|4.2.2) ;; *) die "--version must be 3.1.12 or 4.2.2" ;; esac
+if [[ "$ALPENGLOW" == 1 && "$AGAVE_VERSION" != 4.2.2 ]]; then
+    die "--alpenglow needs --version 4.2.2"
+fi
+# Agave 4.2 transmits with XDP by default, which loopback cannot carry; --allow-private-addr
+# requires --no-xdp there.
+AGAVE_4_2=0
+[[ "$AGAVE_VERSION" == 4.2.* ]] && AGAVE_4_2=1
+[[ -n "$CACHE_DIR" ]] || CACHE_DIR="${AGAVE_CACHE:-$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}}"
 CACHE_DIR="$(realpath -m "$CACHE_DIR")"
 [[ "$CLUSTER_DIR" != / ]] || die "--dir must not be /"
 BIN_DIR="$CACHE_DIR/bin"
@@ -337,8 +364,28 @@ make_keys() {
     done
 }
 
+# The test bed's BLS tool (scripts/agave/bls-pubkey, its own lock file), built once into the cache.
+BLS_TOOL=""
+build_bls_tool() {
+    local target="$HOME/.cache/solana-failover/bls-pubkey-target"
+    BLS_TOOL="$target/release/bls-pubkey"
+    if [[ -x "$BLS_TOOL" && "$BLS_TOOL" -nt "$SCRIPT_DIR/bls-pubkey/src/main.rs" ]]; then
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo is needed to build the BLS key tool"
+    log "building the BLS key tool (scripts/agave/bls-pubkey, about a minute once)"
+    CARGO_TARGET_DIR="$target" cargo build -q --release --locked \
+        --manifest-path "$SCRIPT_DIR/bls-pubkey/Cargo.toml" || die "building bls-pubkey failed"
+}
+
+# The base64 compressed BLS pubkey of a validator whose authorized voter is KEY (a key name).
+bls_pubkey() { "$BLS_TOOL" "$KEYS/$1.json"; }
+
 make_genesis() {
-    log "creating genesis (slots per epoch $SLOTS_PER_EPOCH, network stake $NETWORK_STAKE_LAMPORTS, X stake $X_STAKE_LAMPORTS)"
+    log "creating genesis (slots per epoch $SLOTS_PER_EPOCH, network stake $NETWORK_STAKE_LAMPORTS, X stake $X_STAKE_LAMPORTS$([[ "$ALPENGLOW" == 1 ]] && echo ', Alpenglow from slot 0'))"
+    # Genesis vote accounts have the identity as authorized voter: the BLS key derives from it.
+    local x_bls=""
+    [[ "$ALPENGLOW" == 1 ]] && x_bls="  bls_pubkey: $(bls_pubkey x-identity)"
     cat >"$CLUSTER_DIR/validator-accounts.yml" <<EOF
 validator_accounts:
 - balance_lamports: $IDENTITY_BALANCE_LAMPORTS
@@ -346,11 +393,16 @@ validator_accounts:
   identity_account: $(pubkey x-identity)
   vote_account: $(pubkey x-vote)
   stake_account: $(pubkey x-stake)
+$x_bls
 EOF
+    local consensus=(--hashes-per-tick sleep)
+    if [[ "$ALPENGLOW" == 1 ]]; then
+        consensus=(--alpenglow --bootstrap-validator-bls-pubkey "$(bls_pubkey network-identity)")
+    fi
     local cmd=(
         "$GENESIS"
         --cluster-type development
-        --hashes-per-tick sleep
+        "${consensus[@]}"
         --slots-per-epoch "$SLOTS_PER_EPOCH"
         --ledger "$CLUSTER_DIR/genesis"
         --bootstrap-validator "$(pubkey network-identity)" "$(pubkey network-vote)" "$(pubkey network-stake)"
@@ -434,6 +486,7 @@ write_launcher() {
             --wal-recovery-mode skip_any_corrupted_record
             "${extra[@]}"
         )
+        (( AGAVE_4_2 == 0 )) || args+=(--no-xdp)
         local a
         for a in "${args[@]}"; do
             if [[ "$a" == --* ]]; then printf ' \\\n    %q' "$a"; else printf ' %q' "$a"; fi
@@ -483,6 +536,7 @@ except OSError:
     pass
 doc = {
     "agave_version": "$AGAVE_VERSION",
+    "consensus": "$([[ "$ALPENGLOW" == 1 ]] && echo alpenglow || echo tower)",
     "dir": "$CLUSTER_DIR",
     "script": "$SCRIPT_DIR/cluster.sh",
     "cluster_rpc": "http://$(host_of network):18899",
@@ -506,6 +560,7 @@ doc = {
         "vote_keypair": k + "/x-vote.json",
         "stake_pubkey": "$(pubkey x-stake)",
         "tower_file": "tower-1_9-$(pubkey x-identity).bin",
+        "vote_history_file": "vote_history-$(pubkey x-identity).bin",
     },
     "a_unstaked": {"keypair": k + "/a-unstaked.json", "pubkey": "$(pubkey a-unstaked)"},
     "b_unstaked": {"keypair": k + "/b-unstaked.json", "pubkey": "$(pubkey b-unstaked)"},
@@ -638,6 +693,7 @@ cmd_up() {
     local t0=$SECONDS
     check_binaries
     find_failover_identity
+    if [[ "$ALPENGLOW" == 1 ]]; then build_bls_tool; fi
     prepare_dir
     local node
     for node in "${NODES[@]}"; do check_ports_free "$node"; done

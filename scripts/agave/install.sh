@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Install agave-validator and solana-genesis 3.1.12 into a cache directory outside the repo,
-# and build the rlimit LD_PRELOAD shim next to them. See --help.
+# Install agave-validator and solana-genesis (3.1.12, or --version 4.2.2) into a cache directory
+# outside the repo, and build the rlimit LD_PRELOAD shim next to them. See --help.
 set -euo pipefail
 
 AGAVE_VERSION=3.1.12
+# The versions the test bed runs: 3.1.12 (TowerBFT) and 4.2.2 (TowerBFT or Alpenglow). Agave 4.3
+# and later declare rust-version 1.97+, newer than this machine's toolchain.
+SUPPORTED_VERSIONS=(3.1.12 4.2.2)
+for ((i = 1; i <= $#; i++)); do
+    case "${!i}" in
+        --version) j=$((i + 1)); AGAVE_VERSION="${!j:-}" ;;
+        --version=*) v="${!i}"; AGAVE_VERSION="${v#--version=}" ;;
+    esac
+done
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Where a prebuilt tarball may be: $AGAVE_PREBUILT_DIR, shared/agave next to the repo, or the
 # workplace's /work/shared/agave (a clean clone elsewhere, as CI makes, still finds it).
@@ -15,11 +24,13 @@ CACHE_DIR="${AGAVE_CACHE:-$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}}"
 
 usage() {
     cat <<EOF
-Usage: $(basename "$0") [--cache DIR] [--no-prebuilt | --no-build]
+Usage: $(basename "$0") [--version V] [--cache DIR] [--no-prebuilt | --no-build]
 
 Puts agave-validator and solana-genesis ${AGAVE_VERSION} into DIR/bin and builds the rlimit
 LD_PRELOAD shim (from rlimit-shim.c) into DIR/librlimit-shim.so.
 
+  --version V      Agave version: ${SUPPORTED_VERSIONS[*]} (default 3.1.12); 4.2.2 runs TowerBFT
+                   or, with solana-genesis --alpenglow, Alpenglow. 4.3+ needs a newer rustc.
   --cache DIR      cache directory (default: \${AGAVE_CACHE:-\$HOME/.cache/solana-failover/agave-${AGAVE_VERSION}},
                    currently $CACHE_DIR)
   --no-prebuilt    ignore the prebuilt tarball and build from crates.io
@@ -45,6 +56,8 @@ USE_PREBUILT=1
 BUILD=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --version) shift 2 ;;
+        --version=*) shift ;;
         --cache) [[ $# -ge 2 ]] || die "--cache needs a directory"; CACHE_DIR="$2"; shift 2 ;;
         --cache=*) CACHE_DIR="${1#--cache=}"; shift ;;
         --no-prebuilt) USE_PREBUILT=0; shift ;;
@@ -54,6 +67,10 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+case " ${SUPPORTED_VERSIONS[*]} " in
+    *" $AGAVE_VERSION "*) ;;
+    *) die "--version $AGAVE_VERSION is not one the test bed runs (${SUPPORTED_VERSIONS[*]}); Agave 4.3 and later need rustc 1.97+" ;;
+esac
 CACHE_DIR="$(realpath -m "$CACHE_DIR")"
 BIN_DIR="$CACHE_DIR/bin"
 REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd -P)"
