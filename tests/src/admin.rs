@@ -127,7 +127,13 @@ fn dispatch(
     params: &Params,
 ) -> Result<Value, RpcError> {
     // Until start-up completes Agave answers only `startProgress` (and `exit`, `pid`).
-    let starting = shared.world().nodes[i].faults.starting_until.is_some();
+    let (starting, is_4_2) = {
+        let world = shared.world();
+        (
+            world.nodes[i].faults.starting_until.is_some(),
+            world.nodes[i].is_4_2_or_later(),
+        )
+    };
     if starting && !matches!(method, "startProgress" | "exit" | "pid") {
         return Err(RpcError::new(
             -32602,
@@ -142,6 +148,23 @@ fn dispatch(
             let rpc = shared.rpc_addrs[i];
             let ip = rpc.ip();
             let at = |port: u16| format!("{ip}:{port}");
+            if node.is_4_2_or_later() {
+                // 4.2 has no TVU QUIC port and no UDP TPU (":1" stands for an unset socket).
+                return Ok(json!({
+                    "gossip": at(8001),
+                    "id": node.identity.pubkey().to_string(),
+                    "last_updated_timestamp": unix_millis(),
+                    "rpc": rpc.to_string(),
+                    "rpc_pubsub": at(rpc.port() + 1),
+                    "serve_repair": at(8011),
+                    "serve_repair_quic": at(1),
+                    "shred_version": 8474,
+                    "tpu": at(1),
+                    "tpu_forwards": at(1),
+                    "tpu_vote": at(8004),
+                    "tvu": at(8000),
+                }));
+            }
             Ok(json!({
                 "gossip": at(8001),
                 "id": node.identity.pubkey().to_string(),
@@ -156,6 +179,22 @@ fn dispatch(
                 "tpu_vote": at(8004),
                 "tvu": at(8000),
                 "tvu_quic": at(8001),
+            }))
+        }
+        // Agave 4.2: whether the vote account holds a validator admission ticket, and whether
+        // this node would vote (`voting_enabled`: its authorized-voter list is not empty).
+        "validatorAdmissionTicketStatus" if is_4_2 => {
+            params.expect_none()?;
+            let world = shared.world();
+            Ok(json!({
+                "current_epoch": world.epoch(),
+                "current_epoch_vote_account_stake": world.vote.activated_stake,
+                "current_epoch_vote_accounts": 2,
+                "in_current_epoch_vat": true,
+                "next_epoch_vat_failure_reason": null,
+                "vat_active": true,
+                "vote_account": world.vote.vote_pubkey.to_bytes().to_vec(),
+                "voting_enabled": !world.nodes[i].authorized_voters.is_empty(),
             }))
         }
         "startProgress" => {

@@ -127,6 +127,10 @@ pub enum Fault {
     },
     StopVoting,
     ResumeVoting,
+    /// Cut off from the cluster (its network gone, the process running): it keeps voting, but
+    /// its votes never reach anyone, so none lands on the vote account.
+    CutOff,
+    Reconnect,
     /// Delay every admin-RPC answer.
     SlowAdmin {
         millis: u64,
@@ -535,6 +539,8 @@ impl Cluster {
                     Fault::Behind { slots } => faults.behind = slots,
                     Fault::StopVoting => faults.stop_voting = true,
                     Fault::ResumeVoting => faults.stop_voting = false,
+                    Fault::CutOff => faults.cut_off = true,
+                    Fault::Reconnect => faults.cut_off = false,
                     Fault::SlowAdmin { millis } => faults.admin_delay_ms = millis,
                     Fault::RefuseSetIdentity { refuse } => faults.refuse_set_identity = refuse,
                     Fault::PartialSetIdentity { times } => faults.partial_set_identity = times,

@@ -20,10 +20,17 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Endpoint, Shared};
 use crate::jsonrpc::{self, describe, Params, RpcError};
 use crate::server::{serve, Down};
-use crate::world::{Consensus, World, DELINQUENT_SLOT_DISTANCE, ROOT_DISTANCE};
+use crate::world::{Consensus, World, DELINQUENT_SLOT_DISTANCE};
 
 /// Agave 3.1.12's feature set id, as the fixture shows it.
-const FEATURE_SET: u64 = 4_140_108_451;
+/// The `feature-set` a release reports (3.1.12 and 4.2.2 as captured in `fixtures/`).
+fn feature_set(version: &str) -> u64 {
+    if is_4_2_or_later(version) {
+        565_236_538
+    } else {
+        4_140_108_451
+    }
+}
 const SHRED_VERSION: u64 = 8474;
 
 #[derive(Clone)]
@@ -114,7 +121,7 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
         "getVersion" => {
             params.expect_none()?;
             let version = version_of(world, endpoint);
-            Ok(json!({"feature-set": FEATURE_SET, "solana-core": version}))
+            Ok(json!({"feature-set": feature_set(&version), "solana-core": version}))
         }
         "getHealth" => {
             params.expect_none()?;
@@ -133,6 +140,7 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
             let config = params.optional_config()?;
             let slot = endpoint_slot(world, endpoint);
             Ok(json!(at_commitment(
+                world,
                 slot,
                 commitment(config.as_ref(), "finalized")?
             )))
@@ -140,6 +148,7 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
         "getEpochInfo" => {
             let config = params.optional_config()?;
             let slot = at_commitment(
+                world,
                 endpoint_slot(world, endpoint),
                 commitment(config.as_ref(), "finalized")?,
             );
@@ -256,18 +265,19 @@ fn commitment(config: Option<&Map<String, Value>>, default: &str) -> Result<Comm
     }
 }
 
-fn at_commitment(slot: u64, commitment: Commitment) -> u64 {
+fn at_commitment(world: &World, slot: u64, commitment: Commitment) -> u64 {
     match commitment {
         Commitment::Processed => slot,
         Commitment::Confirmed => slot.saturating_sub(1),
-        Commitment::Finalized => slot.saturating_sub(ROOT_DISTANCE),
+        Commitment::Finalized => slot.saturating_sub(world.root_distance()),
     }
 }
 
 fn vote_accounts(world: &World, endpoint: Endpoint, params: &Params) -> Result<Value, RpcError> {
     let config = params.optional_config()?;
     let commitment = commitment(config.as_ref(), "finalized")?;
-    let bank_slot = at_commitment(endpoint_slot(world, endpoint), commitment);
+    let bank_slot = at_commitment(world, endpoint_slot(world, endpoint), commitment);
+    let version = version_of(world, endpoint);
     let filter = match config.as_ref().and_then(|c| c.get("votePubkey")) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.parse::<failover_identity::Pubkey>().map_err(|_| {
@@ -294,7 +304,7 @@ fn vote_accounts(world: &World, endpoint: Endpoint, params: &Params) -> Result<V
             world.network.identity,
             world.network.activated_stake,
             seen(bank_slot),
-            bank_slot.saturating_sub(ROOT_DISTANCE),
+            bank_slot.saturating_sub(world.root_distance()),
             100u8,
             world.slot,
         ),
@@ -314,7 +324,7 @@ fn vote_accounts(world: &World, endpoint: Endpoint, params: &Params) -> Result<V
         if filter.is_some_and(|f| f != vote_pubkey) {
             continue;
         }
-        let entry = json!({
+        let mut entry = json!({
             "activatedStake": stake,
             "commission": commission,
             "epochCredits": [[world.epoch(), credits, 0]],
@@ -324,6 +334,13 @@ fn vote_accounts(world: &World, endpoint: Endpoint, params: &Params) -> Result<V
             "rootSlot": root,
             "votePubkey": vote_pubkey.to_string(),
         });
+        if is_4_2_or_later(&version) {
+            entry["inflationRewardsCommissionBps"] = json!(u64::from(commission) * 100);
+        }
+        if world.is_alpenglow() {
+            // Alpenglow credits come with the epoch's rewards: a 4.2.2 cluster showed none yet.
+            entry["epochCredits"] = json!([]);
+        }
         let is_current = if bank_slot >= DELINQUENT_SLOT_DISTANCE {
             last_vote > bank_slot - DELINQUENT_SLOT_DISTANCE
         } else {
@@ -350,11 +367,31 @@ fn bs58_len(s: &str) -> Option<usize> {
 /// Gossip as `getClusterNodes` shows it: the network node and every live node of the pair, each
 /// under its current identity at its own address.
 fn cluster_nodes(world: &World, shared: &Shared) -> Value {
-    let entry = |pubkey: String, rpc: std::net::SocketAddr| {
+    let entry = |pubkey: String, rpc: std::net::SocketAddr, version: &str| {
         let ip = rpc.ip();
         let at = |port: u16| format!("{ip}:{port}");
+        if is_4_2_or_later(version) {
+            // 4.2 dropped the UDP TPU ports from gossip and names the client.
+            return json!({
+                "clientId": "Agave",
+                "featureSet": feature_set(version),
+                "gossip": at(8001),
+                "pubkey": pubkey,
+                "pubsub": at(rpc.port() + 1),
+                "rpc": rpc.to_string(),
+                "serveRepair": at(8011),
+                "shredVersion": SHRED_VERSION,
+                "tpu": null,
+                "tpuForwards": null,
+                "tpuForwardsQuic": at(8009),
+                "tpuQuic": at(8008),
+                "tpuVote": at(8004),
+                "tvu": at(8000),
+                "version": version,
+            });
+        }
         json!({
-            "featureSet": FEATURE_SET,
+            "featureSet": feature_set(version),
             "gossip": at(8001),
             "pubkey": pubkey,
             "pubsub": at(rpc.port() + 1),
@@ -367,18 +404,21 @@ fn cluster_nodes(world: &World, shared: &Shared) -> Value {
             "tpuQuic": at(8008),
             "tpuVote": at(8004),
             "tvu": at(8000),
-            "version": crate::cluster::DEFAULT_VERSION,
+            "version": version,
         })
     };
     let mut nodes = vec![entry(
         world.network.identity.to_string(),
         shared.network_rpc_addr,
+        &version_of(world, Endpoint::Network),
     )];
     for (i, node) in world.nodes.iter().enumerate() {
-        if !node.faults.crashed {
+        // A cut-off node drops out of the cluster's gossip as a crashed one does.
+        if !node.faults.crashed && !node.faults.cut_off {
             nodes.push(entry(
                 node.identity.pubkey().to_string(),
                 shared.rpc_addrs[i],
+                &node.version,
             ));
         }
     }
@@ -460,19 +500,19 @@ async fn pubsub_session(ctx: Ctx, mut socket: WebSocket) {
                 if tick.is_err() && !matches!(tick, Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) {
                     break;
                 }
-                let (slot, responsive) = {
+                let (slot, responsive, root_distance) = {
                     let world = ctx.shared.world();
                     let responsive = match ctx.endpoint {
                         Endpoint::Network => true,
                         Endpoint::Node(i) => world.nodes[i].responsive(),
                     };
-                    (endpoint_slot(&world, ctx.endpoint), responsive)
+                    (endpoint_slot(&world, ctx.endpoint), responsive, world.root_distance())
                 };
                 if !responsive || last_sent.is_some_and(|s| slot <= s) {
                     continue;
                 }
                 last_sent = Some(slot);
-                let root = slot.saturating_sub(ROOT_DISTANCE);
+                let root = slot.saturating_sub(root_distance);
                 let mut frames = Vec::new();
                 if let Some(id) = mine.get("slot") {
                     frames.push(json!({"jsonrpc": "2.0", "method": "slotNotification",

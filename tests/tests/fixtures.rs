@@ -1,7 +1,9 @@
-//! Replays what real Agave 3.1.12 validators answered (`fixtures/agave-3.1.12/`) against the
-//! simulator and compares the answers text for text, after replacing every base58 key with `K`
-//! and every run of digits with `N` (the simulator has its own keys, slots and ports). Error
-//! messages are compared after substituting the simulator's own keys and paths, exactly.
+//! Replays what real Agave validators answered — 3.1.12 under TowerBFT (`fixtures/agave-3.1.12/`),
+//! 4.2.2 under Alpenglow (`fixtures/agave-4.2.2/`, captured by `scripts/agave/capture-fixtures`)
+//! — against the simulator in the same mode and compares the answers text for text, after
+//! replacing every base58 key with `K` and every run of digits with `N` (the simulator has its own
+//! keys, slots and ports). Error messages are compared after substituting the simulator's own
+//! keys and paths, exactly.
 
 mod support;
 
@@ -14,9 +16,13 @@ use support::{http_post, start, start_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-fn fixture(name: &str) -> String {
+const TOWER: &str = "agave-3.1.12";
+const ALPENGLOW: &str = "agave-4.2.2";
+
+fn fixture_of(release: &str, name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/agave-3.1.12")
+        .join("../fixtures")
+        .join(release)
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -58,9 +64,9 @@ struct Exchange {
     answers: Vec<String>,
 }
 
-fn admin_transcript() -> Vec<Exchange> {
+fn admin_transcript(release: &str) -> Vec<Exchange> {
     let mut exchanges: Vec<Exchange> = Vec::new();
-    for line in fixture("admin-rpc-transcript.txt").lines() {
+    for line in fixture_of(release, "admin-rpc-transcript.txt").lines() {
         if let Some(rest) = line.strip_prefix("> ") {
             let (request, note) = match rest.find("   (") {
                 Some(at) => (rest[..at].trim_end(), rest[at..].trim()),
@@ -119,7 +125,7 @@ async fn admin_rpc_transcript_replays_with_the_same_answers() {
     let nonexist = sim.dir.path().join("nonexist.json");
     let rand_bytes = serde_json::to_string(&rand.to_bytes().to_vec()).unwrap();
 
-    let exchanges = admin_transcript();
+    let exchanges = admin_transcript(TOWER);
     assert_eq!(exchanges.len(), 11, "transcript changed");
     for ex in exchanges {
         let on_passive = ex.note.contains("pipelined") || ex.note.contains("on the passive");
@@ -181,9 +187,27 @@ async fn admin_rpc_transcript_replays_with_the_same_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_answers_have_the_shapes_real_agave_gave() {
-    let sim = start().await;
+    rpc_answers_match(TOWER, start().await, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_answers_have_the_shapes_real_agave_4_2_gave_under_alpenglow() {
+    rpc_answers_match(ALPENGLOW, start_alpenglow().await, 10).await;
+}
+
+/// The simulator on an Alpenglow cluster of 4.2.2 nodes, as the 4.2.2 fixtures were captured.
+async fn start_alpenglow() -> support::Sim {
+    start_with(|c| {
+        c.consensus = failover_sim::Consensus::Alpenglow {
+            genesis_slot: c.start_slot.max(64) - 64,
+        };
+    })
+    .await
+}
+
+async fn rpc_answers_match(release: &str, sim: support::Sim, sections_expected: usize) {
     let url = sim.cluster.info().rpc_url.clone();
-    let text = fixture("rpc-responses.txt");
+    let text = fixture_of(release, "rpc-responses.txt");
     let mut sections = text.split("## ").skip(1);
     let mut checked = 0;
     for section in sections.by_ref() {
@@ -196,15 +220,23 @@ async fn rpc_answers_have_the_shapes_real_agave_gave() {
             "getVoteAccounts processed" => {
                 r#"{"jsonrpc":"2.0","id":1,"method":"getVoteAccounts","params":[{"commitment":"processed"}]}"#.to_string()
             }
+            "getSlot finalized" => {
+                r#"{"jsonrpc":"2.0","id":1,"method":"getSlot","params":[{"commitment":"finalized"}]}"#.to_string()
+            }
+            "getAccountInfo alpenglow feature" => format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"getAccountInfo","params":["{}",{{"encoding":"base64","commitment":"finalized"}}]}}"#,
+                // agave-feature-set 4.2 `alpenglow`
+                "a1penGLz8Vm2QHYB3JPefBiU4BY3Z6JkW2k3Scw5GWP"
+            ),
             method => format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#),
         };
         let (status, body) = http_post(&url, &request, "application/json").await;
         assert_eq!(status, 200);
         assert!(body.ends_with('\n'));
-        assert_eq!(shape(body.trim_end()), shape(answer), "{title}");
+        assert_eq!(shape(body.trim_end()), shape(answer), "{release} {title}");
         checked += 1;
     }
-    assert_eq!(checked, 7);
+    assert_eq!(checked, sections_expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -267,8 +299,16 @@ async fn lagging_node_health_error_matches_agave() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pubsub_frames_have_the_shapes_real_agave_sent() {
-    let sim = start().await;
-    let text = fixture("pubsub-notifications.txt");
+    pubsub_frames_match(TOWER, start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pubsub_frames_have_the_shapes_real_agave_4_2_sent_under_alpenglow() {
+    pubsub_frames_match(ALPENGLOW, start_alpenglow().await).await;
+}
+
+async fn pubsub_frames_match(release: &str, sim: support::Sim) {
+    let text = fixture_of(release, "pubsub-notifications.txt");
     let frames = |section: &str| -> Vec<String> {
         let body = text.split(&format!("## {section}\n")).nth(1).unwrap();
         body.lines()
@@ -295,7 +335,95 @@ async fn pubsub_frames_have_the_shapes_real_agave_sent() {
             got.push(frame.into_text().unwrap().to_string());
         }
         for (w, g) in want.iter().zip(&got) {
-            assert_eq!(shape(g), shape(w), "{section}");
+            assert_eq!(shape(g), shape(w), "{release} {section}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_rpc_transcript_of_4_2_under_alpenglow_replays_with_the_same_answers() {
+    let sim = start_alpenglow().await;
+    let staked = sim.cluster.staked_pubkey();
+    let vote = sim.cluster.with_world(|w| w.vote.vote_pubkey);
+    let active = sim.cluster.info().nodes[0].admin_socket.clone();
+    let passive = sim.cluster.info().nodes[1].admin_socket.clone();
+    let rand = Keypair::generate();
+    let rand_path: PathBuf = sim.dir.path().join("rand.json");
+    rand.write_new_file(&rand_path).unwrap();
+    let nonexist = sim.dir.path().join("nonexist.json");
+    let history = |i: usize| {
+        sim.ledger(i)
+            .join(failover_identity::VoteStateKind::VoteHistory.file_name(&staked))
+    };
+    let exchanges = admin_transcript(ALPENGLOW);
+    assert_eq!(exchanges.len(), 14, "transcript changed");
+    for ex in exchanges {
+        let on_passive = ex.note.contains("on the passive");
+        if ex.note.contains("vote history copied") {
+            // As on the real cluster: the history copied once it stopped changing.
+            sim.cluster
+                .wait_for_slot(sim.cluster.slot() + 2, std::time::Duration::from_secs(10))
+                .await
+                .unwrap();
+            std::fs::copy(history(0), history(1)).unwrap();
+        }
+        let subst = [
+            (
+                "/abs/path/rand.json",
+                rand_path.to_str().unwrap().to_string(),
+            ),
+            (
+                "/abs/path/nonexist.json",
+                nonexist.to_str().unwrap().to_string(),
+            ),
+            (
+                "/abs/path/unstaked.json",
+                sim.unstaked_keypair(0).to_str().unwrap().to_string(),
+            ),
+            (
+                "/abs/path/staked.json",
+                sim.staked_keypair().to_str().unwrap().to_string(),
+            ),
+            (
+                "CK81ttNXdXVZR7KtDKCtMjW1MzcN6WqkJxXiBqodzLW9",
+                rand.pubkey().to_string(),
+            ),
+            (
+                "edDaLThumVHiNX5uwKKWZunXy8vhGWHprTdNyDBZY55",
+                staked.to_string(),
+            ),
+            (
+                "EZs5Z8jSJ2e39MKz4ZivCabp1BmEGSgS1K2jCD7wQruC",
+                vote.to_string(),
+            ),
+        ];
+        let apply = |text: &str| {
+            subst
+                .iter()
+                .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+        };
+        let socket = if on_passive { &passive } else { &active };
+        let got = admin_raw(socket, &apply(&ex.request), ex.answers.len()).await;
+        assert_eq!(got.len(), ex.answers.len(), "{}", ex.request);
+        for (want, got) in ex.answers.iter().zip(&got) {
+            let want = apply(want);
+            if want.contains("\"error\"") {
+                assert_eq!(got, &want, "request {} {}", ex.request, ex.note);
+            } else {
+                assert_eq!(
+                    shape(got),
+                    shape(&want),
+                    "request {} {}",
+                    ex.request,
+                    ex.note
+                );
+            }
+        }
+    }
+    assert_eq!(sim.cluster.identity(1), Some(staked));
+    sim.cluster
+        .wait_for_slot(sim.cluster.slot() + 3, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    sim.cluster.safety().assert_safe();
 }

@@ -513,6 +513,33 @@ mod tests {
         assert_eq!(h.encode(), file.data, "data re-encodes byte for byte");
     }
 
+    /// Captured right after X moved to a node that had not seen the last blocks: its first votes
+    /// were skip votes (`scripts/agave/capture-fixtures`).
+    #[test]
+    fn a_real_vote_history_with_skip_votes_parses_verifies_and_re_encodes_byte_for_byte() {
+        let name = "edDaLThumVHiNX5uwKKWZunXy8vhGWHprTdNyDBZY55";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/agave-4.2.2")
+            .join(format!("vote_history-{name}.bin"));
+        let bytes = std::fs::read(path).unwrap();
+        let file = VoteHistoryFile::parse(&bytes).unwrap();
+        let x = Pubkey::from_str(name).unwrap();
+        file.verify(&x).unwrap();
+        let h = &file.history;
+        assert_eq!(h.skipped.len(), 2, "{h:?}");
+        assert!(h
+            .skipped
+            .iter()
+            .all(|s| h.skipped_slot(*s) && h.notarized(*s).is_none()));
+        assert!(h
+            .votes_cast
+            .iter()
+            .flat_map(|(_, v)| v)
+            .any(|v| matches!(v, VotePayload::Skip { .. })));
+        assert_eq!(h.latest_voted_slot(), Some(123));
+        assert_eq!(h.encode(), file.data, "data re-encodes byte for byte");
+    }
+
     #[test]
     fn a_tampered_foreign_truncated_or_padded_file_is_refused() {
         let bytes = fixture();

@@ -64,8 +64,11 @@ pub enum Consensus {
 /// (`DELINQUENT_VALIDATOR_SLOT_DISTANCE`); also Agave's default health-check distance.
 pub const DELINQUENT_SLOT_DISTANCE: u64 = 128;
 
-/// How far roots trail the tip on a healthy cluster.
+/// How far roots trail the tip on a healthy TowerBFT cluster.
 pub const ROOT_DISTANCE: u64 = 32;
+/// Under Alpenglow a block is rooted when it is finalized, a slot or less behind the tip (as a
+/// real 4.2.2 cluster shows).
+pub const ALPENGLOW_ROOT_DISTANCE: u64 = 1;
 
 /// Faults a node can be put into on demand.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -78,6 +81,8 @@ pub struct Faults {
     pub behind: u64,
     /// Up and answering, but casts no votes.
     pub stop_voting: bool,
+    /// Votes, but its votes reach nobody (never land on the vote account).
+    pub cut_off: bool,
     /// Every admin-RPC answer is delayed by this much.
     pub admin_delay_ms: u64,
     /// `setIdentity` fails.
@@ -149,6 +154,14 @@ impl Node {
             .as_ref()
             .and_then(|t| t.last_vote())
             .or_else(|| self.history.as_ref().and_then(|h| h.latest()))
+    }
+
+    /// Whether it reports Agave 4.2 or later (three-parameter `setIdentity`, 4.2 answers).
+    pub fn is_4_2_or_later(&self) -> bool {
+        let mut parts = self.version.split(['.', '-']);
+        let major: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (major, minor) >= (4, 2)
     }
 
     /// Whether it reports Agave 4.3 or later (the 4.3 admin RPC rules).
@@ -247,7 +260,17 @@ impl World {
     }
 
     pub fn root(&self) -> u64 {
-        self.slot.saturating_sub(ROOT_DISTANCE)
+        self.slot.saturating_sub(self.root_distance())
+    }
+
+    /// How far roots trail the tip under the cluster's consensus.
+    pub fn root_distance(&self) -> u64 {
+        match self.consensus {
+            Consensus::Alpenglow { genesis_slot } if self.slot >= genesis_slot => {
+                ALPENGLOW_ROOT_DISTANCE
+            }
+            _ => ROOT_DISTANCE,
+        }
     }
 
     /// The slot a node has replayed to.
@@ -395,8 +418,13 @@ impl World {
             );
             return;
         }
-        self.safety.vote_cast(i, pubkey, slot);
-        self.safety.tower_written(i, pubkey, slot);
+        self.record_vote(i, pubkey, slot);
+        if !straggler {
+            self.nodes[i].tower = Some(tower.clone());
+        }
+        if self.nodes[i].faults.cut_off {
+            return;
+        }
         if slot > self.vote.last_vote {
             self.vote.last_vote = slot;
             self.vote.credits += 1;
@@ -405,9 +433,6 @@ impl World {
             self.vote.root_slot = self.vote.root_slot.max(root);
         }
         self.vote.last_voter = Some(i);
-        if !straggler {
-            self.nodes[i].tower = Some(tower);
-        }
     }
 
     /// Node `i`'s Alpenglow vote on `slot`: notarize and finalize, the file rewritten after each.
@@ -440,11 +465,22 @@ impl World {
             );
             return;
         }
-        self.safety.vote_cast(i, pubkey, slot);
-        self.safety.tower_written(i, pubkey, slot);
-        self.pending_votes.push_back((slot, i));
+        self.record_vote(i, pubkey, slot);
+        if !self.nodes[i].faults.cut_off {
+            self.pending_votes.push_back((slot, i));
+        }
         if !straggler {
             self.nodes[i].history = Some(history);
+        }
+    }
+
+    /// Tells the recorder about a vote cast and its file written. A cut-off node's votes count
+    /// against double voting like any, but not as the newest vote state a switch must carry on
+    /// from: nobody can have them until its network is back.
+    fn record_vote(&mut self, i: usize, pubkey: Pubkey, slot: u64) {
+        self.safety.vote_cast(i, pubkey, slot);
+        if !self.nodes[i].faults.cut_off {
+            self.safety.tower_written(i, pubkey, slot);
         }
     }
 
