@@ -235,6 +235,13 @@ pub struct FailoverRequest {
     /// validator shows for the vote account.
     #[serde(default)]
     pub min_last_vote: Option<u64>,
+    /// `become_active` under Alpenglow when the old active's final vote history could not be
+    /// had (it was unreachable): the slot its votes may have reached. The agent takes the staked
+    /// identity only once its validator's finalized root is at least this — votor ignores every
+    /// slot at or below its root, so X then casts no vote for a slot the old active may have
+    /// voted on (a notarize here against its skip there is slashable).
+    #[serde(default)]
+    pub min_root: Option<u64>,
 }
 
 /// One timed step of a switch.

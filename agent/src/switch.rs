@@ -10,7 +10,9 @@
 //!
 //! become_active: check the term and the consensus → take the vote state (hash must match) →
 //! verify signature and node pubkey → refuse if older than any floor (the newest this agent saw,
-//! the manager's, the chain's) → install atomically → setIdentity (staked; the tower required under
+//! the manager's, the chain's) → under Alpenglow, when the old active's final history was out of
+//! reach, wait until this validator's root passes the slot its votes may have reached (votor does
+//! not vote at or below its root) → install atomically → setIdentity (staked; the tower required under
 //! TowerBFT, the vote history under Alpenglow) unless secure mode → authorized voter → active hook
 //! → confirm.
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use failover_config::TowerStore;
 use failover_identity::{Pubkey, VoteStateKind};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::agent::{slot_text, Agent};
 use crate::api::*;
@@ -30,6 +32,10 @@ use crate::vote_state::{self, LocalVoteState, VoteStateProblem};
 const DEMOTE_DEADLINE: Duration = Duration::from_secs(15);
 const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
 const SETTLE_EXTRA: Duration = Duration::from_secs(15);
+/// How long a promotion waits for this validator's root to pass the old active's possible votes
+/// (normally a leader window, under 2 s) before it refuses; the manager tries again.
+const ROOT_WAIT: Duration = Duration::from_secs(20);
+const ROOT_POLL: Duration = Duration::from_millis(100);
 pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After the authorized voters are removed, how long the vote state must stay unchanged before it
@@ -451,6 +457,13 @@ impl Agent {
                 );
             }
         }
+        if let (VoteStateKind::VoteHistory, Some(bound), false) =
+            (kind, req.min_root, self.cfg.dry_run)
+        {
+            if !run.phase("root", self.wait_for_root(bound).await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+        }
 
         if req.skip_identity {
             run.phase(
@@ -493,6 +506,37 @@ impl Agent {
         }
         *self.last_demoted.lock().expect("demoted") = None;
         run.finish(self.validator.identity().await.ok())
+    }
+
+    /// Waits until this validator's finalized root reaches `bound`, the slot the unreachable old
+    /// active's votes may have reached: votor votes on no slot at or below its root, so X cannot
+    /// then cast a vote here that contradicts one cast there.
+    async fn wait_for_root(&self, bound: u64) -> Result<String, String> {
+        let started = Instant::now();
+        let mut last = None;
+        loop {
+            match self.validator.finalized_slot().await {
+                Ok(root) if root >= bound => {
+                    return Ok(format!(
+                        "finalized root {root} has reached {bound} (waited {} ms): X votes on no \
+                         slot the old active may have voted on",
+                        started.elapsed().as_millis()
+                    ))
+                }
+                Ok(root) => last = Some(root),
+                Err(e) => debug!(error = %e, "waiting for the finalized root"),
+            }
+            if started.elapsed() >= ROOT_WAIT {
+                return Err(format!(
+                    "this validator's finalized root is {} after {} s, below {bound}, the slot \
+                     the old active's votes may have reached: it lags the cluster, and as X it \
+                     could vote against them; refusing",
+                    slot_text(last),
+                    ROOT_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(ROOT_POLL).await;
+        }
     }
 
     /// Which vote state a promotion must install, from what this validator says its cluster runs:

@@ -218,6 +218,15 @@ impl Validator {
             .ok()
     }
 
+    /// The validator's finalized slot: under Alpenglow, votor's root, at or below which it
+    /// casts no vote (solana-core 4.2 `commitment_service.rs` sets it when votor roots a block).
+    pub async fn finalized_slot(&self) -> Result<u64, String> {
+        self.rpc
+            .get_slot_with_commitment(CommitmentConfig::finalized())
+            .await
+            .map_err(|e| format!("getSlot (finalized): {e}"))
+    }
+
     /// The vote account whose node is `staked` (`known` when already found) and its last vote, as
     /// this validator sees it at processed commitment; `None` when there is no such account.
     pub async fn vote_account_last_vote(

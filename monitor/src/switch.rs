@@ -14,6 +14,9 @@ use crate::manager::Manager;
 
 /// How long gossip may take to show the new active before the switch reports it unconfirmed.
 const GOSSIP_CONFIRM: Duration = Duration::from_secs(10);
+/// Alpenglow's leader window: a voter may still skip the rest of the window it is in, or fill its
+/// own leader slots, ahead of the cluster's tip.
+const LEADER_WINDOW_SLOTS: u64 = 4;
 
 /// A switch to make.
 #[derive(Clone, Debug)]
@@ -231,6 +234,7 @@ impl Manager {
         }
 
         // 3. The tower: the one the demotion returned, else the newest verified backup.
+        let from_demotion = tower.is_some();
         let tower = match tower {
             Some(t) => Some(t),
             None => self.newest_backup().await,
@@ -292,6 +296,9 @@ impl Manager {
             skip_identity: self.secure_key.is_some(),
             // The agent refuses a tower older than this, and than what its own validator shows.
             min_last_vote: chain_vote,
+            min_root: (!from_demotion)
+                .then(|| self.unseen_votes_bound(tower.as_ref(), chain_vote))
+                .flatten(),
             ..request
         };
         match self.commands[plan.to].failover(&request).await {
@@ -536,9 +543,22 @@ impl Manager {
             "install the tower and set the staked identity with require_tower, then add the \
              authorized voter"
         };
+        let wait_root = match (
+            plan.demotable,
+            self.unseen_votes_bound(backup.as_ref(), chain_vote),
+        ) {
+            (false, Some(slot)) => format!(
+                "; it first waits until its validator's finalized root reaches {slot} (or later: \
+                 the tip when the switch runs), so X votes on no slot the old active may have"
+            ),
+            _ => String::new(),
+        };
         would(
             "promote",
-            format!("ask {}'s agent to become active: {promote}", name(plan.to)),
+            format!(
+                "ask {}'s agent to become active: {promote}{wait_root}",
+                name(plan.to)
+            ),
         );
         if self.secure_key.is_some() {
             would(
@@ -643,6 +663,26 @@ impl Manager {
         outcome
     }
 
+    /// Under Alpenglow, with the old active's final vote history out of reach: the slot its votes
+    /// may have reached. It has stopped voting by now (its fence has passed, or its validator is
+    /// down), so that is at most the newest of the cluster's tip, the history to be installed and
+    /// X's last landed vote — plus a leader window.
+    fn unseen_votes_bound(
+        &self,
+        history: Option<&VoteStateBlob>,
+        chain_vote: Option<u64>,
+    ) -> Option<u64> {
+        if !self.observer.consensus().is_alpenglow() {
+            return None;
+        }
+        let tip = self.last_sample().and_then(|s| s.view.tip);
+        [tip, history.and_then(|h| h.last_vote), chain_vote]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(|slot| slot.saturating_add(LEADER_WINDOW_SLOTS))
+    }
+
     /// The newest verified tower any source offers: the manager's own backup, or what an agent
     /// returned with its status (an active's current tower, a demoted node's final one).
     async fn newest_backup(&self) -> Option<VoteStateBlob> {
@@ -687,6 +727,7 @@ fn command(
         reason: reason.to_string(),
         tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
         min_last_vote: None,
+        min_root: None,
         consensus: None,
         allow_migration: false,
         tower,

@@ -141,3 +141,50 @@ async fn during_the_migration_window_no_automatic_failover_and_no_unforced_switc
     assert!(forced.ok, "{}", forced.summary());
     sys.cluster.safety().assert_safe();
 }
+
+/// The active cut off under Alpenglow while the passive replays behind: the cut-off node votes
+/// on for a while (its votes reach nobody) until its agent fences it, so neither the manager's
+/// newest vote history nor X's lastVote shows those last slots. Promoted at once, the lagging
+/// passive would vote on them again — a real 4.2.2 drill showed its notarize votes against the
+/// cut-off node's skip votes, which Alpenglow slashes; it must first wait until its root passes
+/// them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_active_is_replaced_without_voting_its_last_slots_again() {
+    let mut sys = alpenglow_system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.cluster
+        .fault(1, Fault::Behind { slots: 30 })
+        .await
+        .unwrap();
+    sys.slots(10).await;
+    // Cut off: its votes reach nobody, and a moment later its agent is out of the manager's
+    // reach too (gone, here) — its last vote history backup already has votes the chain lacks.
+    sys.cluster.fault(0, Fault::CutOff).await.unwrap();
+    sys.slots(3).await;
+    sys.agents[0].kill().await;
+    sys.slots(5).await;
+    // Its agent's self-fence (done here through the same admin RPC): unstaked, it votes no more.
+    let node = &sys.cluster.info().nodes[0];
+    failover_identity::AdminRpcClient::new(&node.admin_socket, failover_identity::Timeouts::LOCAL)
+        .set_identity(&node.unstaked_keypair, false)
+        .await
+        .unwrap();
+    let fenced_at = sys.cluster.with_world(|w| w.slot);
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("To: validator2"), "{text}");
+    sys.slots(10).await;
+    sys.cluster.safety().assert_safe();
+    let first = sys
+        .cluster
+        .with_world(|w| w.safety.first_vote_after(1, fenced_at.saturating_sub(60)));
+    assert!(
+        first.is_some_and(|s| s > fenced_at),
+        "the new active's first vote {first:?}; the cut-off node voted up to {fenced_at}"
+    );
+    let agent_log = sys.agents[1].log.lock().unwrap().join("\n");
+    assert!(
+        agent_log.contains("X votes on no slot the old active may have voted on"),
+        "the promotion waited for the root: {agent_log}"
+    );
+}

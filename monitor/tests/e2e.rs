@@ -196,6 +196,7 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
             tower: None,
             tower_sha256: None,
             min_last_vote: None,
+            min_root: None,
             consensus: None,
             allow_migration: false,
         })

@@ -183,6 +183,7 @@ pub fn command(
         tower,
         tower_sha256: sha,
         min_last_vote: None,
+        min_root: None,
         consensus: None,
         allow_migration: false,
     }
