@@ -191,7 +191,8 @@ impl std::fmt::Display for Hold {
             ),
             Hold::OldActiveStillVoting => write!(
                 f,
-                "the active's agent is unreachable but its votes still land"
+                "its validator's votes still land: it votes, and promoting the other would \
+                 make two voters"
             ),
             Hold::AwaitingFence { remaining } => {
                 write!(

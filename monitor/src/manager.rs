@@ -566,7 +566,8 @@ pub async fn run_with(
     // After a failed switch, the same plan waits before it is tried again; a different one (the
     // old active became reachable, another node is the target) goes ahead at once.
     let mut failed: Option<(PlanKey, Duration)> = None;
-    let mut last_hold: Option<String> = None;
+    // The standing hold, by kind (its numbers change every heartbeat): said once.
+    let mut last_hold: Option<(&'static str, std::mem::Discriminant<Hold>)> = None;
     let mut critical = false;
     tokio::pin!(shutdown);
     loop {
@@ -615,11 +616,12 @@ pub async fn run_with(
                         }
                         Action::Cleared { cause } => info!("resolved: {cause}"),
                         Action::Hold { reason, hold } => {
-                            let line = format!("{reason}, but {hold}");
-                            if last_hold.as_deref() != Some(line.as_str()) && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {
-                                warn!("not switching: {line}");
+                            let key = (reason.kind(), std::mem::discriminant(&hold));
+                            let changed = last_hold != Some(key);
+                            if changed && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {
+                                warn!("not switching: {reason}, but {hold}");
                             }
-                            last_hold = Some(line);
+                            last_hold = Some(key);
                         }
                         Action::Failover { from, to, reason, demotable } => {
                             last_hold = None;
