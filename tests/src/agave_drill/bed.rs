@@ -16,6 +16,11 @@ use crate::demo::{
     AgentSetup, Inbox, Proc,
 };
 
+/// The manager's cooldown between automatic switches in the bed: long enough that one drill's
+/// switch is never followed by another inside its own run (a validator restarted after a kill
+/// may take tens of seconds before X's votes land again), short enough for back-to-back drills.
+const COOLDOWN: Duration = Duration::from_secs(30);
+
 /// Agents, the manager and their instruments on a real cluster.
 pub struct Bed {
     pub cluster: RealCluster,
@@ -34,6 +39,8 @@ pub struct Bed {
     local_rpc: [CountingProxy; 2],
     /// The port of each agent's connectivity-check target.
     pub(super) uplinks: [u16; 2],
+    /// When a drill last moved X (the manager's cooldown runs from there).
+    pub(super) last_switch: Option<Instant>,
 }
 
 /// CPU and memory of the manager and the agents over a window, and the RPC load they put on the
@@ -148,7 +155,7 @@ impl Bed {
             "vote_account_pubkey": cluster.vote_account.to_string(),
             "signing_keypair_path": key_path,
             "state_dir": dir.join("manager"),
-            "failover_cooldown": "5s",
+            "failover_cooldown": format!("{}s", COOLDOWN.as_secs()),
             "webhook_url": format!("{inbox_url}/webhook"),
         });
         let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
@@ -166,7 +173,17 @@ impl Bed {
             cluster_rpc,
             local_rpc,
             uplinks,
+            last_switch: None,
         })
+    }
+
+    /// Waits until the manager's cooldown after the last switch has passed, so that it may act
+    /// on the next fault (and so that, in the agent drill, its not acting means something).
+    pub(super) async fn past_cooldown(&self) {
+        if let Some(at) = self.last_switch {
+            let until = at + COOLDOWN + Duration::from_secs(1);
+            tokio::time::sleep_until(until.into()).await;
+        }
     }
 
     /// Which node holds X now.

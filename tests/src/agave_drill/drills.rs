@@ -1,11 +1,11 @@
 //! The drills themselves. Each one starts the sampler, takes a baseline, injects its fault (or
 //! trigger), waits for the outcome it expects, and judges the run from the samples: X never on
-//! both nodes, X's tower never backwards and continuous across the switch, votes resumed from the
-//! right node.
+//! both nodes, X's vote state never backwards and continuous across the switch, under Alpenglow no
+//! two of X's votes for a slot disagreeing, votes resumed from the right node.
 
 use std::time::{Duration, Instant};
 
-use failover_identity::{AdminRpcClient, Timeouts};
+use failover_identity::{AdminRpcClient, Timeouts, VoteStateKind};
 use serde::Serialize;
 use tokio::process::Command;
 
@@ -31,6 +31,8 @@ const CAUGHT_UP_SLOTS: u64 = 4;
 #[derive(Clone, Debug, Serialize)]
 pub struct DrillRun {
     pub drill: String,
+    /// "TowerBFT" or "Alpenglow".
+    pub consensus: String,
     pub from: String,
     pub to: String,
     pub ok: bool,
@@ -44,7 +46,12 @@ pub struct DrillRun {
     pub detect_ms: Option<u64>,
     /// Fault (or trigger) → X's vote account advanced with the new node holding X.
     pub recovery_ms: u64,
-    /// The most slots X's votes skipped after the fault.
+    /// Fault (or trigger) → the new active's vote state of X voted past the old active's last
+    /// vote: X voting again, before the vote lands (under Alpenglow a vote lands with the reward
+    /// certificate, about 8 slots later).
+    pub voting_ms: Option<u64>,
+    /// The most slots X's votes skipped after the fault: landed votes under TowerBFT, votes as
+    /// cast (both nodes' vote histories) under Alpenglow.
     pub vote_gap_slots: u64,
     pub both_held_samples: u32,
     pub identity_samples: usize,
@@ -56,13 +63,15 @@ impl DrillRun {
     /// One line for a terminal.
     pub fn line(&self) -> String {
         format!(
-            "{} {}→{}: {}; detect {} ms, switch {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}",
+            "{} [{}] {}→{}: {}; detect {} ms, switch {} ms, voting again {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}",
             self.drill,
+            self.consensus,
             self.from,
             self.to,
             if self.ok { "ok" } else { "FAILED" },
             self.detect_ms.map_or("-".into(), |d| d.to_string()),
             self.switch_ms,
+            self.voting_ms.map_or("-".into(), |d| d.to_string()),
             self.recovery_ms,
             self.vote_gap_slots,
             self.identity_samples,
@@ -108,16 +117,27 @@ impl Bed {
             ));
         }
         let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
         tokio::time::sleep(BASELINE).await;
         let samples = sampler.stop();
         Ok(self.judge(
-            "planned", from, problems, summary, None, started, recovered, samples, usage,
+            "planned",
+            from,
+            1 - from,
+            problems,
+            summary,
+            None,
+            started,
+            recovered,
+            samples,
+            usage,
         ))
     }
 
     /// The active validator is killed (`kill -9`); the manager must fail over on its own. The
     /// killed node is then restarted with its unstaked identity and left caught up as the passive.
     pub async fn kill_validator(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
         let from = self.active().await?;
         let name = self.cluster.node(from).name.clone();
         self.inbox.drain();
@@ -146,6 +166,7 @@ impl Bed {
             }
         };
         let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
         // Back as the passive, with the unstaked identity, under the sampler's eyes.
         let unstaked = self.cluster.node(from).unstaked_keypair.clone();
         let restart = self
@@ -168,6 +189,7 @@ impl Bed {
         Ok(self.judge(
             "validator killed",
             from,
+            1 - from,
             problems,
             summary,
             detect_ms,
@@ -183,6 +205,7 @@ impl Bed {
     /// must promote the passive only after that self-fence (plus its margin). Then the network
     /// comes back and the old active catches up as the passive.
     pub async fn isolate(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
         let from = self.active().await?;
         let node = self.cluster.node(from).clone();
         let rpc_port = super::url_lite::Url::from(node.rpc_url.as_str()).port;
@@ -191,7 +214,12 @@ impl Bed {
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
         let isolated = Instant::now();
-        let cut = Isolation::start(&node.ip, rpc_port, self.uplinks[from])?;
+        let cut = Isolation::start(
+            &node.ip,
+            rpc_port,
+            self.uplinks[from],
+            ISOLATION_PATIENCE + Duration::from_secs(30),
+        )?;
         let mut problems = Vec::new();
         let (message, recovered) = tokio::join!(
             failover_message(&mut self.inbox, ISOLATION_PATIENCE),
@@ -201,30 +229,38 @@ impl Bed {
         if let Err(e) = cut.heal() {
             problems.push(format!("could not lift the isolation: {e}"));
         }
-        // Without a tower at least as recent as X's last landed vote the manager must hold off
-        // while the node is cut off; once it is back, its agent hands over its final tower.
+        let healed = Instant::now();
+        // The manager holds off while the node is cut off when it has no vote state at least as
+        // recent as X's last landed vote, or (Alpenglow) when the passive's root cannot pass the
+        // slots the cut-off node may have voted on — on this loopback cluster the passive gets
+        // its shreds through the active, so it stalls with it. Once the network is back, X goes
+        // to whichever node is fit: the other one, or the one that fenced itself.
         let promoted_while_cut = message.is_ok();
-        let (message, recovered) = if promoted_while_cut {
-            (message, recovered)
+        let (message, recovered, to) = if promoted_while_cut {
+            (message, recovered, 1 - from)
         } else {
-            tokio::join!(
-                failover_message(&mut self.inbox, PATIENCE),
-                wait_votes_from(
-                    &self.cluster,
-                    1 - from,
-                    isolated,
-                    ISOLATION_PATIENCE + PATIENCE
-                )
-            )
+            // The node that was cut off must catch up before it may be given X back.
+            let message = failover_message(&mut self.inbox, PATIENCE * 3).await;
+            let to = self.active().await.unwrap_or(1 - from);
+            let recovered =
+                wait_votes_from(&self.cluster, to, isolated, ISOLATION_PATIENCE + PATIENCE).await;
+            (message, recovered, to)
         };
         let (summary, detect_ms) = match message {
             Ok((at, message)) => {
                 let waited = (at - isolated).as_millis() as u64;
                 let switched = phases_ms(&message).min(waited);
                 let when = if promoted_while_cut {
-                    "while cut off"
+                    "while cut off".to_string()
                 } else {
-                    "after the network came back (no tower as recent as X's last landed vote while cut off)"
+                    format!(
+                        "after the network came back, {} (no safe promotion while cut off)",
+                        if to == from {
+                            "back to the node that had fenced itself"
+                        } else {
+                            "to the other node"
+                        }
+                    )
                 };
                 (
                     format!("promoted {when}: {}", message.replace('\n', " | ")),
@@ -236,27 +272,32 @@ impl Bed {
                 (String::new(), None)
             }
         };
+        self.last_switch = Some(Instant::now());
         if let Err(e) = self.wait_caught_up(from).await {
             problems.push(e.to_string());
         }
         let samples = sampler.stop();
-        // The self-fence: the isolated node let go of X before the other took it.
+        // The self-fence: the isolated node let go of X while cut off, before anyone took it.
         let fenced = samples
             .identities
             .iter()
             .find(|(t, i, held)| *t >= isolated && *i == from && !*held)
             .map(|(t, _, _)| *t);
-        let took = samples.first_held_by(1 - from, isolated);
+        let took = if to == from {
+            fenced.and_then(|f| samples.first_held_by(to, f))
+        } else {
+            samples.first_held_by(to, isolated)
+        };
         match (fenced, took) {
-            (Some(f), Some(t)) if f < t => {}
+            (Some(f), Some(t)) if f < t && f < healed => {}
             _ => problems.push(format!(
-                "{} did not demote itself before {} took X",
+                "{} did not demote itself while cut off, before {} took X",
                 node.name,
-                self.cluster.node(1 - from).name
+                self.cluster.node(to).name
             )),
         }
         Ok(self.judge(
-            ISOLATED, from, problems, summary, detect_ms, isolated, recovered, samples, usage,
+            ISOLATED, from, to, problems, summary, detect_ms, isolated, recovered, samples, usage,
         ))
     }
 
@@ -264,6 +305,7 @@ impl Bed {
     /// promote the passive (that would be two voters). Watched for `window`, then the agent is
     /// started again.
     pub async fn kill_agent(&mut self, window: Duration) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
         let from = self.active().await?;
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
@@ -299,6 +341,7 @@ impl Bed {
         let problems = self.common_problems(&samples, problems);
         Ok(DrillRun {
             drill: "agent killed".into(),
+            consensus: self.cluster.consensus().into(),
             from: node(from),
             to: node(from),
             ok: problems.is_empty(),
@@ -311,7 +354,8 @@ impl Bed {
             switch_ms: 0,
             detect_ms: None,
             recovery_ms: 0,
-            vote_gap_slots: samples.vote_gap(killed),
+            voting_ms: None,
+            vote_gap_slots: self.vote_gap(&samples, killed),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
             usage,
@@ -347,7 +391,16 @@ impl Bed {
             ));
         }
         problems.extend(samples.tower_backwards.iter().cloned());
+        problems.extend(samples.conflicts());
         problems
+    }
+
+    /// Slots X skipped after `since`: landed votes under TowerBFT, cast votes under Alpenglow.
+    fn vote_gap(&self, samples: &Samples, since: Instant) -> u64 {
+        match self.cluster.kind {
+            VoteStateKind::Tower => samples.vote_gap(since),
+            VoteStateKind::VoteHistory => samples.history_gap(since),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -355,6 +408,7 @@ impl Bed {
         &self,
         drill: &str,
         from: usize,
+        to: usize,
         problems: Vec<String>,
         summary: String,
         detect_ms: Option<u64>,
@@ -363,12 +417,12 @@ impl Bed {
         samples: Samples,
         usage: Usage,
     ) -> DrillRun {
-        let to = 1 - from;
         let isolated = drill == ISOLATED;
         let mut problems = if isolated {
             // A cut-off node may vote on a fork of its own that the cluster never sees, so X's
-            // newest tower slot can legitimately go down across the switch; what must hold is
-            // that every such vote's lockout expired before X voted again.
+            // newest voted slot can legitimately go down across the switch; what must hold is
+            // that every such tower vote's lockout expired before X voted again, and that no
+            // Alpenglow vote it cast disagrees with one the new active cast.
             let mut p = problems;
             if samples.both_held > 0 {
                 p.push(format!(
@@ -376,20 +430,42 @@ impl Bed {
                     samples.both_held
                 ));
             }
-            p.extend(samples.lockouts_respected(from, to, started));
+            if to != from {
+                p.extend(samples.lockouts_respected(from, to, started));
+            }
+            p.extend(samples.conflicts());
             p
         } else {
             self.common_problems(&samples, problems)
         };
-        problems.extend(samples.tower_continuity(from, to, started, !isolated));
+        if to != from {
+            problems.extend(samples.tower_continuity(from, to, started, !isolated));
+        }
         if recovered.is_none() {
             problems.push(format!(
                 "X's votes did not resume from {}",
                 self.cluster.node(to).name
             ));
         }
+        let took = samples.first_held_by(to, started);
+        let old_last = took.and_then(|took| samples.latest_on(from, took));
+        let voting_ms = old_last
+            .and_then(|slot| samples.voted_past(to, slot, started))
+            .map(|t| (t - started).as_millis() as u64);
+        // Landed: the vote account past the old active's last vote with the new one holding X.
+        // (Under Alpenglow the old active's own last votes land after it lost X: they do not
+        // count.)
+        let landed = match (took, old_last) {
+            (Some(took), Some(slot)) => samples
+                .votes
+                .iter()
+                .find(|(t, v)| *t >= took && *v > slot)
+                .map(|(t, _)| *t),
+            _ => None,
+        };
         DrillRun {
             drill: drill.into(),
+            consensus: self.cluster.consensus().into(),
             from: self.cluster.node(from).name.clone(),
             to: self.cluster.node(to).name.clone(),
             ok: problems.is_empty(),
@@ -397,8 +473,11 @@ impl Bed {
             switch_ms: switch_ms(&summary),
             summary,
             detect_ms,
-            recovery_ms: recovered.map_or(0, |r| (r - started).as_millis() as u64),
-            vote_gap_slots: samples.vote_gap(started),
+            recovery_ms: landed
+                .or(recovered)
+                .map_or(0, |r| (r - started).as_millis() as u64),
+            voting_ms,
+            vote_gap_slots: self.vote_gap(&samples, started),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
             usage,

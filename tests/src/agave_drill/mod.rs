@@ -1,10 +1,12 @@
-//! Drills against REAL Agave validators (started by `scripts/agave/cluster.sh`): real
-//! `failover-agent` processes on nodes A and B and a real `failover-manager`, and a safety sampler
-//! that reads both validators' identity through their admin RPC every 25 ms, the vote account of X
-//! from the network node every 100 ms, and the X tower file on both ledgers.
+//! Drills against REAL Agave validators (started by `scripts/agave/cluster.sh`), under TowerBFT or
+//! Alpenglow: real `failover-agent` processes on nodes A and B and a real `failover-manager`, and a
+//! safety sampler that reads both validators' identity through their admin RPC every 25 ms, the vote
+//! account of X from the network node every 100 ms, and X's vote-state file (tower or vote history)
+//! on both ledgers every 25 ms.
 //!
-//! Asserted in every drill: X is never held by both nodes at any sampled instant; the last-vote slot
-//! of X's tower never goes backwards (wherever the tower lives); X's votes resume from the new node.
+//! Asserted in every drill: X is never held by both nodes at any sampled instant; the newest slot
+//! X's vote state has voted on never goes backwards (wherever the file lives); under Alpenglow, no
+//! two of X's votes for one slot disagree across the two nodes; X's votes resume from the new node.
 
 mod bed;
 mod drills;
@@ -23,7 +25,7 @@ pub fn isolation_available() -> Result<(), String> {
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use failover_identity::Pubkey;
+use failover_identity::{Pubkey, VoteStateKind};
 use serde_json::Value;
 
 /// One node of the real cluster, as `cluster.json` describes it.
@@ -50,6 +52,10 @@ pub struct RealCluster {
     pub x_keypair: PathBuf,
     pub x: Pubkey,
     pub vote_account: Pubkey,
+    /// The Agave version the nodes run.
+    pub version: String,
+    /// Which file X's vote state lives in: the cluster's consensus decides.
+    pub kind: VoteStateKind,
     pub a: RealNode,
     pub b: RealNode,
 }
@@ -107,6 +113,12 @@ impl RealCluster {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| ws_of(&rpc));
+        // Clusters written before the script knew Alpenglow were all 3.1.12 under TowerBFT.
+        let kind = match v.get("consensus").and_then(Value::as_str) {
+            None | Some("tower") => VoteStateKind::Tower,
+            Some("alpenglow") => VoteStateKind::VoteHistory,
+            Some(other) => anyhow::bail!("cluster.json: unknown consensus {other:?}"),
+        };
         Ok(Self {
             script: PathBuf::from(text(&v, &["script"]).context(
                 "cluster.json predates the drills' restarts: run scripts/agave/cluster.sh up again",
@@ -117,9 +129,23 @@ impl RealCluster {
             x_keypair: PathBuf::from(text(&v, &["x", "keypair"])?),
             x: text(&v, &["x", "pubkey"])?.parse()?,
             vote_account: text(&v, &["x", "vote_pubkey"])?.parse()?,
+            version: v
+                .get("agave_version")
+                .and_then(Value::as_str)
+                .unwrap_or("3.1.12")
+                .to_string(),
+            kind,
             a: node("a")?,
             b: node("b")?,
         })
+    }
+
+    /// "TowerBFT" or "Alpenglow".
+    pub fn consensus(&self) -> &'static str {
+        match self.kind {
+            VoteStateKind::Tower => "TowerBFT",
+            VoteStateKind::VoteHistory => "Alpenglow",
+        }
     }
 
     pub fn node(&self, i: usize) -> &RealNode {

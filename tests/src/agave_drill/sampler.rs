@@ -1,17 +1,71 @@
 //! The drills' independent witness: both validators' identity through their admin RPC every
-//! 25 ms, X's last vote from the network node every 100 ms, and X's tower file on both ledgers
-//! every 25 ms. Nothing here goes through the agents or the manager.
+//! 25 ms, X's last vote from the network node every 100 ms, and X's vote-state file (tower or
+//! vote history) on both ledgers every 25 ms. Nothing here goes through the agents or the manager.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use failover_identity::tower::{tower_path, TowerFile};
-use failover_identity::{AdminRpcClient, Timeouts};
+use failover_identity::vote_history::VoteHistory;
+use failover_identity::{AdminRpcClient, Timeouts, VoteState, VoteStateFile};
 
 use super::RealCluster;
 
 /// A tower's votes as (slot, locked until).
 pub(super) type Votes = Vec<(u64, u64)>;
+
+/// Every vote of X one node's vote history files showed during a drill. Votor prunes its history
+/// below the root, so the drill keeps the union of what it saw.
+#[derive(Default, Debug)]
+pub(super) struct CastVotes {
+    /// Slot → the blocks notarized for it.
+    notar: BTreeMap<u64, BTreeSet<[u8; 32]>>,
+    /// Slots with a (first-round) skip vote.
+    skip: BTreeSet<u64>,
+    /// Slots with any vote.
+    voted: BTreeSet<u64>,
+}
+
+impl CastVotes {
+    fn add(&mut self, history: &VoteHistory) {
+        for (slot, block) in &history.voted_notar {
+            self.notar.entry(*slot).or_default().insert(*block);
+        }
+        self.skip.extend(history.skipped.iter().copied());
+        self.voted.extend(history.voted.iter().copied());
+        self.voted
+            .extend(history.voted_notar.iter().map(|(s, _)| *s));
+        self.voted.extend(history.skipped.iter().copied());
+    }
+
+    /// The slots at which X's votes on the two nodes disagree: notarize votes for two blocks, or a
+    /// notarize vote on one and a skip vote on the other — what Alpenglow slashes.
+    fn conflicts(nodes: &[CastVotes; 2]) -> Vec<String> {
+        let mut found = Vec::new();
+        let slots: BTreeSet<u64> = nodes.iter().flat_map(|n| n.notar.keys().copied()).collect();
+        for slot in slots {
+            let blocks: BTreeSet<&[u8; 32]> = nodes
+                .iter()
+                .filter_map(|n| n.notar.get(&slot))
+                .flatten()
+                .collect();
+            if blocks.len() > 1 {
+                found.push(format!("X notarized two blocks of slot {slot}"));
+            }
+            for (i, n) in nodes.iter().enumerate() {
+                let other = &nodes[1 - i];
+                if n.notar.contains_key(&slot) && other.skip.contains(&slot) {
+                    found.push(format!(
+                        "X notarized slot {slot} on node {} and skipped it on node {}",
+                        i + 1,
+                        2 - i
+                    ));
+                }
+            }
+        }
+        found
+    }
+}
 
 /// What the sampler saw.
 #[derive(Default, Debug)]
@@ -21,11 +75,13 @@ pub(super) struct Samples {
     pub both_held: u32,
     /// (when, lastVote of X's vote account)
     pub votes: Vec<(Instant, u64)>,
-    /// (when, node, tower last vote)
+    /// (when, node, the newest slot X's vote state there has voted on)
     pub towers: Vec<(Instant, usize, u64)>,
     pub tower_backwards: Vec<String>,
-    /// (when, node, the tower's votes), recorded when the tower changed.
+    /// (when, node, the tower's votes), recorded when the tower changed (TowerBFT).
     pub lockouts: Vec<(Instant, usize, Votes)>,
+    /// Per node, every vote its vote history files showed (Alpenglow).
+    pub cast: [CastVotes; 2],
 }
 
 impl Samples {
@@ -37,13 +93,14 @@ impl Samples {
             .map(|(t, _, _)| *t)
     }
 
-    /// Tower continuity across a switch from `from` to `to` that started at `started`: the tower
-    /// the new active votes from is at least the old active's final one, and the old active's
-    /// tower never changes once the new active holds X (a straggler vote after the copy would).
+    /// Vote-state continuity across a switch from `from` to `to` that started at `started`: the
+    /// tower or vote history the new active votes from is at least the old active's final one,
+    /// and the old active's never changes once the new active holds X (a straggler vote after the
+    /// copy would).
     ///
-    /// With `old_reachable` false (the old active was cut off, so its final tower could not be
-    /// fetched) the floor is the newest of X's votes that landed instead: votes an isolated node
-    /// cast locally never reached the cluster.
+    /// With `old_reachable` false (the old active was cut off, so its final vote state could not
+    /// be fetched) the floor is the newest of X's votes that landed instead: votes an isolated
+    /// node cast locally never reached the cluster.
     pub fn tower_continuity(
         &self,
         from: usize,
@@ -70,7 +127,7 @@ impl Samples {
         if let (Some(before), Some(after)) = (old_final, old_after) {
             if after > before {
                 problems.push(format!(
-                    "the old active's X tower moved from last vote {before} to {after} after the new active took X"
+                    "the old active's X vote state moved from newest vote {before} to {after} after the new active took X"
                 ));
             }
         }
@@ -87,7 +144,7 @@ impl Samples {
         if let (Some(old), Some(new)) = (floor, new_first) {
             if new < old {
                 problems.push(format!(
-                    "the new active's first X tower has last vote {new}, older than {} {old}",
+                    "the new active's first X vote state has newest vote {new}, older than {} {old}",
                     if old_reachable {
                         "the old active's final"
                     } else {
@@ -142,6 +199,55 @@ impl Samples {
             }
         }
         problems
+    }
+
+    /// Under Alpenglow: the slots at which X's votes on the two nodes disagree.
+    pub fn conflicts(&self) -> Vec<String> {
+        CastVotes::conflicts(&self.cast)
+    }
+
+    /// Under Alpenglow: the longest run of slots after `since` that no vote history of X on either
+    /// node voted on (notarize or skip), up to the newest vote seen. A vote's landing on chain
+    /// trails by the reward-certificate delay, so this counts votes as cast.
+    pub fn history_gap(&self, since: Instant) -> u64 {
+        let Some(from) = self
+            .towers
+            .iter()
+            .filter(|(t, _, _)| *t <= since)
+            .map(|(_, _, v)| *v)
+            .max()
+        else {
+            return 0;
+        };
+        let voted: BTreeSet<u64> = self
+            .cast
+            .iter()
+            .flat_map(|c| c.voted.range(from..).copied())
+            .collect();
+        voted
+            .iter()
+            .zip(voted.iter().skip(1))
+            .map(|(a, b)| b - a - 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The first sampled instant after `after` at which `node`'s vote state of X had voted past
+    /// `slot`: the new active voting again.
+    pub fn voted_past(&self, node: usize, slot: u64, after: Instant) -> Option<Instant> {
+        self.towers
+            .iter()
+            .find(|(t, i, v)| *t >= after && *i == node && *v > slot)
+            .map(|(t, _, _)| *t)
+    }
+
+    /// The newest slot `node`'s vote state of X had voted on at or before `at`.
+    pub fn latest_on(&self, node: usize, at: Instant) -> Option<u64> {
+        self.towers
+            .iter()
+            .filter(|(t, i, _)| *t <= at && *i == node)
+            .map(|(_, _, v)| *v)
+            .max()
     }
 
     /// The largest number of slots X's votes skipped after `since` (0 when every slot got one).
@@ -236,53 +342,57 @@ impl Sampler {
                 }
             }));
         }
-        // X's tower on both ledgers, every 25 ms: its last vote must never go backwards.
+        // X's vote state on both ledgers, every 25 ms: its newest vote must never go backwards.
         {
             let samples = samples.clone();
-            let paths = [
-                tower_path(&cluster.a.ledger, &cluster.x),
-                tower_path(&cluster.b.ledger, &cluster.x),
-            ];
+            let kind = cluster.kind;
             let x = cluster.x;
+            let paths = [&cluster.a.ledger, &cluster.b.ledger].map(|l| l.join(kind.file_name(&x)));
             tasks.push(tokio::spawn(async move {
                 let mut newest = 0u64;
                 let mut tick = tokio::time::interval(Duration::from_millis(25));
                 loop {
                     tick.tick().await;
                     for (i, path) in paths.iter().enumerate() {
-                        let Ok(file) = TowerFile::read(path) else {
+                        let Ok(file) = VoteStateFile::read(kind, path) else {
                             continue;
                         };
                         if file.verify(&x).is_err() {
                             continue;
                         }
-                        let Some(last) = file.tower.last_voted_slot() else {
+                        let Some(last) = file.latest_vote() else {
                             continue;
                         };
-                        let votes: Votes = file
-                            .tower
-                            .vote_state
-                            .votes
-                            .iter()
-                            .map(|l| {
-                                let lockout =
-                                    1u64.checked_shl(l.confirmation_count).unwrap_or(u64::MAX);
-                                (l.slot, l.slot.saturating_add(lockout))
-                            })
-                            .collect();
                         let mut s = samples.lock().expect("samples");
-                        if s.lockouts
-                            .iter()
-                            .rev()
-                            .find(|(_, n, _)| *n == i)
-                            .is_none_or(|(_, _, v)| *v != votes)
-                        {
-                            s.lockouts.push((Instant::now(), i, votes));
+                        match &file.state {
+                            VoteState::Tower(tower) => {
+                                let votes: Votes = tower
+                                    .vote_state
+                                    .votes
+                                    .iter()
+                                    .map(|l| {
+                                        let lockout = 1u64
+                                            .checked_shl(l.confirmation_count)
+                                            .unwrap_or(u64::MAX);
+                                        (l.slot, l.slot.saturating_add(lockout))
+                                    })
+                                    .collect();
+                                if s.lockouts
+                                    .iter()
+                                    .rev()
+                                    .find(|(_, n, _)| *n == i)
+                                    .is_none_or(|(_, _, v)| *v != votes)
+                                {
+                                    s.lockouts.push((Instant::now(), i, votes));
+                                }
+                            }
+                            VoteState::VoteHistory(history) => s.cast[i].add(history),
                         }
                         if last < newest {
                             let msg = format!(
-                                "node {} tower last vote {last} after {newest} was seen",
-                                i + 1
+                                "node {} {} newest vote {last} after {newest} was seen",
+                                i + 1,
+                                kind.label()
                             );
                             if !s.tower_backwards.contains(&msg) {
                                 s.tower_backwards.push(msg);

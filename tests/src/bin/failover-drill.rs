@@ -32,9 +32,10 @@ enum Drill {
         starts failover-agent on nodes A and B and failover-manager (built next to this binary) \
         with their default detection settings, then runs the drills while sampling both \
         validators' identity through the admin RPC every 25 ms, X's last vote every 100 ms and \
-        X's tower on both ledgers every 25 ms. Exits non-zero if X was ever seen on both nodes, \
-        its tower went backwards or changed on the old active after the switch, or votes did not \
-        resume from the right node."
+        X's vote state (tower under TowerBFT, vote history under Alpenglow, as cluster.json says) \
+        on both ledgers every 25 ms. Exits non-zero if X was ever seen on both nodes, its vote \
+        state went backwards or changed on the old active after the switch, two of its Alpenglow \
+        votes for one slot disagreed, or votes did not resume from the right node."
 )]
 struct Args {
     /// The cluster description written by `scripts/agave/cluster.sh up`.
@@ -67,8 +68,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cluster = RealCluster::load(&args.cluster)?;
     println!(
-        "== drills on the real cluster: X {} (vote account {})",
-        cluster.x, cluster.vote_account
+        "== drills on the real cluster: Agave {} under {}, X {} (vote account {})",
+        cluster.version,
+        cluster.consensus(),
+        cluster.x,
+        cluster.vote_account
     );
     let mut bed = Bed::start(cluster, &args.dir).await?;
     // Interrupted or not, the agents and the manager it started are stopped (by pid).
@@ -178,9 +182,10 @@ fn summarize(runs: &[DrillRun]) {
         let n = runs.iter().filter(|r| r.drill == drill).count();
         let ok = runs.iter().filter(|r| r.drill == drill && r.ok).count();
         println!(
-            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; recovery {} ms; vote gap {} slots; X on both {} samples",
+            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; voting again {} ms; recovery {} ms; vote gap {} slots; X on both {} samples",
             of(&|r| r.detect_ms),
             of(&|r| (r.switch_ms > 0).then_some(r.switch_ms)),
+            of(&|r| r.voting_ms),
             of(&|r| (r.recovery_ms > 0).then_some(r.recovery_ms)),
             of(&|r| Some(r.vote_gap_slots)),
             of(&|r| Some(r.both_held_samples as u64)),
