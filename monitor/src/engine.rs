@@ -271,6 +271,8 @@ pub struct Engine {
     stale_samples: u32,
     last_switch: Option<Duration>,
     reported_unreachable: [bool; 2],
+    /// The node last judged active: a dead active is not a "standby that is down".
+    active: Option<usize>,
     /// The last vote seen and when it last advanced.
     vote_progress: Option<(u64, Duration)>,
     /// Standing problems already said.
@@ -353,6 +355,7 @@ impl Engine {
             stale_samples: 0,
             last_switch: None,
             reported_unreachable: [false; 2],
+            active: None,
             vote_progress: None,
             said: Default::default(),
         }
@@ -408,7 +411,7 @@ impl Engine {
             let Some(report) = n.report.as_ref().filter(|_| n.misses == 0) else {
                 continue;
             };
-            if report.holds_staked == Some(true) {
+            if report.holds_staked == Some(true) || self.active == Some(node) {
                 continue;
             }
             if report.not_promotable.is_some() {
@@ -497,6 +500,7 @@ impl Engine {
             }
         };
 
+        self.active = active;
         let Some(a) = active else {
             // Nobody holds the staked identity. Promote only when nobody votes either.
             if self.rules.watch_votes && self.stale_samples >= 2 {

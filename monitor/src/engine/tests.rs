@@ -462,6 +462,29 @@ fn a_standby_whose_validator_is_down_is_said_once() {
 }
 
 #[test]
+fn a_killed_active_is_not_called_a_standby_that_is_down() {
+    // What a real agent reports once its validator is killed: not running, identity unknown.
+    let views = timeline(8, |t, v| {
+        if t >= 5 {
+            let r = v.nodes[0].report.as_mut().unwrap();
+            r.process_running = Some(false);
+            r.holds_staked = None;
+            r.slot = None;
+        }
+    });
+    let mut engine = Engine::new(rules());
+    let mut said = Vec::new();
+    let mut switched = false;
+    for v in &views {
+        let actions = engine.step(v);
+        said.extend(attention_of(&actions));
+        switched |= has_failover(&actions);
+    }
+    assert!(switched);
+    assert!(said.is_empty(), "{said:?}");
+}
+
+#[test]
 fn a_hold_that_leaves_nobody_voting_is_said_once_as_critical() {
     // The active is down and the standby could not take over: nobody votes.
     let views = timeline(8, |t, v| {
