@@ -231,6 +231,16 @@ impl Inbox {
         while self.rx.try_recv().is_ok() {}
     }
 
+    /// Every message that arrives within `window` (all of it is waited for).
+    pub(crate) async fn all_within(&mut self, window: Duration) -> Vec<(Instant, String)> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut got = Vec::new();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            got.push(msg);
+        }
+        got
+    }
+
     pub(crate) async fn next_with(&mut self, needle: &str) -> anyhow::Result<(Instant, String)> {
         loop {
             let msg = tokio::time::timeout(STEP, self.rx.recv())

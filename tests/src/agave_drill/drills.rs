@@ -242,8 +242,8 @@ impl Bed {
             // The node that was cut off must catch up before it may be given X back.
             let message = failover_message(&mut self.inbox, PATIENCE * 3).await;
             let to = self.active().await.unwrap_or(1 - from);
-            let recovered =
-                wait_votes_from(&self.cluster, to, isolated, ISOLATION_PATIENCE + PATIENCE).await;
+            // Counted from the heal: catching up after 90 s cut off takes a minute or more.
+            let recovered = wait_votes_from(&self.cluster, to, healed, PATIENCE * 4).await;
             (message, recovered, to)
         };
         let (summary, detect_ms) = match message {
@@ -356,6 +356,74 @@ impl Bed {
             recovery_ms: 0,
             voting_ms: None,
             vote_gap_slots: self.vote_gap(&samples, killed),
+            both_held_samples: samples.both_held,
+            identity_samples: samples.identities.len(),
+            usage,
+        })
+    }
+
+    /// Nothing is wrong for `window`: the manager must not switch, hold the active or send a
+    /// failover message (a false failover on a healthy cluster takes a voting validator down),
+    /// and X must keep voting from the active throughout.
+    pub async fn soak(&mut self, window: Duration) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let from = self.active().await?;
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let started = Instant::now();
+        self.inbox.drain();
+        let messages = self.inbox.all_within(window).await;
+        let usage = self.usage_since(&before);
+        let samples = sampler.stop();
+        let mut problems: Vec<String> = messages
+            .iter()
+            .map(|(at, m)| {
+                format!(
+                    "the manager said after {} s: {m}",
+                    at.duration_since(started).as_secs()
+                )
+            })
+            .collect();
+        if samples.held_after(1 - from, started) {
+            problems.push(format!(
+                "{} took X on a healthy cluster",
+                self.cluster.node(1 - from).name
+            ));
+        }
+        let (first, last) = (
+            samples.last_vote_at(started),
+            samples.last_vote_at(started + window),
+        );
+        let landed = match (first, last) {
+            (Some(a), Some(b)) if b > a => b - a,
+            _ => {
+                problems.push(format!(
+                    "X's votes did not keep landing ({first:?} → {last:?})"
+                ));
+                0
+            }
+        };
+        let node = |i: usize| self.cluster.node(i).name.clone();
+        let problems = self.common_problems(&samples, problems);
+        Ok(DrillRun {
+            drill: "soak".into(),
+            consensus: self.cluster.consensus().into(),
+            from: node(from),
+            to: node(from),
+            ok: problems.is_empty(),
+            problems,
+            summary: format!(
+                "watched {} s with nothing wrong: {} manager messages, X's last vote advanced {landed}                  slots, largest gap between landed votes {} slots",
+                window.as_secs(),
+                messages.len(),
+                samples.vote_gap(started),
+            ),
+            switch_ms: 0,
+            detect_ms: None,
+            recovery_ms: 0,
+            voting_ms: None,
+            vote_gap_slots: self.vote_gap(&samples, started),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
             usage,

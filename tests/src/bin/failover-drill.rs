@@ -21,6 +21,9 @@ enum Drill {
     Isolate,
     /// All of the above, in that order.
     All,
+    /// Nothing goes wrong for --soak seconds: no switch, no hold message, X keeps voting (not
+    /// part of `all`).
+    Soak,
 }
 
 #[derive(Parser)]
@@ -54,6 +57,9 @@ struct Args {
     /// the agent's self-fence time plus the manager's margin, 30 s + 5 s, and 5 s more).
     #[arg(long, default_value_t = 40)]
     agent_window: u64,
+    /// How long the soak drill watches a healthy cluster, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    soak: u64,
     /// Seconds of steady state measured before the drills (CPU, memory, RPC requests).
     #[arg(long, default_value_t = 10)]
     idle: u64,
@@ -144,6 +150,9 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
             }
             Err(e) => anyhow::bail!("the isolation drill needs nftables and root: {e}"),
         }
+    }
+    if args.drill == Drill::Soak {
+        report(&mut runs, bed.soak(Duration::from_secs(args.soak)).await?);
     }
     summarize(&runs);
     Ok(runs)
