@@ -414,7 +414,7 @@ impl Bed {
             ok: problems.is_empty(),
             problems,
             summary: format!(
-                "watched {} s with nothing wrong: {} manager messages, X's last vote advanced {landed}                  slots, largest gap between landed votes {} slots",
+                "watched {} s with nothing wrong: {} manager messages, X's last vote advanced {landed} slots, largest gap between landed votes {} slots",
                 window.as_secs(),
                 messages.len(),
                 samples.vote_gap(started),
