@@ -57,6 +57,11 @@ struct Args {
     /// the agent's self-fence time plus the manager's margin, 30 s + 5 s, and 5 s more).
     #[arg(long, default_value_t = 40)]
     agent_window: u64,
+    /// Leave the isolation drill out of `all` (CI on Agave 4.2.2 under Alpenglow: see
+    /// BENCHMARKS.md, a validator given X back after a long cut-off can crash in Agave's block
+    /// creation loop).
+    #[arg(long)]
+    no_isolate: bool,
     /// How long the soak drill watches a healthy cluster, in seconds.
     #[arg(long, default_value_t = 1800)]
     soak: u64,
@@ -138,7 +143,7 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
             );
         }
     }
-    if wanted(Drill::Isolate) {
+    if wanted(Drill::Isolate) && !args.no_isolate {
         match isolation_available() {
             Ok(()) => {
                 for _ in 0..args.runs {
