@@ -75,7 +75,9 @@ async fn an_active_that_reaches_the_outside_stays_active() {
 async fn heartbeats_keep_the_watchdog_quiet() {
     let closed = closed_port();
     let bed = bed_with(|_, c| {
-        c["manager_timeout"] = "500ms".into();
+        // 20 slots of this bed: a heartbeat each slot keeps it quiet also on a loaded 2-core CI
+        // machine (with 500 ms a gap between two heartbeats exceeded it there once).
+        c["manager_timeout"] = "2s".into();
         c["connectivity_targets"] = serde_json::json!([closed.1]);
         c["connectivity_failures_to_fence"] = 1.into();
     })
@@ -83,7 +85,7 @@ async fn heartbeats_keep_the_watchdog_quiet() {
     // Heartbeat every slot for a while (several manager_timeouts).
     let client = bed.client(0);
     let start = bed.cluster.slot();
-    while bed.cluster.slot() < start + 20 {
+    while bed.cluster.slot() < start + 80 {
         client.status(1).await.unwrap();
         let slot = bed.cluster.slot();
         bed.cluster.wait_for_slot(slot + 1, PATIENCE).await.unwrap();
