@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use failover_config::{AgentConfig, TowerStore};
 use failover_identity::{Pubkey, VoteStateKind};
+use solana_commitment_config::CommitmentConfig;
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info, warn};
 
@@ -40,7 +41,8 @@ pub struct Agent {
     pub(crate) state: AsyncMutex<StateFile>,
     /// One identity change at a time, from the manager or the watchdog.
     pub(crate) switching: AsyncMutex<()>,
-    pub(crate) last_manager_contact: Mutex<Instant>,
+    /// The manager's lease: renewed only by heartbeats it acknowledged (see `lease.rs`).
+    pub(crate) lease: crate::lease::Lease,
     /// The watchdog's latest decision, observable by subscribers.
     pub(crate) last_fence: tokio::sync::watch::Sender<Option<FenceReport>>,
     /// The final vote state of the last demotion, until a manager has collected it.
@@ -106,7 +108,7 @@ impl Agent {
             etcd: AsyncMutex::new(None),
             state: AsyncMutex::new(state),
             switching: AsyncMutex::new(()),
-            last_manager_contact: Mutex::new(Instant::now()),
+            lease: crate::lease::Lease::new(cfg.manager_timeout, cfg.connectivity.timeout),
             last_fence: tokio::sync::watch::channel(None).0,
             last_demoted: Mutex::new(None),
             last_backup: Mutex::new(None),
@@ -126,12 +128,10 @@ impl Agent {
         &self.id
     }
 
-    /// How long after the last manager contact this agent will have demoted an isolated validator:
-    /// its silence threshold, the connectivity check, and one watchdog period.
+    /// The lease's published number: how long after the manager last heard this agent (or after
+    /// its votes last landed, whichever is later) an active without evidence has stopped voting.
     pub fn fence_after(&self) -> Duration {
-        self.cfg.manager_timeout
-            + self.cfg.connectivity.timeout
-            + crate::watchdog::period(&self.cfg)
+        self.lease.fence_after()
     }
 
     /// The watchdog's decisions as they happen.
@@ -141,10 +141,6 @@ impl Agent {
 
     pub async fn term(&self) -> u64 {
         self.state.lock().await.state.term
-    }
-
-    pub(crate) fn heard_from_manager(&self) {
-        *self.last_manager_contact.lock().expect("contact") = Instant::now();
     }
 
     /// What the validator says its cluster runs (or the configured value), asked again when the
@@ -265,7 +261,7 @@ impl Agent {
         let known = *self.vote_account.lock().expect("vote account");
         let (vote_account, last_vote) = self
             .validator
-            .vote_account_last_vote(&self.staked(), known)
+            .vote_account_last_vote(&self.staked(), known, CommitmentConfig::processed())
             .await
             .map_err(|e| {
                 format!("cannot check the vote state against the chain's last vote (refusing): {e}")
@@ -275,6 +271,21 @@ impl Agent {
             *self.vote_account.lock().expect("vote account") = vote_account;
         }
         Ok(last_vote)
+    }
+
+    /// The vote account's last vote in blocks two thirds of the stake voted on (confirmed): on
+    /// this validator, a vote counted there has reached the cluster — a node cut off on its own
+    /// fork cannot confirm anything.
+    pub(crate) async fn confirmed_last_vote(&self) -> Result<Option<u64>, String> {
+        let known = *self.vote_account.lock().expect("vote account");
+        let found = self
+            .validator
+            .vote_account_last_vote(&self.staked(), known, CommitmentConfig::confirmed())
+            .await?;
+        if known.is_none() {
+            *self.vote_account.lock().expect("vote account") = found.map(|(a, _)| a);
+        }
+        Ok(found.map(|(_, v)| v))
     }
 
     /// Checks at start-up that the validator can be reached where the config says, and reports

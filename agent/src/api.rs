@@ -26,10 +26,20 @@ pub const PATH_TOWER: &str = "/tower";
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The manager's heartbeat. `term` is the manager's current fencing term.
+///
+/// The heartbeat is also the agent's lease (`lease.rs`): `seq` numbers it, and `acked` names the
+/// last heartbeat whose answer reached the manager within its request timeout. Only an acked
+/// heartbeat renews the lease, from the instant the agent admitted it — never later than the
+/// manager received the answer, so the manager's "last answer + fence_after" is an upper bound of
+/// the agent's fence.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StatusRequest {
     #[serde(default)]
     pub term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u64>,
 }
 
 /// Asks for the staked tower unless it is still the one the manager holds.
@@ -157,7 +167,9 @@ pub struct FenceReport {
     /// Unix milliseconds.
     pub at_ms: u64,
     pub reason: String,
-    /// `demoted`, `stayed_active`, or `demotion_failed`.
+    /// `stayed_active` (with evidence that its votes land), `demoted` (votes paused, then the full
+    /// demotion), `paused` (votes paused, the full demotion failed), `killed` (the validator did
+    /// not answer: its process was killed), or `fence_failed` (none of that worked).
     pub outcome: String,
     pub unreachable_targets: Vec<String>,
 }
@@ -193,8 +205,10 @@ pub struct StatusResponse {
     #[serde(default)]
     pub not_promotable: Option<String>,
     pub last_fence: Option<FenceReport>,
-    /// How long after the last manager contact this agent demotes an isolated active: the manager
-    /// waits at least this (plus a margin) before promoting the other node without this one.
+    /// The lease's one published number: an active whose agent the manager last heard at T has
+    /// stopped voting by T + this, unless its votes kept landing, and then by this after the last
+    /// of them landed. The manager waits at least this (plus a margin) from both before promoting
+    /// the other node without this one.
     pub fence_after_ms: u64,
     pub dry_run: bool,
 }
@@ -242,6 +256,13 @@ pub struct FailoverRequest {
     /// voted on (a notarize here against its skip there is slashable).
     #[serde(default)]
     pub min_root: Option<u64>,
+    /// The old active was fenced by time and the vote state offered is older than the chain's
+    /// last vote (it was cut off before its final one reached anyone): every vote it may have cast
+    /// beyond the chain has lost its lockout by this slot. The agent then accepts a vote state
+    /// older than the chain, but votes only from a bank past this slot (its processed slot under
+    /// TowerBFT, its finalized root under Alpenglow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub past_lockouts: Option<u64>,
 }
 
 /// One timed step of a switch.

@@ -2,6 +2,7 @@
 //! request with the manager's key, addressed to that agent (its id from `GET /health`, re-read
 //! when the agent says it restarted) and to the staked identity it serves.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -116,6 +117,15 @@ pub struct AgentClient {
     signer: Option<CommandSigner>,
     /// The agent id commands are addressed to, from `GET /health`.
     audience: Arc<Mutex<Option<String>>>,
+    /// The next heartbeat's number (starts at the creation time in microseconds, so a restarted
+    /// manager never reuses an old one) and the last one answered in time (0: none yet).
+    heartbeats: Arc<(AtomicU64, AtomicU64)>,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
 }
 
 impl AgentClient {
@@ -132,6 +142,7 @@ impl AgentClient {
             http,
             signer,
             audience: Arc::new(Mutex::new(None)),
+            heartbeats: Arc::new((AtomicU64::new(unix_micros()), AtomicU64::new(0))),
         }
     }
 
@@ -140,7 +151,21 @@ impl AgentClient {
     }
 
     pub async fn status(&self, term: u64) -> Result<StatusResponse, ClientError> {
-        self.post(PATH_STATUS, &StatusRequest { term }).await
+        let (next, answered) = &*self.heartbeats;
+        let seq = next.fetch_add(1, Ordering::Relaxed);
+        let acked = answered.load(Ordering::Relaxed);
+        let request = StatusRequest {
+            term,
+            seq: Some(seq),
+            acked: (acked != 0).then_some(acked),
+        };
+        let answer = self.post(PATH_STATUS, &request).await;
+        if answer.is_ok() {
+            // In time by construction: the client's timeout bounds every request. The next
+            // heartbeat tells the agent, which renews its lease from this one's admission.
+            answered.fetch_max(seq, Ordering::Relaxed);
+        }
+        answer
     }
 
     /// The staked tower on that server, unless its SHA-256 is `known`; with `wait` the agent

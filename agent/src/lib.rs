@@ -16,6 +16,7 @@ mod commands;
 pub mod consensus;
 pub mod http;
 pub mod keys;
+pub mod lease;
 pub mod logging;
 pub mod process;
 mod routes;

@@ -98,12 +98,28 @@ fn runs_on_ledger(dir: &Path, ledger: &Path) -> bool {
 }
 
 /// A zombie has exited: it is not a running validator, whatever its name.
+/// Whether `pid` is a process that can still run code. A zombie main thread is not enough: while
+/// a killed multi-threaded process exits, its main thread can be a zombie with other threads (a
+/// voting one) still running; it is gone when at most that one task is left.
+pub fn alive(pid: u32) -> bool {
+    let dir = Path::new("/proc").join(pid.to_string());
+    if !dir.exists() {
+        return false;
+    }
+    if !is_zombie(&dir) {
+        return true;
+    }
+    std::fs::read_dir(dir.join("task")).is_ok_and(|tasks| tasks.count() > 1)
+}
+
 fn is_zombie(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("stat"))
         .ok()
         .and_then(|stat| {
             let rest = &stat[stat.rfind(')')? + 2..];
-            rest.split_whitespace().next().map(|state| state == "Z")
+            rest.split_whitespace()
+                .next()
+                .map(|state| state == "Z" || state == "X")
         })
         .unwrap_or(false)
 }

@@ -1,6 +1,7 @@
 //! The agent's HTTP routes and what a request goes through before any of them acts: the
-//! allow-list and the signature (`auth.rs`), the body, the fencing term — then it counts as contact
-//! from the manager. The listener itself (`http.rs`) bounds connections and their timing.
+//! allow-list and the signature (`auth.rs`), the body, the fencing term. Only a heartbeat the
+//! manager acknowledged renews the lease (`lease.rs`); admitting a request is not contact. The
+//! listener itself (`http.rs`) bounds connections and their timing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,7 +159,7 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Refusal> {
 }
 
 /// What a heartbeat-like request goes through before it is answered: the allow-list and the
-/// signature, the body, the term; then it counts as contact from the manager.
+/// signature, the body, the term.
 async fn admit<T: DeserializeOwned + Default>(
     agent: &Agent,
     peer: SocketAddr,
@@ -171,7 +172,6 @@ async fn admit<T: DeserializeOwned + Default>(
     agent.authorize(peer, headers, path, body)?;
     let req: T = parse(body)?;
     agent.accept_term(term(&req), what).await?;
-    agent.heard_from_manager();
     Ok(req)
 }
 
@@ -181,6 +181,7 @@ async fn status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let at = Instant::now();
     let admitted = admit(
         &agent,
         peer,
@@ -190,9 +191,11 @@ async fn status(
         "status",
         |r: &StatusRequest| r.term,
     );
-    if let Err(r) = admitted.await {
-        return r.into_response();
-    }
+    let req = match admitted.await {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    agent.lease.heartbeat(req.seq, req.acked, at);
     Json(agent.status().await).into_response()
 }
 
@@ -233,6 +236,7 @@ async fn failover(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let at = Instant::now();
     if let Err(r) = agent.authorize(peer, &headers, PATH_FAILOVER, &body) {
         return r.into_response();
     }
@@ -249,10 +253,17 @@ async fn failover(
     if let Err(r) = agent.accept_term(req.term, "failover").await {
         return r.into_response();
     }
-    agent.heard_from_manager();
     let response = match req.action {
         FailoverAction::BecomePassive => agent.become_passive(req.term, &req.reason).await,
-        FailoverAction::BecomeActive => agent.become_active(&req).await,
+        FailoverAction::BecomeActive => {
+            let response = agent.become_active(&req).await;
+            if response.ok {
+                // A new active gets a lease from the command's completion (the manager counts it
+                // from its answer, or from when it gave up on one — both later).
+                agent.lease.promoted(at);
+            }
+            response
+        }
     };
     let code = if response.ok {
         StatusCode::OK

@@ -418,14 +418,35 @@ impl Agent {
                 return run.finish(self.validator.identity().await.ok());
             }
         };
-        let incoming = match self.incoming_vote_state(req, kind).await {
-            Ok(t) => t,
-            Err(e) => {
-                run.phase("tower", Err(e));
-                return run.finish(self.validator.identity().await.ok());
+        // Past the old active's lockouts under TowerBFT: every tower held is older than the chain,
+        // so none is installed; the validator builds its tower from the vote account's own state
+        // (Agave's `Tower::new_from_bankforks` when no tower file loads).
+        let from_chain = kind == VoteStateKind::Tower && req.past_lockouts.is_some();
+        let incoming = if from_chain {
+            match self
+                .clear_for_chain_tower(req.past_lockouts.unwrap_or(0))
+                .await
+            {
+                Ok(detail) => {
+                    run.phase("tower", Ok(detail));
+                    None
+                }
+                Err(e) => {
+                    run.phase("tower", Err(e));
+                    return run.finish(self.validator.identity().await.ok());
+                }
+            }
+        } else {
+            match self.incoming_vote_state(req, kind).await {
+                Ok(t) => t,
+                Err(e) => {
+                    run.phase("tower", Err(e));
+                    return run.finish(self.validator.identity().await.ok());
+                }
             }
         };
         match &incoming {
+            None if from_chain => {}
             Some(t) => {
                 run.phase(
                     "tower",
@@ -457,10 +478,19 @@ impl Agent {
                 );
             }
         }
-        if let (VoteStateKind::VoteHistory, Some(bound), false) =
-            (kind, req.min_root, self.cfg.dry_run)
-        {
+        let root_bound = match kind {
+            VoteStateKind::VoteHistory => req.min_root.max(req.past_lockouts),
+            VoteStateKind::Tower => None,
+        };
+        if let (Some(bound), false) = (root_bound, self.cfg.dry_run) {
             if !run.phase("root", self.wait_for_root(bound).await) {
+                return run.finish(self.validator.identity().await.ok());
+            }
+        }
+        if let (VoteStateKind::Tower, Some(bound), false) =
+            (kind, req.past_lockouts, self.cfg.dry_run)
+        {
+            if !run.phase("lockouts", self.wait_for_slot(bound).await) {
                 return run.finish(self.validator.identity().await.ok());
             }
         }
@@ -474,8 +504,11 @@ impl Agent {
             let keypair = self.cfg.staked_identity_keypair.clone();
             let promote = self.act(
                 "set the staked identity",
-                self.validator
-                    .promote(keypair.as_deref(), kind, self.cfg.require_tower),
+                self.validator.promote(
+                    keypair.as_deref(),
+                    kind,
+                    self.cfg.require_tower && !from_chain,
+                ),
             );
             if !run.phase("promote", promote.await) {
                 return run.finish(self.validator.identity().await.ok());
@@ -532,6 +565,70 @@ impl Agent {
                      the old active's votes may have reached: it lags the cluster, and as X it \
                      could vote against them; refusing",
                     slot_text(last),
+                    ROOT_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(ROOT_POLL).await;
+        }
+    }
+
+    /// Before a promotion onto the chain's own vote state: checks the lockout bound is past the
+    /// chain's last vote, and archives and removes a staked tower already here (older than the
+    /// chain, or the manager would have offered it), so that the validator builds its own.
+    async fn clear_for_chain_tower(&self, bound: u64) -> Result<String, String> {
+        let on_chain = self.chain_last_vote().await?;
+        if on_chain.is_some_and(|v| v >= bound) {
+            return Err(format!(
+                "the lockout bound {bound} is not past the chain's last vote {}: refusing",
+                slot_text(on_chain)
+            ));
+        }
+        let path = self.path_of(VoteStateKind::Tower)?;
+        let mut detail = format!(
+            "every tower held is older than the chain's last vote {}: none installed, the \
+             validator builds its tower from the vote account",
+            slot_text(on_chain)
+        );
+        if let Ok(local) = vote_state::read(VoteStateKind::Tower, &path, &self.staked()) {
+            if self.cfg.dry_run {
+                detail.push_str("; dry-run: would archive and remove the tower here");
+            } else {
+                let archived =
+                    vote_state::archive(&self.cfg.state_dir, &local).map_err(|e| e.to_string())?;
+                std::fs::remove_file(&path).map_err(|e| e.to_string())?;
+                detail.push_str(&format!(
+                    "; the older tower here (last vote {}) archived to {}",
+                    slot_text(local.last_vote),
+                    archived.display()
+                ));
+            }
+        } else if path.exists() {
+            return Err(format!(
+                "{} exists but does not verify: refusing (Agave would exit on it)",
+                path.display()
+            ));
+        }
+        Ok(detail)
+    }
+
+    /// Waits until this validator has replayed past `bound` (TowerBFT votes from the bank it just
+    /// replayed): every vote the fenced old active may have cast has lost its lockout by then.
+    async fn wait_for_slot(&self, bound: u64) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            let slot = self.validator.slot().await;
+            if slot.is_some_and(|s| s > bound) {
+                return Ok(format!(
+                    "replayed slot {} is past {bound} (waited {} ms): every vote the old active \
+                     may have cast beyond the chain has lost its lockout",
+                    slot_text(slot),
+                    started.elapsed().as_millis()
+                ));
+            }
+            if started.elapsed() >= ROOT_WAIT {
+                return Err(format!(
+                    "this validator is at slot {} after {} s, not past {bound}: refusing",
+                    slot_text(slot),
                     ROOT_WAIT.as_secs()
                 ));
             }
@@ -633,6 +730,23 @@ impl Agent {
         // file offered and these floors say nothing about a real switch.
         let on_chain = if self.cfg.dry_run {
             info!("[dry-run] the vote state is not checked against the chain's last vote");
+            None
+        } else if let Some(bound) = req.past_lockouts {
+            // The old active was fenced by time before its final vote state reached anyone: the
+            // chain is ahead of every copy. Safe once no vote beyond the chain keeps a lockout,
+            // which the promotion waits for (this validator votes only past `bound`).
+            let on_chain = self.chain_last_vote().await?;
+            if on_chain.is_some_and(|v| v >= bound) {
+                return Err(format!(
+                    "the lockout bound {bound} is not past the chain's last vote {}: refusing",
+                    slot_text(on_chain)
+                ));
+            }
+            info!(
+                bound,
+                chain_last_vote = slot_text(on_chain),
+                "accepting a vote state older than the chain: every vote beyond it has lost its lockout by the bound"
+            );
             None
         } else {
             floors.push((

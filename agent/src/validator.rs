@@ -228,15 +228,16 @@ impl Validator {
     }
 
     /// The vote account whose node is `staked` (`known` when already found) and its last vote, as
-    /// this validator sees it at processed commitment; `None` when there is no such account.
+    /// this validator sees it at `commitment`; `None` when there is no such account.
     pub async fn vote_account_last_vote(
         &self,
         staked: &Pubkey,
         known: Option<Pubkey>,
+        commitment: CommitmentConfig,
     ) -> Result<Option<(Pubkey, u64)>, String> {
         let config = RpcGetVoteAccountsConfig {
             vote_pubkey: known.map(|k| k.to_string()),
-            commitment: Some(CommitmentConfig::processed()),
+            commitment: Some(commitment),
             keep_unstaked_delinquents: Some(true),
             ..Default::default()
         };

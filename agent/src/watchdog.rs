@@ -1,93 +1,272 @@
-//! Self-fencing, as the reference design does it: when the active agent has heard nothing from the
-//! manager for `manager_timeout`, it tries to reach the outside (the connectivity targets); if
-//! `connectivity_failures_to_fence` or more are unreachable, this server is presumably the isolated
-//! one, so it demotes its validator (the same safe become_passive). If the outside is reachable, the
-//! manager is the one in trouble and the validator keeps voting. Either way it is logged once per
-//! silence and reported in `/status`.
+//! Self-fencing. While this server's validator holds the staked identity and the manager's lease
+//! (`lease.rs`) has expired, the watchdog looks every period, for the whole silence, for evidence
+//! that the validator may go on voting — the reference design's "manager gone but the outside
+//! reachable: keep voting", made provable:
+//! - its votes land: the vote account's last vote at confirmed commitment advanced within the
+//!   lease length;
+//! - the outside is reachable: fewer than `connectivity_failures_to_fence` targets fail;
+//! - the validator answers (its identity, within [`PROBE_DEADLINE`]).
+//!
+//! Without all three it fences: it pauses the votes (empties the authorized voters, the fast and
+//! reversible step), or — when the validator does not answer that either — kills the validator
+//! process it found by its ledger, and then demotes it fully (the same `become_passive`; after a
+//! kill that hands the final vote state over from disk, and with `passive_identity_symlink_command`
+//! and `validator_restart_command` restarts it as passive). Each decision is logged and reported
+//! in `/status`; "staying active" once per silence.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use failover_config::HostPort;
 use tokio::net::TcpStream;
+use tokio::time::timeout;
 use tracing::{error, info, warn};
 
 use crate::agent::{unix_ms, Agent};
 use crate::api::FenceReport;
+use crate::lease::{self, KILL_DEADLINE, PAUSE_DEADLINE, PROBE_DEADLINE};
 
-/// How often the watchdog looks.
-pub(crate) fn period(cfg: &failover_config::AgentConfig) -> Duration {
-    (cfg.manager_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+/// The confirmed last vote as the watchdog follows it: the value, and when it last advanced
+/// (`None` until it has been seen to advance: a first reading proves nothing).
+#[derive(Default)]
+struct Votes {
+    seen: Option<u64>,
+    advanced: Option<Instant>,
+}
+
+impl Votes {
+    fn note(&mut self, vote: u64) {
+        if self.seen.is_some_and(|s| vote > s) {
+            self.advanced = Some(Instant::now());
+        }
+        if self.seen.is_none_or(|s| vote > s) {
+            self.seen = Some(vote);
+        }
+    }
+
+    fn landed_within(&self, window: Duration) -> bool {
+        self.advanced.is_some_and(|at| at.elapsed() < window)
+    }
 }
 
 /// Runs until aborted.
 pub async fn run(agent: Arc<Agent>) {
-    let period = period(&agent.cfg);
-    // One decision per silence: reset when the manager is heard again.
-    let mut handled_silence = false;
+    let period = lease::period(agent.lease.length());
+    // The validator's identity when it last answered: a validator that stops answering is treated
+    // as what it was (never read: as possibly active).
+    let mut last_staked: Option<bool> = None;
+    let mut votes = Votes::default();
+    let mut said_staying = false;
     loop {
         tokio::time::sleep(period).await;
-        let silent_for = agent
-            .last_manager_contact
-            .lock()
-            .expect("contact")
-            .elapsed();
-        if silent_for < agent.cfg.manager_timeout {
-            handled_silence = false;
+        let answer = timeout(PROBE_DEADLINE, agent.validator.identity()).await;
+        let answering = match &answer {
+            Ok(Ok(id)) => {
+                last_staked = Some(*id == agent.staked());
+                true
+            }
+            _ => false,
+        };
+        let maybe_active = match (answering, last_staked) {
+            (true, staked) => staked == Some(true),
+            // Not answering: only a running process can vote.
+            (false, staked) => staked != Some(false) && agent.find_validator().is_some(),
+        };
+        if !maybe_active {
+            votes = Votes::default();
+            said_staying = false;
             continue;
         }
-        if handled_silence {
+        if let Ok(Ok(Some(vote))) = timeout(PROBE_DEADLINE, agent.confirmed_last_vote()).await {
+            votes.note(vote);
+        }
+        let Some(expired) = agent.lease.expired_for() else {
+            said_staying = false;
             continue;
-        }
-        match agent.validator.identity().await {
-            Ok(id) if id == agent.staked() => {}
-            // Passive (or unreadable): nothing to fence.
-            _ => continue,
-        }
-        handled_silence = true;
-        let unreachable = unreachable_targets(
-            &agent.cfg.connectivity.targets,
-            agent.cfg.connectivity.timeout,
-        )
-        .await;
-        let reason = format!(
-            "no manager contact for {} s; {} of {} connectivity targets unreachable",
-            silent_for.as_secs(),
-            unreachable.len(),
-            agent.cfg.connectivity.targets.len()
+        };
+        let silent_for = agent.lease.since_renewal();
+        let landing = votes.landed_within(agent.lease.length());
+        let unreachable = if answering && landing {
+            unreachable_targets(
+                &agent.cfg.connectivity.targets,
+                agent.cfg.connectivity.timeout,
+            )
+            .await
+        } else {
+            Vec::new()
+        };
+        let isolated = unreachable.len() >= agent.cfg.connectivity.failures_to_fence;
+        let mut reason = format!(
+            "no acknowledged manager heartbeat for {} ms (lease expired {} ms ago)",
+            silent_for.as_millis(),
+            expired.as_millis()
         );
-        let outcome = if unreachable.len() >= agent.cfg.connectivity.failures_to_fence {
-            warn!(
-                %reason,
-                unreachable = unreachable.join(", "),
-                "isolated: demoting myself so the other server can take over"
-            );
-            let term = agent.term().await;
-            let response = agent
-                .become_passive(
-                    term,
-                    "self-fence: isolated from the manager and the outside",
-                )
-                .await;
-            if response.ok {
-                "demoted"
-            } else {
+        if answering && landing && !isolated {
+            if !said_staying {
+                said_staying = true;
+                reason.push_str(&format!(
+                    "; votes land (confirmed last vote {}), {} of {} connectivity targets \
+                     unreachable",
+                    votes.seen.unwrap_or_default(),
+                    unreachable.len(),
+                    agent.cfg.connectivity.targets.len()
+                ));
+                info!(%reason, "manager silent but my votes land and the outside is reachable: staying active");
+                report(&agent, reason, "stayed_active", unreachable);
+            }
+            continue;
+        }
+        reason.push_str(&if !answering {
+            "; the validator does not answer".to_string()
+        } else if !landing {
+            format!(
+                "; no vote landed (confirmed) in the last {} ms",
+                agent.lease.length().as_millis()
+            )
+        } else {
+            format!(
+                "; {} of {} connectivity targets unreachable",
+                unreachable.len(),
+                agent.cfg.connectivity.targets.len()
+            )
+        });
+        warn!(%reason, unreachable = unreachable.join(", "), "fencing: stopping my votes so the other server can take over");
+        let outcome = fence(&agent, &reason).await;
+        report(&agent, reason, outcome, unreachable);
+        votes = Votes::default();
+        said_staying = false;
+    }
+}
+
+fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>) {
+    agent.last_fence.send_replace(Some(FenceReport {
+        at_ms: unix_ms(),
+        reason,
+        outcome: outcome.into(),
+        unreachable_targets: unreachable,
+    }));
+}
+
+/// Stops this validator's votes — pause, or kill when it does not answer — then demotes it.
+async fn fence(agent: &Agent, reason: &str) -> &'static str {
+    if agent.cfg.dry_run {
+        info!("[dry-run] would pause the votes and demote the validator");
+        return "dry_run";
+    }
+    let paused = if agent.validator.manages_voters() {
+        match timeout(PAUSE_DEADLINE, agent.validator.remove_voters()).await {
+            Ok(Ok(_)) => {
+                info!("votes paused: authorized voters removed");
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not pause the votes");
+                false
+            }
+            Err(_) => {
+                warn!(
+                    deadline_ms = PAUSE_DEADLINE.as_millis() as u64,
+                    "the validator did not answer the pause"
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    let term = agent.term().await;
+    let why = format!("self-fence: {reason}");
+    if paused || !agent.validator.manages_voters() {
+        let response = agent.become_passive(term, &why).await;
+        if response.ok {
+            return "demoted";
+        }
+        error!(
+            error = response.error.as_deref().unwrap_or("unknown"),
+            "self-fencing demotion failed"
+        );
+        if paused {
+            // No vote can be signed; the identity stays until someone demotes it.
+            return "paused";
+        }
+    }
+    match kill_validator(agent).await {
+        Ok(pid) => {
+            warn!(pid, "validator process killed: it can cast no vote");
+            // The process is gone: this hands the final vote state over from disk.
+            let response = agent.become_passive(term, &why).await;
+            if !response.ok {
                 error!(
                     error = response.error.as_deref().unwrap_or("unknown"),
-                    "self-fencing demotion failed"
+                    "handing over the killed validator's vote state failed"
                 );
-                "demotion_failed"
             }
-        } else {
-            info!(%reason, "manager silent but the outside is reachable: staying active");
-            "stayed_active"
-        };
-        agent.last_fence.send_replace(Some(FenceReport {
-            at_ms: unix_ms(),
-            reason,
-            outcome: outcome.into(),
-            unreachable_targets: unreachable,
-        }));
+            restart_as_passive(agent, &response).await;
+            "killed"
+        }
+        Err(e) => {
+            error!(error = %e, "fencing failed: the validator may still vote");
+            "fence_failed"
+        }
+    }
+}
+
+/// Restarts the killed validator, but only once its identity points at the unstaked key (the
+/// symlink hook ran): a restart with the staked identity on its command line would vote again.
+async fn restart_as_passive(agent: &Agent, demotion: &crate::api::FailoverResponse) {
+    let Some(restart) = agent.cfg.hooks.validator_restart_command.as_deref() else {
+        return;
+    };
+    let symlinked = agent.cfg.hooks.passive_identity_symlink_command.is_some()
+        && demotion
+            .phases
+            .iter()
+            .any(|p| p.name == "hook" && p.detail.starts_with("ran "));
+    if !symlinked {
+        warn!("not restarting the killed validator: passive_identity_symlink_command did not run, and it would start with the staked identity");
+        return;
+    }
+    match crate::commands::run_shell(restart, None, crate::switch::HOOK_TIMEOUT).await {
+        Ok(_) => info!(command = restart, "validator restarted as passive"),
+        Err(e) => error!(error = %e, "validator_restart_command failed"),
+    }
+}
+
+/// SIGKILLs the validator process found by name and ledger and waits until it is gone; returns
+/// its pid. Never this agent's own process.
+async fn kill_validator(agent: &Agent) -> Result<u32, String> {
+    let found = agent
+        .find_validator()
+        .ok_or_else(|| format!("no {} process found to kill", agent.cfg.process_name))?;
+    let pid = found.pid;
+    if pid == std::process::id() {
+        return Err(format!(
+            "the process named {} is this agent itself: not killing it",
+            agent.cfg.process_name
+        ));
+    }
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(format!("pid {pid} out of range"));
+    };
+    // SAFETY: kill(2) with a pid read from /proc and a constant signal; no memory is involved.
+    if unsafe { libc::kill(raw, libc::SIGKILL) } != 0 {
+        return Err(format!(
+            "kill -9 {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = Instant::now() + KILL_DEADLINE;
+    loop {
+        if !crate::process::alive(pid) {
+            return Ok(pid);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "pid {pid} still running {} ms after SIGKILL",
+                KILL_DEADLINE.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

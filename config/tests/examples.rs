@@ -103,7 +103,7 @@ fn reference_agent_example_loads_in_command_mode() {
         .collect();
     assert_eq!(targets, ["1.1.1.1:53", "8.8.8.8:53", "9.9.9.9:53"]);
     assert_eq!(config.connectivity.failures_to_fence, 2);
-    assert_eq!(config.connectivity.timeout, Duration::from_secs(2));
+    assert_eq!(config.connectivity.timeout, Duration::from_secs(1));
     assert_eq!(config.state_dir, PathBuf::from("/var/lib/failover-agent"));
     assert_eq!(
         warning_paths(&config.warnings),
@@ -220,7 +220,7 @@ fn commented_manager_example_loads_without_warnings() {
     );
     assert_eq!(config.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(config.stale_vote_slot_threshold, 8);
-    assert_eq!(config.fence_margin, Duration::from_secs(5));
+    assert_eq!(config.fence_margin, Duration::from_secs(2));
     assert_eq!(config.failover_cooldown, Duration::from_secs(600));
     assert_eq!(config.secure, None);
 }
@@ -384,7 +384,7 @@ fn a_reference_file_using_its_go_codes_fields_and_conventions_loads() {
     let config = parse_agent(&agent.to_string(), Path::new("validator-config.json"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.log_file, None);
-    assert_eq!(config.manager_timeout, Duration::from_secs(30));
+    assert_eq!(config.manager_timeout, Duration::from_secs(3));
     assert_eq!(config.tower_settle, Duration::from_millis(500));
     assert_eq!(
         config.hooks.passive_identity_symlink_command.as_deref(),

@@ -8,8 +8,13 @@
 //!   three confirmed by two consecutive samples);
 //! - never to a passive that is itself unreachable, down, unhealthy or lagging; not within the
 //!   cooldown after a switch; not while the view is incomplete;
-//! - when the old active cannot be demoted (its agent is unreachable), only once its votes have
-//!   stopped and its self-fence timeout plus a margin has passed since it was last heard;
+//! - when the old active cannot be demoted (its agent is unreachable), only with positive evidence
+//!   that it no longer votes: the vote account is watched, its votes lag the tip, and its published
+//!   `fence_after` plus a margin has passed both since its agent last answered (its lease, see
+//!   `failover_agent::lease`) and since a vote last landed (an agent past its lease keeps voting
+//!   while its votes land); a manager that never heard it assumes the worst case from its start;
+//! - a node whose agent missed a heartbeat is "unknown", never "known passive": its last report
+//!   may predate a promotion whose answer never came;
 //! - when nobody holds the staked identity (an interrupted switch) and nobody votes, promote.
 
 use std::time::Duration;
@@ -31,7 +36,14 @@ pub struct Rules {
     pub watch_votes: bool,
     /// No automatic switch this soon after the manager started (`startup_grace_period`).
     pub startup_grace: Duration,
+    /// The `fence_after` to assume for a node this manager has no report from (the largest any
+    /// agent published before, persisted, or a worst case).
+    pub fence_after_unknown: Duration,
 }
+
+/// The `fence_after` assumed for an agent no manager ever heard: above what agents with the
+/// reference's 30 s `manager_timeout` publish.
+pub const FENCE_AFTER_UNKNOWN: Duration = Duration::from_secs(45);
 
 /// What one agent last reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +85,18 @@ pub struct View {
     pub tip: Option<u64>,
     /// The vote account's last vote; `None` when unknown or not watched.
     pub last_vote: Option<u64>,
+    /// The newest vote state the manager could hand over is older than `last_vote` (embedded
+    /// store; the etcd record is checked by the switch itself).
+    pub backup_behind_chain: bool,
 }
+
+/// How many slots after a fenced active's last possible vote every lockout it may have built
+/// beyond the chain has expired, under TowerBFT: a node that sees no other votes (cut off) can
+/// stack at most `VOTE_THRESHOLD_DEPTH` (8) votes above the last one two thirds of the stake
+/// confirmed — the threshold check refuses the next — so none of its unseen votes carries a
+/// lockout above 2^9 slots (solana-core `consensus.rs`, `check_vote_stake_threshold`). Plus a
+/// leader window.
+pub const TOWER_LOCKOUT_EXPIRY_SLOTS: u64 = (1 << 9) + 4;
 
 /// Why a switch is wanted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +181,16 @@ pub enum Hold {
     AwaitingFence {
         remaining: Duration,
     },
+    /// The old active cannot be demoted and no vote account is watched: nothing can prove it
+    /// stopped voting.
+    NoVoteEvidence,
+    /// The old active is fenced, but the newest vote state the manager holds is older than the
+    /// chain's last vote (it was cut off before its final tower reached anyone). Under TowerBFT
+    /// the new active may not vote until every vote the old one could have cast beyond the
+    /// chain has lost its lockout: `slots` more slots.
+    AwaitingLockouts {
+        slots: u64,
+    },
     /// Both validators report the staked identity: a human must look.
     BothActive,
 }
@@ -202,6 +235,16 @@ impl std::fmt::Display for Hold {
                 )
             }
             Hold::BothActive => write!(f, "both validators report the staked identity"),
+            Hold::AwaitingLockouts { slots } => write!(
+                f,
+                "the newest tower held is older than the chain's last vote: waiting {slots} slots \
+                 until every vote the fenced active may have cast beyond it has lost its lockout"
+            ),
+            Hold::NoVoteEvidence => write!(
+                f,
+                "no vote_account_pubkey is configured, so nothing proves the unreachable active \
+                 stopped voting: no automatic failover past it"
+            ),
         }
     }
 }
@@ -216,6 +259,10 @@ pub enum Action {
         to: usize,
         reason: Reason,
         demotable: bool,
+        /// Fenced by time with no vote state as new as the chain's: every vote the old active may
+        /// have cast beyond what is known has lost its lockout by this slot, and the new active
+        /// may vote only from a bank past it (see [`Hold::AwaitingLockouts`]).
+        past_lockouts: Option<u64>,
     },
     /// A switch is wanted but must wait.
     Hold {
@@ -275,6 +322,8 @@ pub struct Engine {
     active: Option<usize>,
     /// The last vote seen and when it last advanced.
     vote_progress: Option<(u64, Duration)>,
+    /// The tip when the unreachable active's fence became sure (reset when it answers again).
+    fence_sure_at: Option<u64>,
     /// Standing problems already said.
     said: std::collections::BTreeSet<Cause>,
 }
@@ -338,6 +387,7 @@ fn hold_kind(hold: &Hold) -> String {
         Hold::StartupGrace { .. } => "startup grace period".into(),
         Hold::MigrationWindow { .. } => "migration to Alpenglow".into(),
         Hold::AwaitingFence { .. } => "waiting for the fence".into(),
+        Hold::AwaitingLockouts { .. } => "waiting for lockouts to expire".into(),
         other => other.to_string(),
     }
 }
@@ -357,6 +407,7 @@ impl Engine {
             reported_unreachable: [false; 2],
             active: None,
             vote_progress: None,
+            fence_sure_at: None,
             said: Default::default(),
         }
     }
@@ -364,6 +415,7 @@ impl Engine {
     /// Records that a switch happened at `at` (starts the cooldown, forgets old samples).
     pub fn switched(&mut self, at: Duration) {
         self.last_switch = Some(at);
+        self.fence_sure_at = None;
         self.down_samples = 0;
         self.lag_samples = 0;
         self.stale_samples = 0;
@@ -475,7 +527,15 @@ impl Engine {
             self.lag_samples = 0;
             return actions;
         }
-        let holds = |i: usize| view.nodes[i].report.as_ref().and_then(|r| r.holds_staked);
+        // What a node holds, as far as is known now: a node that missed a heartbeat is unknown
+        // (its last report may predate a promotion whose answer never came).
+        let holds = |i: usize| {
+            let n = &view.nodes[i];
+            n.report
+                .as_ref()
+                .filter(|_| n.misses == 0)
+                .and_then(|r| r.holds_staked)
+        };
         let reachable = |i: usize| view.nodes[i].misses == 0 && view.nodes[i].report.is_some();
         let active = match (holds(0), holds(1)) {
             (Some(true), Some(true)) => {
@@ -501,6 +561,9 @@ impl Engine {
         };
 
         self.active = active;
+        if active.is_some_and(|a| view.nodes[a].misses == 0) {
+            self.fence_sure_at = None;
+        }
         let Some(a) = active else {
             // Nobody holds the staked identity. Promote only when nobody votes either.
             if self.rules.watch_votes && self.stale_samples >= 2 {
@@ -560,7 +623,7 @@ impl Engine {
 
     /// Checks everything that could forbid moving the identity to `to` now.
     fn propose(
-        &self,
+        &mut self,
         view: &View,
         mut actions: Vec<Action>,
         from: Option<usize>,
@@ -598,9 +661,12 @@ impl Engine {
             }
         }
         if let (Some(a), false) = (from, demotable) {
-            // The old active cannot be told to stop: its votes must have stopped, and its agent
-            // must have had time to fence it.
-            if self.rules.watch_votes && self.stale_samples < 2 {
+            // The old active cannot be told to stop: prove it has stopped.
+            if !self.rules.watch_votes {
+                actions.push(hold(Hold::NoVoteEvidence));
+                return actions;
+            }
+            if self.stale_samples < 2 {
                 actions.push(hold(Hold::OldActiveStillVoting));
                 return actions;
             }
@@ -608,15 +674,44 @@ impl Engine {
             let fence = node
                 .report
                 .as_ref()
-                .map_or(Duration::ZERO, |r| r.fence_after)
+                .map_or(self.rules.fence_after_unknown, |r| r.fence_after)
                 + self.rules.fence_margin;
+            // Its lease ran from no later than its agent's last answer (or this manager's start);
+            // past it, the agent keeps voting only while its votes land.
             let silent = view
                 .now
                 .saturating_sub(node.last_answer.unwrap_or(Duration::ZERO));
-            if silent < fence {
+            let since_vote = view
+                .now
+                .saturating_sub(self.vote_progress.map_or(Duration::ZERO, |(_, at)| at));
+            let waited = silent.min(since_vote);
+            if waited < fence {
+                self.fence_sure_at = None;
                 actions.push(hold(Hold::AwaitingFence {
-                    remaining: fence - silent,
+                    remaining: fence - waited,
                 }));
+                return actions;
+            }
+            if view.backup_behind_chain {
+                let tip = view.tip.unwrap_or(0);
+                let sure_at = *self.fence_sure_at.get_or_insert(tip);
+                // Under Alpenglow the agent waits for its root instead (votor votes on nothing
+                // at or below it), so there is nothing to wait for here.
+                let bound = match view.consensus {
+                    Consensus::TowerBft => sure_at + TOWER_LOCKOUT_EXPIRY_SLOTS,
+                    _ => sure_at,
+                };
+                if tip < bound {
+                    actions.push(hold(Hold::AwaitingLockouts { slots: bound - tip }));
+                    return actions;
+                }
+                actions.push(Action::Failover {
+                    from,
+                    to,
+                    reason,
+                    demotable,
+                    past_lockouts: Some(bound),
+                });
                 return actions;
             }
         }
@@ -625,6 +720,7 @@ impl Engine {
             to,
             reason,
             demotable,
+            past_lockouts: None,
         });
         actions
     }

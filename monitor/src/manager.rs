@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::control::{self, ControlRequest, StateLock};
-use crate::engine::{Action, Consensus, Engine, Hold, Rules};
+use crate::engine::{Action, Consensus, Engine, Hold, Rules, FENCE_AFTER_UNKNOWN};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
 use crate::switch::{Outcome, Plan};
@@ -46,6 +46,10 @@ struct Persisted {
     term: u64,
     /// The newest verified tower backup (embedded store).
     tower: Option<VoteStateBlob>,
+    /// The largest `fence_after` an agent ever published to this manager: a restarted manager
+    /// that has not heard an agent yet waits this (from its own start) before promoting past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fence_after_ms: Option<u64>,
 }
 
 pub struct Manager {
@@ -184,6 +188,9 @@ impl Manager {
             fence_margin: cfg.fence_margin,
             watch_votes: cfg.vote_account_pubkey.is_some(),
             startup_grace: cfg.startup_grace_period,
+            fence_after_unknown: state
+                .fence_after_ms
+                .map_or(FENCE_AFTER_UNKNOWN, Duration::from_millis),
         });
         Ok(Self {
             cfg,
@@ -333,7 +340,7 @@ impl Manager {
 
     /// One heartbeat: sample, keep the tower backup, decide.
     pub async fn observe(&mut self) -> Vec<Action> {
-        let sample = self.observer.sample(self.state.term).await;
+        let mut sample = self.observer.sample(self.state.term).await;
         if let Some(theirs) = sample.agent_term_above.filter(|t| *t > self.state.term) {
             warn!(
                 mine = self.state.term,
@@ -351,6 +358,23 @@ impl Manager {
             if let Some(tower) = &status.tower_backup {
                 self.save_backup(tower);
             }
+            if self
+                .state
+                .fence_after_ms
+                .is_none_or(|f| status.fence_after_ms > f)
+            {
+                self.state.fence_after_ms = Some(status.fence_after_ms);
+                if let Err(e) = self.save_state() {
+                    warn!(error = %e, "cannot persist the agents' fence_after");
+                }
+            }
+        }
+        if matches!(self.cfg.tower_store, TowerStore::Embedded) {
+            let held = self.state.tower.as_ref().and_then(|t| t.last_vote);
+            sample.view.backup_behind_chain = sample
+                .view
+                .last_vote
+                .is_some_and(|chain| held.is_none_or(|h| h < chain));
         }
         let actions = self.engine.step(&sample.view);
         self.last_sample = Some(sample);
@@ -430,6 +454,7 @@ impl Manager {
                     reason: reason.to_string(),
                     demotable: true,
                     allow_migration: migrating,
+                    past_lockouts: None,
                 },
                 dry_run,
             )
@@ -623,14 +648,14 @@ pub async fn run_with(
                             }
                             last_hold = Some(key);
                         }
-                        Action::Failover { from, to, reason, demotable } => {
+                        Action::Failover { from, to, reason, demotable, past_lockouts } => {
                             last_hold = None;
                             let key = (from, to, demotable);
                             let now = manager.observer.now();
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
-                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false }, false).await;
+                            let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false, past_lockouts }, false).await;
                             manager.after_switch(&outcome);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits
                             // out the cooldown instead of hammering the validators.

@@ -80,6 +80,8 @@ impl Limiter {
 #[derive(Default, Clone)]
 struct NodeState {
     misses: u32,
+    /// When the agent last answered a heartbeat (or a command that can start a lease returned):
+    /// its lease began no later.
     last_answer: Option<Duration>,
     last_status: Option<StatusResponse>,
 }
@@ -145,6 +147,14 @@ impl Observer {
     /// The manager's monotonic clock, shared with the engine's views.
     pub fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// A command that can start a lease (`become_active`) to agent `i` has returned or been given
+    /// up on: its lease, if any, began before now, so fence waits for it count from here.
+    pub fn lease_granted(&mut self, i: usize) {
+        let now = self.now();
+        let node = &mut self.nodes[i];
+        node.last_answer = Some(node.last_answer.map_or(now, |t| t.max(now)));
     }
 
     /// Reads everything once.
@@ -220,6 +230,8 @@ impl Observer {
             consensus: self.consensus,
             tip,
             last_vote,
+            // The manager, which holds the backups, fills this in.
+            backup_behind_chain: false,
         };
         Sample {
             view,

@@ -28,6 +28,9 @@ pub struct Plan {
     pub demotable: bool,
     /// Forced through the migration to Alpenglow (a planned switch with `--force`).
     pub allow_migration: bool,
+    /// Fenced by time without a vote state as new as the chain's: the slot by which every vote
+    /// the old active may have cast beyond it has lost its lockout (from the engine).
+    pub past_lockouts: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -242,7 +245,25 @@ impl Manager {
         // Never a tower older than what the chain shows was voted (DESIGN.md §3 rule 2): with the
         // old active unreachable, the newest backup may predate votes it cast since.
         let chain_vote = self.last_sample().and_then(|s| s.view.last_vote);
-        if let (Some(t), Some(voted)) = (&tower, chain_vote) {
+        let behind = match (&tower, chain_vote) {
+            (Some(t), Some(voted)) => t.last_vote.is_none_or(|v| v < voted),
+            (None, Some(voted)) => voted > 0,
+            _ => false,
+        };
+        let past_lockouts = plan.past_lockouts.filter(|_| behind && !plan.demotable);
+        if let Some(bound) = past_lockouts {
+            clock.phase(
+                "lockouts",
+                Ok(format!(
+                    "the newest vote state held (last vote {}) is older than the chain's last vote {}: \
+                     the old active is fenced, and every vote it may have cast beyond the chain has \
+                     lost its lockout by slot {bound}; the new active votes only past it",
+                    slot_text(tower.as_ref().and_then(|t| t.last_vote)),
+                    slot_text(chain_vote)
+                )),
+            );
+        }
+        if let (Some(t), Some(voted), None) = (&tower, chain_vote, past_lockouts) {
             if t.last_vote.is_none_or(|v| v < voted) {
                 clock.phase(
                     "tower",
@@ -299,9 +320,14 @@ impl Manager {
             min_root: (!from_demotion)
                 .then(|| self.unseen_votes_bound(tower.as_ref(), chain_vote))
                 .flatten(),
+            past_lockouts,
             ..request
         };
-        match self.commands[plan.to].failover(&request).await {
+        let promoted = self.commands[plan.to].failover(&request).await;
+        // Whatever came back (or nothing, in time): a lease the agent started on this command
+        // began before now, so the fence waits count from here for this node.
+        self.observer.lease_granted(plan.to);
+        match promoted {
             Ok(r) if r.ok => {
                 let detail = r
                     .phases
@@ -429,7 +455,9 @@ impl Manager {
                 if embedded { tower } else { None },
             )
         };
-        let result = match self.commands[a].failover(&request).await {
+        let rolled_back = self.commands[a].failover(&request).await;
+        self.observer.lease_granted(a);
+        let result = match rolled_back {
             Ok(r) if r.ok => {
                 clock.outcome.rolled_back = true;
                 Ok(format!(
@@ -728,6 +756,7 @@ fn command(
         tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
         min_last_vote: None,
         min_root: None,
+        past_lockouts: None,
         consensus: None,
         allow_migration: false,
         tower,

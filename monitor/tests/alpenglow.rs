@@ -170,7 +170,19 @@ async fn a_cut_off_active_is_replaced_without_voting_its_last_slots_again() {
         .await
         .unwrap();
     let fenced_at = sys.cluster.with_world(|w| w.slot);
-    sys.wait_active(1).await;
+    let staked = sys.staked();
+    let became = sys
+        .cluster
+        .wait_until(e2e_support::PATIENCE, |w| {
+            w.holders(&staked) == vec![1] && w.vote.last_voter == Some(1)
+        })
+        .await;
+    assert!(
+        became.is_ok(),
+        "not promoted: {:#?}\nagent 2: {}",
+        sys.receiver.inbox.all(),
+        sys.agents[1].log.lock().unwrap().join("\n")
+    );
     let (_, text) = sys.receiver.wait_for("Failover complete").await;
     assert!(text.contains("To: validator2"), "{text}");
     sys.slots(10).await;

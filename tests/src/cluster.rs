@@ -727,6 +727,18 @@ async fn run_clock(shared: Arc<Shared>, slot_time: Duration) {
     interval.tick().await;
     loop {
         interval.tick().await;
+        // A stand-in killed from outside (an agent fencing a hung validator with SIGKILL) is a
+        // validator process that died: its node crashes, as Agave's would.
+        let killed: Vec<usize> = shared
+            .runtimes()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| r.stand_in.exited()))
+            .map(|(i, _)| i)
+            .collect();
+        for i in killed {
+            drop(crash_node(&shared, i));
+        }
         let slot = {
             let mut world = shared.world();
             world.tick();

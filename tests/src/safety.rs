@@ -195,6 +195,21 @@ impl SafetyRecorder {
         }
     }
 
+    /// Node `node` loaded a vote history for `identity` (Alpenglow) while its root was `root`:
+    /// older than the newest vote is a violation unless the root has passed that vote.
+    pub fn history_loaded(
+        &mut self,
+        node: usize,
+        identity: Pubkey,
+        last_vote: Option<u64>,
+        root: u64,
+    ) {
+        if self.newest_vote.get(&identity).is_some_and(|&n| root >= n) {
+            return;
+        }
+        self.tower_loaded(node, identity, last_vote);
+    }
+
     /// The first slot after `after` that node `node` voted on with the staked identity.
     pub fn first_vote_after(&self, node: usize, after: u64) -> Option<u64> {
         self.voters_by_slot

@@ -48,14 +48,6 @@ pub struct Bed {
     pub agents: Vec<RunningAgent>,
 }
 
-/// The name this test process runs under, so the agent's process check finds something.
-pub fn own_process_name() -> String {
-    std::fs::read_to_string("/proc/self/comm")
-        .unwrap()
-        .trim_end()
-        .to_string()
-}
-
 /// An agent config for node `i` of `cluster` (agave kind, embedded store, signed commands).
 pub fn agent_config(cluster: &Cluster, dir: &Path, manager: &Keypair, i: usize) -> Value {
     let info = cluster.info();
@@ -64,7 +56,9 @@ pub fn agent_config(cluster: &Cluster, dir: &Path, manager: &Keypair, i: usize) 
         "listen_addr": "127.0.0.1:0",
         "allowed_ips": ["127.0.0.1"],
         "local_rpc": node.rpc_url,
-        "process_name": own_process_name(),
+        // The node's stand-in process: it comes and goes with the node, and an agent that fences
+        // a hung validator by SIGKILL kills it (and so crashes the node), never this test.
+        "process_name": node.process_name,
         "manager_timeout": "30s",
         "validator_identity": info.staked_pubkey,
         "ledger_path": node.ledger,
@@ -184,6 +178,7 @@ pub fn command(
         tower_sha256: sha,
         min_last_vote: None,
         min_root: None,
+        past_lockouts: None,
         consensus: None,
         allow_migration: false,
     }

@@ -28,8 +28,11 @@ pub const DEFAULT_LISTEN_ADDR: SocketAddr =
 pub const DEFAULT_LOCAL_RPC: &str = "http://127.0.0.1:8899";
 /// `process_name` default.
 pub const DEFAULT_PROCESS_NAME: &str = "agave-validator";
-/// `manager_timeout` default: how long without a manager heartbeat before the fencing check runs.
-pub const DEFAULT_MANAGER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `manager_timeout` default: the manager's lease. Past it, an active keeps voting only while its
+/// votes land (confirmed) and the outside is reachable, and fences itself otherwise; it is also
+/// the window in which a landed vote counts as evidence. Short, so that a dead host is replaced
+/// quickly: a live cluster keeps a manager-less active voting anyway.
+pub const DEFAULT_MANAGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// `command_max_age` default: the accepted age of a signed command's timestamp.
 /// `tower_settle` default: how long the staked tower must stay unchanged after a demotion before it
 /// is copied. Agave's replay loop may still cast one vote with the old identity after `setIdentity`
@@ -41,7 +44,7 @@ pub const DEFAULT_CONNECTIVITY_TARGETS: [&str; 3] = ["1.1.1.1:53", "8.8.8.8:53",
 /// `connectivity_failures_to_fence` default (lowered to the number of targets when fewer are set).
 pub const DEFAULT_CONNECTIVITY_FAILURES_TO_FENCE: usize = 2;
 /// `connectivity_timeout` default.
-pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_CONNECTIVITY_TIMEOUT: Duration = Duration::from_secs(1);
 /// `state_dir` default for the agent.
 pub const DEFAULT_AGENT_STATE_DIR: &str = "/var/lib/failover-agent";
 /// `fdctl_path` default: looked up on `PATH`.

@@ -43,9 +43,11 @@ pub const DEFAULT_STALE_VOTE_SLOT_THRESHOLD: u64 = 8;
 /// real 4.2.2 cluster). Without `alpenglow_stale_vote_slot_threshold`, the larger of this and
 /// `stale_vote_slot_threshold` applies.
 pub const DEFAULT_ALPENGLOW_STALE_VOTE_SLOT_THRESHOLD: u64 = 24;
-/// `fence_margin` default: added to an agent's self-fence timeout before the manager may promote
-/// the other node while that agent is unreachable.
-pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_secs(5);
+/// `fence_margin` default: added to an agent's published `fence_after` (counted from its last
+/// answer and from the last landed vote) before the manager may promote the other node while that
+/// agent is unreachable. It covers the time between the manager and the agent seeing the same
+/// vote land, and scheduling.
+pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_secs(2);
 /// `telegram_api_base` default.
 pub const DEFAULT_TELEGRAM_API_BASE: &str = "https://api.telegram.org";
 /// `status_report_interval` default: the reference design's four-hourly status message.

@@ -15,6 +15,7 @@ fn rules() -> Rules {
         fence_margin: Duration::from_secs(5),
         watch_votes: true,
         startup_grace: Duration::ZERO,
+        fence_after_unknown: FENCE_AFTER_UNKNOWN,
     }
 }
 
@@ -51,6 +52,7 @@ fn healthy(t: u64) -> View {
         consensus: Consensus::TowerBft,
         tip: Some(tip),
         last_vote: Some(tip - 1),
+        backup_behind_chain: false,
     }
 }
 
@@ -101,6 +103,7 @@ fn failover(from: Option<usize>, to: usize, reason: Reason, demotable: bool) -> 
         to,
         reason,
         demotable,
+        past_lockouts: None,
     }
 }
 
@@ -533,4 +536,173 @@ fn no_automatic_switch_within_the_startup_grace_period() {
     // After it, the same view fails over.
     let actions = run(rules(), &views, |_| {});
     assert!(has_failover(&actions));
+}
+
+// The lease (issue 14): positive evidence before promoting past an unreachable active.
+
+#[test]
+fn a_restarted_manager_that_never_heard_the_active_waits_the_worst_case_from_its_start() {
+    // A manager that starts (t=0) while the active is already silent: no report, no answer ever.
+    // It must assume the largest fence_after it knows of, not 0 + margin.
+    let views = timeline(60, |t, v| {
+        v.nodes[0].misses = t as u32 + 1;
+        v.nodes[0].report = None;
+        v.nodes[0].last_answer = None;
+        v.last_vote = Some(1000);
+    });
+    let rules = Rules {
+        fence_after_unknown: Duration::from_secs(45),
+        ..rules()
+    };
+    // At t=49 (45 s + 5 s margin not yet passed): waiting.
+    let early = run(rules.clone(), &views[..50], |_| {});
+    assert!(
+        matches!(hold_of(&early), Some(Hold::AwaitingFence { .. })),
+        "{early:?}"
+    );
+    let late = run(rules, &views, |_| {});
+    assert!(has_failover(&late), "{late:?}");
+}
+
+#[test]
+fn an_unreachable_active_whose_votes_landed_recently_waits_its_fence_from_that_vote() {
+    // Silent from t=5, but votes kept landing (lagging past the threshold) until t=40: an agent
+    // past its lease keeps voting while its votes land, so the fence counts from the last one.
+    let views = timeline(80, |t, v| {
+        agent0_silent_from(5)(t, v);
+        let tip = 1000 + t * 3;
+        v.last_vote = Some(if t <= 40 {
+            tip - 20
+        } else {
+            1000 + 40 * 3 - 20
+        });
+    });
+    // t=70: 65 s since its last answer, 30 s since its last vote landed (< 30 s + 5 s).
+    let held = run(rules(), &views[..71], |_| {});
+    assert!(
+        matches!(hold_of(&held), Some(Hold::AwaitingFence { .. })),
+        "{held:?}"
+    );
+    let acted = run(rules(), &views, |_| {});
+    assert!(has_failover(&acted), "{acted:?}");
+}
+
+#[test]
+fn without_a_vote_account_an_unreachable_active_is_never_replaced_on_time_alone() {
+    let views = timeline(80, agent0_silent_from(5));
+    let rules = Rules {
+        watch_votes: false,
+        ..rules()
+    };
+    let actions = run(rules, &views, |_| {});
+    assert!(!has_failover(&actions), "{actions:?}");
+    assert_eq!(hold_of(&actions), Some(Hold::NoVoteEvidence));
+}
+
+#[test]
+fn a_node_that_missed_heartbeats_is_unknown_not_known_passive() {
+    // Node 1 was promoted, but its answer never came and its agent is unreachable since: its last
+    // report says "not staked". Node 0 is passive. Nobody votes on chain yet (node 1 just took X).
+    // With node 1 counted as passive, NoActive would promote node 0: two voters.
+    let views = timeline(20, |t, v| {
+        v.nodes[0].report = Some(report(false, 1000 + t * 3));
+        v.nodes[0].staked_in_gossip = false;
+        v.nodes[1].misses = t as u32 + 1;
+        v.nodes[1].last_answer = None;
+        v.last_vote = Some(1000);
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(
+        !actions.iter().any(|a| matches!(
+            a,
+            Action::Failover {
+                reason: Reason::NoActive,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    // It is the possible active: replaced only by the fence rules, from it.
+    assert!(actions.iter().all(|a| match a {
+        Action::Failover { from, .. } => *from == Some(1),
+        _ => true,
+    }));
+}
+
+#[test]
+fn a_fenced_active_whose_final_tower_never_arrived_is_replaced_once_its_lockouts_expired() {
+    // The old active fenced itself, but the newest tower the manager holds predates the chain's
+    // last vote. Refusing would leave nobody voting for as long as it stays away; instead wait
+    // until every vote it may have cast beyond the chain has lost its lockout (TowerBFT).
+    let edit = |t: u64, v: &mut View| {
+        agent0_silent_from(5)(t, v);
+        stop_votes_from(5)(t, v);
+        v.backup_behind_chain = true;
+    };
+    // Fence sure at t=40 (30 s + 5 s after the last vote landed, t=5): tip 1120.
+    let sure = run(rules(), &timeline(41, edit), |_| {});
+    assert_eq!(
+        hold_of(&sure),
+        Some(Hold::AwaitingLockouts {
+            slots: TOWER_LOCKOUT_EXPIRY_SLOTS
+        })
+    );
+    let bound = 1000 + 40 * 3 + TOWER_LOCKOUT_EXPIRY_SLOTS;
+    // The tip (1000 + 3t) reaches the bound at t = 212.
+    let waiting = run(rules(), &timeline(212, edit), |_| {});
+    assert!(
+        matches!(hold_of(&waiting), Some(Hold::AwaitingLockouts { slots: 3 })),
+        "{waiting:?}"
+    );
+    let acted = run(rules(), &timeline(213, edit), |_| {});
+    assert!(
+        acted.contains(&Action::Failover {
+            from: Some(0),
+            to: 1,
+            reason: Reason::AgentUnreachable { misses: 208 },
+            demotable: false,
+            past_lockouts: Some(bound),
+        }),
+        "{acted:?}"
+    );
+}
+
+#[test]
+fn under_alpenglow_a_stale_history_needs_no_lockout_wait_the_agent_waits_for_its_root() {
+    let edit = |t: u64, v: &mut View| {
+        agent0_silent_from(5)(t, v);
+        v.last_vote = Some(1000 + 5 * 3);
+        v.consensus = Consensus::Alpenglow {
+            genesis_slot: Some(0),
+        };
+        v.backup_behind_chain = true;
+    };
+    let acted = run(rules(), &timeline(41, edit), |_| {});
+    assert!(
+        acted.iter().any(|a| matches!(
+            a,
+            Action::Failover {
+                past_lockouts: Some(1117),
+                demotable: false,
+                ..
+            }
+        )),
+        "{acted:?}"
+    );
+}
+
+#[test]
+fn a_demotable_switch_never_waits_for_lockouts() {
+    // A reachable active hands over its final tower: an old backup does not matter.
+    let views = timeline(10, |t, v| {
+        if t >= 5 {
+            v.nodes[0].report.as_mut().unwrap().process_running = Some(false);
+        }
+        v.backup_behind_chain = true;
+    });
+    let actions = run(rules(), &views, |_| {});
+    assert!(
+        actions.contains(&failover(Some(0), 1, Reason::ValidatorDown, true)),
+        "{actions:?}"
+    );
 }

@@ -614,8 +614,11 @@ impl World {
             Ok(h) => NodeHistory::from_history(h),
             Err(_) => NodeHistory::fresh(new, None),
         };
+        // Votor votes on no slot at or below its root: an older history is harmless once the
+        // root has passed every vote cast with this identity.
+        let root = self.node_slot(i).saturating_sub(self.root_distance());
         self.safety
-            .tower_loaded(i, new, restored.history.latest_voted_slot());
+            .history_loaded(i, new, restored.history.latest_voted_slot(), root);
         let old = std::mem::replace(&mut self.nodes[i].identity, keypair);
         if self.straggler_votes && old.pubkey() != new && self.may_vote(i, &old) {
             self.nodes[i].straggler = Some(old);
