@@ -22,6 +22,8 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("agent {url} did not answer within {} ms", within.as_millis())]
+    TimedOut { url: String, within: Duration },
     #[error("agent {url} refused ({status}): {reason}")]
     Refused {
         url: String,
@@ -166,6 +168,22 @@ impl AgentClient {
             answered.fetch_max(seq, Ordering::Relaxed);
         }
         answer
+    }
+
+    /// [`AgentClient::status`], given up after `within` (shorter than the client's timeout).
+    pub async fn status_within(
+        &self,
+        term: u64,
+        within: Duration,
+    ) -> Result<StatusResponse, ClientError> {
+        tokio::time::timeout(within, self.status(term))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::TimedOut {
+                    url: self.base.clone(),
+                    within,
+                })
+            })
     }
 
     /// The staked tower on that server, unless its SHA-256 is `known`; with `wait` the agent

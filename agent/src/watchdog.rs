@@ -59,7 +59,33 @@ pub async fn run(agent: Arc<Agent>) {
     let mut said_staying = false;
     loop {
         tokio::time::sleep(period).await;
-        let answer = timeout(PROBE_DEADLINE, agent.validator.identity()).await;
+        // A fresh lease needs no evidence: look only in its last third (with the manager heard,
+        // a lease is renewed 1–2 s after it began, so the validator's RPC is asked nothing extra;
+        // a third of the lease is enough to see the confirmed last vote advance before it ends).
+        if agent.lease.since_renewal() < agent.lease.length() * 2 / 3 {
+            said_staying = false;
+            continue;
+        }
+        // The probes run side by side, so that one look takes at most the longest of them (the
+        // published fence_after counts one): the identity, the confirmed last vote and — once the
+        // lease has expired and this validator may be the active — the connectivity targets.
+        let expired = agent.lease.expired_for();
+        let check_outside = expired.is_some() && last_staked != Some(false);
+        let (answer, vote, unreachable) = tokio::join!(
+            timeout(PROBE_DEADLINE, agent.validator.identity()),
+            timeout(PROBE_DEADLINE, agent.confirmed_last_vote()),
+            async {
+                if check_outside {
+                    unreachable_targets(
+                        &agent.cfg.connectivity.targets,
+                        agent.cfg.connectivity.timeout,
+                    )
+                    .await
+                } else {
+                    Vec::new()
+                }
+            }
+        );
         let answering = match &answer {
             Ok(Ok(id)) => {
                 last_staked = Some(*id == agent.staked());
@@ -77,24 +103,15 @@ pub async fn run(agent: Arc<Agent>) {
             said_staying = false;
             continue;
         }
-        if let Ok(Ok(Some(vote))) = timeout(PROBE_DEADLINE, agent.confirmed_last_vote()).await {
+        if let Ok(Ok(Some(vote))) = vote {
             votes.note(vote);
         }
-        let Some(expired) = agent.lease.expired_for() else {
+        let Some(expired) = expired else {
             said_staying = false;
             continue;
         };
         let silent_for = agent.lease.since_renewal();
         let landing = votes.landed_within(agent.lease.length());
-        let unreachable = if answering && landing {
-            unreachable_targets(
-                &agent.cfg.connectivity.targets,
-                agent.cfg.connectivity.timeout,
-            )
-            .await
-        } else {
-            Vec::new()
-        };
         let isolated = unreachable.len() >= agent.cfg.connectivity.failures_to_fence;
         let mut reason = format!(
             "no acknowledged manager heartbeat for {} ms (lease expired {} ms ago)",

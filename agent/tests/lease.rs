@@ -137,6 +137,20 @@ async fn a_stopped_validator_is_killed_and_a_sigcont_cannot_make_it_vote() {
         votes,
         "nobody voted with X"
     );
+    // The manager's demotion afterwards gets the final vote state the fence handed over, as
+    // final (not as an older backup: under Alpenglow that made the manager wait for roots).
+    let demoted = bed
+        .client(0)
+        .failover(&support::command(
+            failover_agent::api::FailoverAction::BecomePassive,
+            1,
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert!(demoted.ok, "{demoted:#?}");
+    assert!(demoted.tower.is_some(), "{demoted:#?}");
     bed.cluster.safety().assert_safe();
 }
 

@@ -76,6 +76,9 @@ impl Limiter {
     }
 }
 
+/// How long a heartbeat waits for an agent that missed the previous one.
+const MISSING_AGENT_WAIT: Duration = Duration::from_millis(500);
+
 /// One agent's history.
 #[derive(Default, Clone)]
 struct NodeState {
@@ -164,9 +167,19 @@ impl Observer {
         if self.consensus == Consensus::Unknown || self.heartbeats.is_multiple_of(CONSENSUS_EVERY) {
             self.refresh_consensus().await;
         }
+        // An agent that already missed a heartbeat gets a shorter wait: a hung one must not stretch
+        // every heartbeat (and so every decision) to the request timeout. Answers that come later
+        // are not acknowledged, so its lease is not renewed by them either.
+        let within = |i: usize| {
+            if self.nodes[i].misses > 0 {
+                self.cfg.request_timeout.min(MISSING_AGENT_WAIT)
+            } else {
+                self.cfg.request_timeout
+            }
+        };
         let (s0, s1, tip, last_vote, gossip) = tokio::join!(
-            self.agents[0].status(term),
-            self.agents[1].status(term),
+            self.agents[0].status_within(term, within(0)),
+            self.agents[1].status_within(term, within(1)),
             self.tip(),
             self.last_vote(),
             async {

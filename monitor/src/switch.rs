@@ -17,6 +17,8 @@ const GOSSIP_CONFIRM: Duration = Duration::from_secs(10);
 /// Alpenglow's leader window: a voter may still skip the rest of the window it is in, or fill its
 /// own leader slots, ahead of the cluster's tip.
 const LEADER_WINDOW_SLOTS: u64 = 4;
+/// How long a switch asks an agent that missed the last heartbeat for its vote-state backup.
+const BACKUP_ASK_MISSING: Duration = Duration::from_millis(300);
 
 /// A switch to make.
 #[derive(Clone, Debug)]
@@ -229,7 +231,7 @@ impl Manager {
                 }
             }
             Some(a) => {
-                clock.phase("demote", Ok(format!("{} unreachable: fenced by time (its self-fence plus the margin has passed)", name(a))));
+                clock.phase("demote", Ok(format!("{} unreachable: fenced: its lease and its last landed vote are past its fence_after plus the margin", name(a))));
             }
             None => {
                 clock.phase("demote", Ok("nobody holds the staked identity".into()));
@@ -718,7 +720,22 @@ impl Manager {
         let wanted = self.observer.consensus().vote_state_kind();
         let mut candidates: Vec<VoteStateBlob> = self.saved_backup().into_iter().collect();
         for i in 0..2 {
-            if let Ok(s) = self.observer.agent(i).status(self.term()).await {
+            // An agent that missed the last heartbeat gets a short wait (it is usually the old
+            // active, cut off or dead: the full timeout cost every such switch 2 s).
+            let missed = self
+                .last_sample()
+                .is_some_and(|s| s.view.nodes[i].misses > 0);
+            let within = if missed {
+                self.cfg.request_timeout.min(BACKUP_ASK_MISSING)
+            } else {
+                self.cfg.request_timeout
+            };
+            if let Ok(s) = self
+                .observer
+                .agent(i)
+                .status_within(self.term(), within)
+                .await
+            {
                 candidates.extend(s.tower_backup);
             }
         }
