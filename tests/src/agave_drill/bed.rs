@@ -26,7 +26,7 @@ pub struct Bed {
     pub cluster: RealCluster,
     dir: PathBuf,
     agent_bin: PathBuf,
-    agents: [Option<Proc>; 2],
+    pub(super) agents: [Option<Proc>; 2],
     agent_starts: u32,
     manager: Option<Proc>,
     pub(super) manager_cfg: PathBuf,

@@ -24,6 +24,8 @@ const ISOLATED: &str = "active isolated";
 /// How long the isolation drill waits for the switch: the agent self-fences 30 s after its last
 /// manager contact, the manager waits that plus its 5 s margin.
 const ISOLATION_PATIENCE: Duration = Duration::from_secs(90);
+/// How long the host-down drill waits for the switch (see `host_down`).
+const HOST_DOWN_PATIENCE: Duration = Duration::from_secs(300);
 /// A restarted validator is caught up when its processed slot is this close to the network's.
 const CAUGHT_UP_SLOTS: u64 = 4;
 
@@ -198,6 +200,139 @@ impl Bed {
             samples,
             usage,
         ))
+    }
+
+    /// The active's host dies: its validator (`kill -9`) and its agent at once. The manager must
+    /// promote the passive once the dead node's lease and its last landed vote are past the
+    /// published fence. Both come back afterwards, the validator as the passive.
+    pub async fn host_down(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let from = self.active().await?;
+        let name = self.cluster.node(from).name.clone();
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let pid = self.validator_pid(from)?;
+        let agent = self.agents[from]
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the agent of {name} is not running"))?;
+        let died = Instant::now();
+        // The validator first, by its pid and at once (cluster.sh takes a few hundred ms, during
+        // which a validator with a dead agent casts votes no backup has: not a power cut), then
+        // the agent, within a millisecond.
+        signal(pid, "KILL").await?;
+        agent.kill().await;
+        let mut problems = Vec::new();
+        // When its last vote landed after the manager's last tower backup, the switch waits out
+        // the lockouts (516 slots, about 3.5 min of 400 ms slots) instead of the fence alone.
+        let (message, recovered) = tokio::join!(
+            failover_message(&mut self.inbox, HOST_DOWN_PATIENCE),
+            wait_votes_from(&self.cluster, 1 - from, died, HOST_DOWN_PATIENCE)
+        );
+        let (summary, detect_ms) = split_message(message, died, &mut problems);
+        let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
+        self.bring_back_as_passive(from, &mut problems).await;
+        if let Err(e) = self.restart_agent(from).await {
+            problems.push(format!("the agent did not come back: {e}"));
+        }
+        let samples = sampler.stop();
+        Ok(self.judge(
+            "host down",
+            from,
+            1 - from,
+            problems,
+            summary,
+            detect_ms,
+            died,
+            recovered,
+            samples,
+            usage,
+        ))
+    }
+
+    /// The active's validator hangs (`kill -STOP`: alive, answering nothing, voting nothing). Its
+    /// own agent must kill it once the lease lapses without evidence — a later SIGCONT must find
+    /// nothing to continue — and the manager must promote the passive with the final vote state
+    /// the agent reads from disk.
+    pub async fn hung_validator(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let from = self.active().await?;
+        let name = self.cluster.node(from).name.clone();
+        let pid = self.validator_pid(from)?;
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let stopped = Instant::now();
+        signal(pid, "STOP").await?;
+        let mut problems = Vec::new();
+        let (message, recovered) = tokio::join!(
+            failover_message(&mut self.inbox, PATIENCE),
+            wait_votes_from(&self.cluster, 1 - from, stopped, PATIENCE)
+        );
+        let (summary, detect_ms) = split_message(message, stopped, &mut problems);
+        let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
+        if runs_code(pid) {
+            problems.push(format!(
+                "{name}'s validator (pid {pid}) is still there after the switch: its agent did not kill it"
+            ));
+            // Never leave it stopped, and never let it vote again: the drill kills it itself.
+            let _ = signal(pid, "KILL").await;
+        }
+        // What an operator's SIGCONT would do now: nothing to continue.
+        let _ = signal(pid, "CONT").await;
+        self.bring_back_as_passive(from, &mut problems).await;
+        let samples = sampler.stop();
+        Ok(self.judge(
+            "validator hung",
+            from,
+            1 - from,
+            problems,
+            summary,
+            detect_ms,
+            stopped,
+            recovered,
+            samples,
+            usage,
+        ))
+    }
+
+    /// Node `i`'s validator pid, from the cluster's own pid file.
+    fn validator_pid(&self, i: usize) -> anyhow::Result<i32> {
+        let name = &self.cluster.node(i).name;
+        let pid_file = self.cluster.dir.join("pids").join(format!("{name}.pid"));
+        Ok(std::fs::read_to_string(&pid_file)?.trim().parse()?)
+    }
+
+    /// Restarts node `i` (stopped or killed) with its unstaked identity and waits until it has
+    /// caught up, as the passive.
+    async fn bring_back_as_passive(&mut self, i: usize, problems: &mut Vec<String>) {
+        let name = self.cluster.node(i).name.clone();
+        // A pid file left by a killed node is cleared by stop-node (it checks the pid is ours).
+        let _ = self
+            .cluster
+            .script("stop-node", &name, &["--signal", "KILL"])
+            .await;
+        let unstaked = self.cluster.node(i).unstaked_keypair.clone();
+        let restart = self
+            .cluster
+            .script(
+                "start-node",
+                &name,
+                &["--identity", unstaked.to_str().expect("UTF-8 path")],
+            )
+            .await;
+        match restart {
+            Ok(()) => {
+                if let Err(e) = self.wait_caught_up(i).await {
+                    problems.push(e.to_string());
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
     }
 
     /// The active's server is cut off (nftables on loopback: its address and its uplink): its
@@ -555,6 +690,52 @@ impl Bed {
 
 /// The manager's next "Failover complete" message, within `patience` in all (other messages,
 /// such as repeated "Failover failed", do not extend it).
+/// Whether `pid` can still run code: present, and not a zombie whose last thread has exited.
+fn runs_code(pid: i32) -> bool {
+    let dir = std::path::Path::new("/proc").join(pid.to_string());
+    let zombie = std::fs::read_to_string(dir.join("stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| {
+                stat[i + 2..]
+                    .split_whitespace()
+                    .next()
+                    .map(|s| s == "Z" || s == "X")
+            })
+            .unwrap_or(false)
+    });
+    dir.exists() && (!zombie || std::fs::read_dir(dir.join("task")).is_ok_and(|t| t.count() > 1))
+}
+
+/// `kill -SIGNAL pid` (a pid this drill read from the cluster's own pid file).
+async fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+/// The manager's failover message as (summary, fault → decision in ms), or the problem.
+fn split_message(
+    message: anyhow::Result<(Instant, String)>,
+    fault: Instant,
+    problems: &mut Vec<String>,
+) -> (String, Option<u64>) {
+    match message {
+        Ok((at, message)) => {
+            // The message comes after the whole switch, gossip confirmation included.
+            let waited = (at - fault).as_millis() as u64;
+            let switched = phases_ms(&message).min(waited);
+            (message.replace('\n', " | "), Some(waited - switched))
+        }
+        Err(e) => {
+            problems.push(format!("no automatic failover: {e}"));
+            (String::new(), None)
+        }
+    }
+}
+
 async fn failover_message(
     inbox: &mut crate::demo::Inbox,
     patience: Duration,

@@ -350,9 +350,16 @@ impl Sampler {
             let paths = [&cluster.a.ledger, &cluster.b.ledger].map(|l| l.join(kind.file_name(&x)));
             tasks.push(tokio::spawn(async move {
                 let mut newest = 0u64;
+                // Each file's newest vote when last read: a file left unchanged on a dead host's
+                // disk (nobody demoted it) is not a vote state going backwards; one written or
+                // installed older than a vote already seen is.
+                let mut previous: [Option<u64>; 2] = [None, None];
                 let mut tick = tokio::time::interval(Duration::from_millis(25));
+                // The files found on the first look were there before this run: a baseline.
+                let mut first_look = true;
                 loop {
                     tick.tick().await;
+                    let baseline = std::mem::take(&mut first_look);
                     for (i, path) in paths.iter().enumerate() {
                         let Ok(file) = VoteStateFile::read(kind, path) else {
                             continue;
@@ -388,7 +395,8 @@ impl Sampler {
                             }
                             VoteState::VoteHistory(history) => s.cast[i].add(history),
                         }
-                        if last < newest {
+                        let rewritten = previous[i].replace(last) != Some(last) && !baseline;
+                        if last < newest && rewritten {
                             let msg = format!(
                                 "node {} {} newest vote {last} after {newest} was seen",
                                 i + 1,
