@@ -40,7 +40,7 @@ const PENDING: usize = 64;
 /// admitted: the manager gives up on a switch command after 60 s, and the listener allows 10 s for
 /// a request to arrive, so the lease still starts before the manager counts the node from its
 /// giving up.
-pub const PROMOTION_LEASE_WITHIN: Duration = Duration::from_secs(50);
+pub const PROMOTION_LEASE_WITHIN: Duration = Duration::from_secs(45);
 
 /// How often the watchdog looks.
 pub fn period(lease: Duration) -> Duration {

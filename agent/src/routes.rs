@@ -255,15 +255,7 @@ async fn failover(
     }
     let response = match req.action {
         FailoverAction::BecomePassive => agent.become_passive(req.term, &req.reason).await,
-        FailoverAction::BecomeActive => {
-            let response = agent.become_active(&req).await;
-            if response.ok {
-                // A new active gets a lease from the command's completion (the manager counts it
-                // from its answer, or from when it gave up on one — both later).
-                agent.lease.promoted(at);
-            }
-            response
-        }
+        FailoverAction::BecomeActive => agent.become_active(&req, at).await,
     };
     let code = if response.ok {
         StatusCode::OK

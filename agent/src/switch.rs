@@ -414,7 +414,12 @@ impl Agent {
     }
 
     /// Promotes this validator in the safe order (see the module docs).
-    pub async fn become_active(&self, req: &FailoverRequest) -> FailoverResponse {
+    /// `admitted`: when the command was admitted (the new active's lease is capped from it).
+    pub async fn become_active(
+        &self,
+        req: &FailoverRequest,
+        admitted: Instant,
+    ) -> FailoverResponse {
         let _guard = self.switching.lock().await;
         info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
         let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
@@ -557,7 +562,14 @@ impl Agent {
             run.phase("confirm", self.confirm(true).await);
         }
         *self.last_demoted.lock().expect("demoted") = None;
-        run.finish(self.validator.identity().await.ok())
+        let response = run.finish(self.validator.identity().await.ok());
+        if response.ok && !self.cfg.dry_run {
+            // The new active's lease, from the completion (the manager counts this node from its
+            // answer, or from when it gave up on one — both later), renewed before the switching
+            // lock is let go so that the watchdog never sees a promoted node with an old lease.
+            self.lease.promoted(admitted);
+        }
+        response
     }
 
     /// Waits until this validator's finalized root reaches `bound`, the slot the unreachable old

@@ -147,8 +147,16 @@ pub async fn run(agent: Arc<Agent>) {
                 agent.cfg.connectivity.targets.len()
             )
         });
+        // Not in the middle of a switch the manager ordered (a promotion renews the lease before
+        // it lets go of the lock), and only if the lease is still expired once it is ours.
+        let Ok(guard) = agent.switching.try_lock() else {
+            continue;
+        };
+        if agent.lease.expired_for().is_none() {
+            continue;
+        }
         warn!(%reason, unreachable = unreachable.join(", "), "fencing: stopping my votes so the other server can take over");
-        let outcome = fence(&agent, &reason).await;
+        let outcome = fence(&agent, &reason, guard).await;
         report(&agent, reason, outcome, unreachable);
         votes = Votes::default();
         said_staying = false;
@@ -164,8 +172,13 @@ fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>
     }));
 }
 
-/// Stops this validator's votes — pause, or kill when it does not answer — then demotes it.
-async fn fence(agent: &Agent, reason: &str) -> &'static str {
+/// Stops this validator's votes — pause, or kill when it does not answer — then demotes it. The
+/// pause runs under the switching lock (`guard`), the demotion takes it itself.
+async fn fence(
+    agent: &Agent,
+    reason: &str,
+    guard: tokio::sync::MutexGuard<'_, ()>,
+) -> &'static str {
     if agent.cfg.dry_run {
         info!("[dry-run] would pause the votes and demote the validator");
         return "dry_run";
@@ -191,6 +204,7 @@ async fn fence(agent: &Agent, reason: &str) -> &'static str {
     } else {
         false
     };
+    drop(guard);
     let term = agent.term().await;
     let why = format!("self-fence: {reason}");
     if paused || !agent.validator.manages_voters() {
