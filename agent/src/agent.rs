@@ -258,29 +258,26 @@ impl Agent {
     /// (processed). `None` when the cluster has no vote account for it yet. The vote account is
     /// found once, by its node pubkey, and remembered.
     pub(crate) async fn chain_last_vote(&self) -> Result<Option<u64>, String> {
-        let known = *self.vote_account.lock().expect("vote account");
-        let (vote_account, last_vote) = self
-            .validator
-            .vote_account_last_vote(&self.staked(), known, CommitmentConfig::processed())
+        self.last_vote_at(CommitmentConfig::processed())
             .await
             .map_err(|e| {
                 format!("cannot check the vote state against the chain's last vote (refusing): {e}")
-            })?
-            .unzip();
-        if known.is_none() {
-            *self.vote_account.lock().expect("vote account") = vote_account;
-        }
-        Ok(last_vote)
+            })
     }
 
     /// The vote account's last vote in blocks two thirds of the stake voted on (confirmed): on
     /// this validator, a vote counted there has reached the cluster — a node cut off on its own
     /// fork cannot confirm anything.
     pub(crate) async fn confirmed_last_vote(&self) -> Result<Option<u64>, String> {
+        self.last_vote_at(CommitmentConfig::confirmed()).await
+    }
+
+    /// The vote account's last vote at `commitment`, finding (once) and remembering the account.
+    async fn last_vote_at(&self, commitment: CommitmentConfig) -> Result<Option<u64>, String> {
         let known = *self.vote_account.lock().expect("vote account");
         let found = self
             .validator
-            .vote_account_last_vote(&self.staked(), known, CommitmentConfig::confirmed())
+            .vote_account_last_vote(&self.staked(), known, commitment)
             .await?;
         if known.is_none() {
             *self.vote_account.lock().expect("vote account") = found.map(|(a, _)| a);

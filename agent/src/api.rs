@@ -169,7 +169,7 @@ pub struct FenceReport {
     pub reason: String,
     /// `stayed_active` (with evidence that its votes land), `demoted` (votes paused, then the full
     /// demotion), `paused` (votes paused, the full demotion failed), `killed` (the validator did
-    /// not answer: its process was killed), or `fence_failed` (none of that worked).
+    /// not answer: its process was killed), `fence_failed` (none of that worked), or `dry_run`.
     pub outcome: String,
     pub unreachable_targets: Vec<String>,
 }

@@ -660,6 +660,7 @@ impl Engine {
                 return actions;
             }
         }
+        let mut past_lockouts = None;
         if let (Some(a), false) = (from, demotable) {
             // The old active cannot be told to stop: prove it has stopped.
             if !self.rules.watch_votes {
@@ -705,14 +706,7 @@ impl Engine {
                     actions.push(hold(Hold::AwaitingLockouts { slots: bound - tip }));
                     return actions;
                 }
-                actions.push(Action::Failover {
-                    from,
-                    to,
-                    reason,
-                    demotable,
-                    past_lockouts: Some(bound),
-                });
-                return actions;
+                past_lockouts = Some(bound);
             }
         }
         actions.push(Action::Failover {
@@ -720,7 +714,7 @@ impl Engine {
             to,
             reason,
             demotable,
-            past_lockouts: None,
+            past_lockouts,
         });
         actions
     }

@@ -155,38 +155,11 @@ impl Bed {
             failover_message(&mut self.inbox, PATIENCE),
             wait_votes_from(&self.cluster, 1 - from, killed, PATIENCE)
         );
-        let (summary, detect_ms) = match message {
-            Ok((at, message)) => {
-                // The message comes after the whole switch, gossip confirmation included.
-                let waited = (at - killed).as_millis() as u64;
-                let switched = phases_ms(&message).min(waited);
-                (message.replace('\n', " | "), Some(waited - switched))
-            }
-            Err(e) => {
-                problems.push(format!("no automatic failover: {e}"));
-                (String::new(), None)
-            }
-        };
+        let (summary, detect_ms) = split_message(message, killed, &mut problems);
         let usage = self.usage_since(&before);
         self.last_switch = Some(Instant::now());
         // Back as the passive, with the unstaked identity, under the sampler's eyes.
-        let unstaked = self.cluster.node(from).unstaked_keypair.clone();
-        let restart = self
-            .cluster
-            .script(
-                "start-node",
-                &name,
-                &["--identity", unstaked.to_str().expect("UTF-8 path")],
-            )
-            .await;
-        match restart {
-            Ok(()) => {
-                if let Err(e) = self.wait_caught_up(from).await {
-                    problems.push(e.to_string());
-                }
-            }
-            Err(e) => problems.push(e.to_string()),
-        }
+        self.bring_back_as_passive(from, &mut problems).await;
         let samples = sampler.stop();
         Ok(self.judge(
             "validator killed",
