@@ -7,7 +7,9 @@
 //!   account's last vote lags the tip by more than `stale_vote_slot_threshold` (each of the last
 //!   three confirmed by two consecutive samples);
 //! - never to a passive that is itself unreachable, down, unhealthy or lagging; not within the
-//!   cooldown after a switch; not while the view is incomplete;
+//!   cooldown after a switch unless nobody can be voting with the staked identity (its validator is
+//!   down, or nobody holds it): the cooldown stops flapping between voters, and waiting it out
+//!   with no voter only loses votes; not while the view is incomplete;
 //! - when the old active cannot be demoted (its agent is unreachable), only with positive evidence
 //!   that it no longer votes: the vote account is watched, its votes lag the tip, and its published
 //!   `fence_after` plus a margin has passed both since its agent last answered (its lease, see
@@ -651,7 +653,8 @@ impl Engine {
             actions.push(hold(h));
             return actions;
         }
-        if let Some(at) = self.last_switch {
+        let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
+        if let Some(at) = self.last_switch.filter(|_| !nobody_votes) {
             let since = view.now.saturating_sub(at);
             if since < self.rules.cooldown {
                 actions.push(hold(Hold::Cooldown {

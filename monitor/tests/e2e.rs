@@ -181,6 +181,25 @@ async fn no_second_failover_within_the_cooldown() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_new_active_that_dies_within_the_cooldown_is_replaced_at_once() {
+    // Agave 4.2.2 exited 250 ms after it took X in a CI drill; the one-minute cooldown held
+    // the manager while nobody voted.
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    sys.receiver.wait_for("Failover complete").await;
+    sys.cluster.fault(0, Fault::ResumeVoting).await.unwrap();
+    sys.slots(5).await;
+    sys.cluster.fault(1, Fault::Crash).await.unwrap();
+    sys.wait_active(0).await;
+    let (_, text) = sys.receiver.wait_for("active validator is down").await;
+    assert!(text.contains("Failover complete"), "{text}");
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_manager() {
     let sys = system(|_, _| {}).await;
     // A previous manager demoted node 1 (term 1) and died before promoting node 2.

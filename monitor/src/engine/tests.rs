@@ -308,6 +308,34 @@ fn not_within_the_cooldown() {
 }
 
 #[test]
+fn a_new_active_whose_validator_died_is_replaced_within_the_cooldown() {
+    // The CI run of 2026-12-02: Agave 4.2.2 exited right after it took X in a planned switch,
+    // and for the 10-minute cooldown nobody voted.
+    let views = timeline(7, |t, v| {
+        if t >= 5 {
+            v.nodes[0].report.as_mut().unwrap().process_running = Some(false);
+        }
+    });
+    let actions = run(rules(), &views, |e| e.switched(Duration::ZERO));
+    assert_eq!(
+        actions,
+        vec![failover(Some(0), 1, Reason::ValidatorDown, true)]
+    );
+}
+
+#[test]
+fn nobody_active_is_resolved_within_the_cooldown() {
+    let views = timeline(10, |t, v| {
+        v.nodes[0].report.as_mut().unwrap().holds_staked = Some(false);
+        v.nodes[0].staked_in_gossip = false;
+        v.nodes[0].report.as_mut().unwrap().slot = Some(v.tip.unwrap() - 5);
+        stop_votes_from(3)(t, v);
+    });
+    let actions = run(rules(), &views, |e| e.switched(Duration::ZERO));
+    assert_eq!(actions, vec![failover(None, 1, Reason::NoActive, true)]);
+}
+
+#[test]
 fn after_the_cooldown_it_acts_again() {
     let mut r = rules();
     r.cooldown = Duration::from_secs(3);

@@ -41,6 +41,8 @@ pub struct Bed {
     pub(super) uplinks: [u16; 2],
     /// When a drill last moved X (the manager's cooldown runs from there).
     pub(super) last_switch: Option<Instant>,
+    /// Validators that exited on their own between drills, and what the product did about it.
+    pub exits: Vec<String>,
 }
 
 /// CPU and memory of the manager and the agents over a window, and the RPC load they put on the
@@ -174,6 +176,7 @@ impl Bed {
             local_rpc,
             uplinks,
             last_switch: None,
+            exits: Vec::new(),
         })
     }
 

@@ -90,7 +90,7 @@ impl DrillRun {
 impl Bed {
     /// A planned switchover through `failover-manager --trigger-failover`.
     pub async fn planned(&mut self) -> anyhow::Result<DrillRun> {
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
@@ -140,7 +140,28 @@ impl Bed {
     /// killed node is then restarted with its unstaked identity and left caught up as the passive.
     pub async fn kill_validator(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        self.kill_active_validator("validator killed").await
+    }
+
+    /// A planned switch, and at once `kill -9` of the new active's validator — inside the
+    /// manager's cooldown, which must not hold a switch while nobody can be voting (Agave 4.2.2
+    /// can exit right after it took X). X must go back to the old active.
+    pub async fn crash_after_switch(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let planned = self.planned().await?;
+        let mut run = self.kill_active_validator("killed after a switch").await?;
+        if !planned.ok {
+            run.ok = false;
+            run.problems.push(format!(
+                "the planned switch first: {}",
+                planned.problems.join("; ")
+            ));
+        }
+        Ok(run)
+    }
+
+    async fn kill_active_validator(&mut self, drill: &str) -> anyhow::Result<DrillRun> {
+        let from = self.first_active().await?;
         let name = self.cluster.node(from).name.clone();
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
@@ -162,7 +183,7 @@ impl Bed {
         self.bring_back_as_passive(from, &mut problems).await;
         let samples = sampler.stop();
         Ok(self.judge(
-            "validator killed",
+            drill,
             from,
             1 - from,
             problems,
@@ -180,7 +201,7 @@ impl Bed {
     /// published fence. Both come back afterwards, the validator as the passive.
     pub async fn host_down(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let name = self.cluster.node(from).name.clone();
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
@@ -231,7 +252,7 @@ impl Bed {
     /// the agent reads from disk.
     pub async fn hung_validator(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let name = self.cluster.node(from).name.clone();
         let pid = self.validator_pid(from)?;
         self.inbox.drain();
@@ -274,6 +295,57 @@ impl Bed {
     }
 
     /// Node `i`'s validator pid, from the cluster's own pid file.
+    /// Which node holds X as a drill starts. A validator that exited on its own since the last
+    /// drill (Agave 4.2.2 can panic in its block-creation loop right after it took X) is what an
+    /// operator's systemd would restart: the drill says so, requires that the manager gave X to
+    /// the other node meanwhile, and brings the exited one back as the passive.
+    pub async fn first_active(&mut self) -> anyhow::Result<usize> {
+        for i in 0..2 {
+            if runs_code(self.validator_pid(i)?) {
+                continue;
+            }
+            let name = self.cluster.node(i).name.clone();
+            let log = self.cluster.dir.join("logs").join(format!("{name}.log"));
+            let why = last_panic(&log).unwrap_or_else(|| "no panic in its log".into());
+            println!("  {name}'s validator exited on its own: {why}");
+            let voting = wait_votes_from(&self.cluster, 1 - i, Instant::now(), PATIENCE).await;
+            anyhow::ensure!(
+                voting.is_some(),
+                "{name}'s validator exited on its own ({why}) and X did not vote from the other \
+                 node within {PATIENCE:?}"
+            );
+            let mut problems = Vec::new();
+            self.bring_back_as_passive(i, &mut problems).await;
+            anyhow::ensure!(
+                problems.is_empty(),
+                "{name} did not come back: {}",
+                problems.join("; ")
+            );
+            self.exits.push(format!(
+                "{name}'s validator exited on its own ({why}); X was voting from the other node \
+                 when the next drill began"
+            ));
+        }
+        if let Ok(i) = self.active().await {
+            return Ok(i);
+        }
+        // Nobody holds X between drills: the manager must give it to one (it may not wait for
+        // its cooldown with nobody voting); say how long that took.
+        let since = Instant::now();
+        while since.elapsed() < PATIENCE {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(i) = self.active().await {
+                self.exits.push(format!(
+                    "nobody held X as a drill began; the manager gave it to {} after {} ms more",
+                    self.cluster.node(i).name,
+                    since.elapsed().as_millis()
+                ));
+                return Ok(i);
+            }
+        }
+        anyhow::bail!("neither A nor B holds X, and the manager gave it to neither in {PATIENCE:?}")
+    }
+
     fn validator_pid(&self, i: usize) -> anyhow::Result<i32> {
         let name = &self.cluster.node(i).name;
         let pid_file = self.cluster.dir.join("pids").join(format!("{name}.pid"));
@@ -314,7 +386,7 @@ impl Bed {
     /// comes back and the old active catches up as the passive.
     pub async fn isolate(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let node = self.cluster.node(from).clone();
         let rpc_port = super::url_lite::Url::from(node.rpc_url.as_str()).port;
         self.inbox.drain();
@@ -414,7 +486,7 @@ impl Bed {
     /// started again.
     pub async fn kill_agent(&mut self, window: Duration) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
@@ -475,7 +547,7 @@ impl Bed {
     /// and X must keep voting from the active throughout.
     pub async fn soak(&mut self, window: Duration) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
-        let from = self.active().await?;
+        let from = self.first_active().await?;
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
@@ -663,6 +735,13 @@ impl Bed {
 
 /// The manager's next "Failover complete" message, within `patience` in all (other messages,
 /// such as repeated "Failover failed", do not extend it).
+/// The first line of the last panic in a validator's log, shortened.
+fn last_panic(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().rev().find(|l| l.contains("panicked"))?;
+    Some(line.chars().take(300).collect())
+}
+
 /// Whether `pid` can still run code: present, and not a zombie whose last thread has exited.
 fn runs_code(pid: i32) -> bool {
     let dir = std::path::Path::new("/proc").join(pid.to_string());

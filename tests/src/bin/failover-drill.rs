@@ -24,6 +24,9 @@ enum Drill {
     HostDown,
     /// `kill -STOP` of the active validator: its agent kills it, the manager promotes the passive.
     HungValidator,
+    /// A planned switch, then at once `kill -9` of the new active's validator, inside the
+    /// manager's cooldown: X must go back to the old active without waiting it out.
+    CrashAfterSwitch,
     /// All of the above, in that order.
     All,
     /// Nothing goes wrong for --soak seconds: no switch, no hold message, X keeps voting (not
@@ -163,6 +166,11 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
             report(&mut runs, bed.hung_validator().await?);
         }
     }
+    if wanted(Drill::CrashAfterSwitch) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.crash_after_switch().await?);
+        }
+    }
     if wanted(Drill::Isolate) && !args.no_isolate {
         match isolation_available() {
             Ok(()) => {
@@ -178,6 +186,11 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
     }
     if args.drill == Drill::Soak {
         report(&mut runs, bed.soak(Duration::from_secs(args.soak)).await?);
+    }
+    // A validator that exited after the last drill is caught here like before any other.
+    bed.first_active().await?;
+    for exit in &bed.exits {
+        println!("note: {exit}");
     }
     summarize(&runs);
     Ok(runs)
