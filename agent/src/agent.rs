@@ -108,7 +108,11 @@ impl Agent {
             etcd: AsyncMutex::new(None),
             state: AsyncMutex::new(state),
             switching: AsyncMutex::new(()),
-            lease: crate::lease::Lease::new(cfg.manager_timeout, cfg.connectivity.timeout),
+            lease: crate::lease::Lease::resume(
+                cfg.manager_timeout,
+                cfg.connectivity.timeout,
+                &cfg.state_dir,
+            ),
             last_fence: tokio::sync::watch::channel(None).0,
             last_demoted: Mutex::new(None),
             last_backup: Mutex::new(None),

@@ -21,11 +21,22 @@
 //!   does not answer that, it kills the validator process ([`KILL_DEADLINE`]). The full demotion
 //!   follows, not within the promise.
 //!
+//! - The lease survives a restart of the agent: each renewal is written (as wall-clock time) to
+//!   `<state_dir>/manager-lease.json`, and a restarted agent resumes it — an agent restarted in
+//!   a silence used to grant itself a whole new lease. A lease found expired, unreadable or
+//!   stamped in the future (the clock stepped back) leaves the restarted agent the last third of
+//!   a lease to see its votes land (what a running agent has before its lease ends), so a restart
+//!   delays a fence by at most `length / 3` — inside the manager's `fence_margin`.
+//!
 //! So `fence_after` = lease + one look + the evidence checks + the pause + the kill.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 /// The validator gets this long to empty its authorized voters (it normally takes a millisecond;
 /// no answer means it is hung).
@@ -56,6 +67,21 @@ pub struct Lease {
     granted: Mutex<Instant>,
     /// Heartbeats admitted and not yet acknowledged: (seq, admitted at).
     pending: Mutex<VecDeque<(u64, Instant)>>,
+    /// Where each renewal is written, so that a restart resumes the lease (none in unit tests).
+    file: Option<PathBuf>,
+}
+
+const FILE_NAME: &str = "manager-lease.json";
+
+/// What `manager-lease.json` holds.
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    renewed_unix_ms: u64,
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Lease {
@@ -67,6 +93,34 @@ impl Lease {
             connectivity_timeout,
             granted: Mutex::new(Instant::now()),
             pending: Mutex::new(VecDeque::new()),
+            file: None,
+        }
+    }
+
+    /// The lease this agent held before it (re)started, as recorded in `state_dir` (see the
+    /// module docs); renewals are recorded there from now on.
+    pub fn resume(length: Duration, connectivity_timeout: Duration, state_dir: &Path) -> Self {
+        let file = state_dir.join(FILE_NAME);
+        let renewed = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Persisted>(&bytes).ok())
+            .map(|p| p.renewed_unix_ms);
+        let now = Instant::now();
+        let age = renewed.and_then(|ms| unix_ms(SystemTime::now()).checked_sub(ms));
+        let last_third = now.checked_sub(length * 2 / 3).unwrap_or(now);
+        let granted = match (renewed, age.map(Duration::from_millis)) {
+            (_, Some(age)) => now.checked_sub(age).unwrap_or(now).max(last_third),
+            // Never renewed on this state dir: there is no earlier lease to resume, and a
+            // manager that never heard this agent assumes the worst case from its own start.
+            (None, None) if !file.exists() => now,
+            _ => last_third,
+        };
+        Self {
+            length,
+            connectivity_timeout,
+            granted: Mutex::new(granted),
+            pending: Mutex::new(VecDeque::new()),
+            file: Some(file),
         }
     }
 
@@ -112,6 +166,13 @@ impl Lease {
         let mut granted = self.granted.lock().expect("lease");
         if from > *granted {
             *granted = from;
+            if let Some(file) = &self.file {
+                let at = SystemTime::now() - from.elapsed();
+                if let Err(e) = write(file, unix_ms(at)) {
+                    // Only a restart in a silence would need it; then it is treated as expired.
+                    warn!(file = %file.display(), error = %e, "cannot record the lease renewal");
+                }
+            }
         }
     }
 
@@ -127,9 +188,67 @@ impl Lease {
     }
 }
 
+/// Writes the renewal atomically (a temp file renamed over the old one). Not fsynced: the file
+/// matters across a restart of the agent process, and a host that lost power restarts its
+/// validator too.
+fn write(file: &Path, renewed_unix_ms: u64) -> std::io::Result<()> {
+    let tmp = file.with_extension("json.new");
+    let bytes = serde_json::to_vec(&Persisted { renewed_unix_ms }).expect("serializes");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lease_in(dir: &Path) -> Lease {
+        Lease::resume(Duration::from_secs(3), Duration::from_secs(1), dir)
+    }
+
+    #[test]
+    fn a_restarted_agent_resumes_its_lease_instead_of_granting_itself_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = lease_in(dir.path());
+        // A heartbeat admitted now and acknowledged: the renewal is on disk.
+        let admitted = Instant::now() + Duration::from_millis(1);
+        lease.heartbeat(Some(1), None, admitted);
+        lease.heartbeat(None, Some(1), admitted);
+        let file = dir.path().join(FILE_NAME);
+        let renewed: Persisted = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let now = unix_ms(SystemTime::now());
+        assert!(now.abs_diff(renewed.renewed_unix_ms) < 100);
+        // Renewed 2 s before a restart: the restarted agent has 1 s left, not a new 3 s.
+        write(&file, now - 2_000).unwrap();
+        let since = lease_in(dir.path()).since_renewal();
+        assert!(
+            since >= Duration::from_millis(1_950) && since < Duration::from_millis(2_200),
+            "resumed from the renewal, not from the restart: {since:?}"
+        );
+    }
+
+    #[test]
+    fn a_lease_expired_unreadable_or_from_the_future_leaves_only_the_last_third() {
+        let dir = tempfile::tempdir().unwrap();
+        let last_third = |lease: &Lease| {
+            let since = lease.since_renewal();
+            since >= Duration::from_secs(2) && since < Duration::from_millis(2_200)
+        };
+        let fresh = lease_in(dir.path()).since_renewal();
+        assert!(
+            fresh < Duration::from_millis(200),
+            "never renewed here: {fresh:?}"
+        );
+        let file = dir.path().join(FILE_NAME);
+        let now = unix_ms(SystemTime::now());
+        write(&file, now - 60_000).unwrap();
+        let expired = lease_in(dir.path());
+        assert!(last_third(&expired), "expired a minute ago");
+        write(&file, now + 60_000).unwrap();
+        assert!(last_third(&lease_in(dir.path())), "clock stepped back");
+        std::fs::write(&file, b"{garbage").unwrap();
+        assert!(last_third(&lease_in(dir.path())), "unreadable");
+    }
 
     #[test]
     fn only_an_acknowledged_heartbeat_renews_and_from_its_admission() {
