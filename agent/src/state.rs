@@ -18,6 +18,17 @@ pub struct SeenTower {
     pub identity: Option<String>,
 }
 
+/// The last identity change this agent completed, and in which term.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "role")]
+pub enum Role {
+    /// A `become_active` succeeded: the staked identity is this node's to hold.
+    Active { term: u64 },
+    /// A demotion left the validator without the staked identity: holding it again needs a
+    /// `become_active` (a validator restarted with it on its command line has none).
+    Passive { term: u64 },
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PersistedState {
     pub term: u64,
@@ -26,6 +37,10 @@ pub struct PersistedState {
     /// from a node once and never back, so `become_active` in that term is refused.
     #[serde(default)]
     pub demoted_in_term: Option<u64>,
+    /// The last identity change completed here (absent before the first, and in files written
+    /// before it was recorded: then nothing is assumed).
+    #[serde(default)]
+    pub last_role: Option<Role>,
 }
 
 /// The state file and its current contents.
@@ -128,6 +143,7 @@ mod tests {
         assert_eq!(file.state, PersistedState::default());
         file.state.term = 7;
         file.state.demoted_in_term = Some(6);
+        file.state.last_role = Some(Role::Passive { term: 6 });
         file.state.newest_tower = Some(SeenTower {
             identity: None,
             last_vote: 1234,

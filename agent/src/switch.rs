@@ -2,11 +2,12 @@
 //! file is the vote state (tower or vote history), where it lives, what `setIdentity` requires,
 //! and how its end is proven differ.
 //!
-//! become_passive: remove the authorized voters (no vote can be signed after) → setIdentity
-//! (unstaked) → confirm with the validator → wait until the vote state is provably final → read
-//! and verify it → store it (etcd, fenced by term) or return it (embedded) → archive and remove it →
-//! passive hook. Nothing after a failed demotion runs: a node that may still vote must never look
-//! demoted.
+//! become_passive: record the demotion's term → passive hook (what a restart loads is unstaked
+//! first) → remove the authorized voters (no vote can be signed after) → setIdentity (unstaked) →
+//! confirm with the validator (recorded: holding X again needs a promotion) → wait until the vote
+//! state is provably final → read and verify it → store it (etcd, fenced by term) or return it
+//! (embedded) → archive and remove it. Nothing after a failed demotion runs: a node that may
+//! still vote must never look demoted (its voters and its identity link are given back).
 //!
 //! become_active: check the term and the consensus → take the vote state (hash must match) →
 //! verify signature and node pubkey → refuse if older than any floor (the newest this agent saw,
@@ -20,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use failover_config::TowerStore;
 use failover_identity::{Pubkey, VoteStateKind};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::agent::{slot_text, Agent};
 use crate::api::*;
 use crate::commands::run_shell;
 use crate::consensus::Consensus;
+use crate::state::Role;
 use crate::vote_state::{self, LocalVoteState, VoteStateProblem};
 
 /// Deadlines of the switch phases.
@@ -175,9 +177,41 @@ impl Agent {
         self.validator.manages_voters() && self.cfg.staked_identity_keypair.is_some()
     }
 
+    /// Records the identity change just completed (persisted; a failure is logged, the change
+    /// stands).
+    async fn note_role(&self, role: Role) {
+        if self.cfg.dry_run {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        if state.state.last_role == Some(role) {
+            return;
+        }
+        state.state.last_role = Some(role);
+        if let Err(e) = state.save() {
+            warn!(error = %e, ?role, "cannot persist the role change");
+        }
+    }
+
+    /// The last identity change this agent completed.
+    pub(crate) async fn last_role(&self) -> Option<Role> {
+        self.state.lock().await.state.last_role
+    }
+
     /// Demotes this validator in the safe order (see the module docs).
     pub async fn become_passive(&self, term: u64, reason: &str) -> FailoverResponse {
-        let _guard = self.switching.lock().await;
+        let guard = self.switching.lock().await;
+        self.become_passive_locked(&guard, term, reason).await
+    }
+
+    /// [`Agent::become_passive`] for a caller that holds the switching lock (`_held`), so that
+    /// no promotion can come between its own check and the demotion.
+    pub(crate) async fn become_passive_locked(
+        &self,
+        _held: &tokio::sync::MutexGuard<'_, ()>,
+        term: u64,
+        reason: &str,
+    ) -> FailoverResponse {
         info!(term, reason, "become_passive");
         let mut run = Run::new(FailoverAction::BecomePassive, term, self.cfg.dry_run);
         let staked = self.staked();
@@ -186,6 +220,17 @@ impl Agent {
             run.phase("term", Err(e));
             return run.finish(self.validator.identity().await.ok());
         }
+        // Then what a restart would load, before the running validator changes: from here a
+        // validator restarted by systemd comes up unstaked, also if this demotion stops half-way.
+        // A failure is reported and the demotion goes on (stopping the votes is the safe way).
+        run.phase(
+            "hook",
+            self.hook(
+                "passive_identity_symlink_command",
+                self.cfg.hooks.passive_identity_symlink_command.as_ref(),
+            )
+            .await,
+        );
         let kind = self.kind_for(self.consensus(true).await);
 
         let was_staked = match self.validator.identity().await {
@@ -244,11 +289,24 @@ impl Agent {
                     // staked validator that never votes.
                     self.restore_voters(&mut run).await;
                 }
+                if self.validator.identity().await.ok() == Some(staked) {
+                    // And its identity link, so that a restart does not drop the staked identity.
+                    run.phase(
+                        "hook_back",
+                        self.hook(
+                            "active_identity_symlink_command",
+                            self.cfg.hooks.active_identity_symlink_command.as_ref(),
+                        )
+                        .await,
+                    );
+                }
                 return run.finish(self.validator.identity().await.ok());
             }
             if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
                 return run.finish(self.validator.identity().await.ok());
             }
+            // Unstaked now, whatever follows: holding X again takes a promotion.
+            self.note_role(Role::Passive { term }).await;
             let path = match self.path_of(kind) {
                 Ok(p) => p,
                 Err(e) => {
@@ -290,6 +348,9 @@ impl Agent {
             }
         } else if run.response.phases.is_empty() {
             run.phase("demote", Ok("validator already not staked".into()));
+        }
+        if !was_staked {
+            self.note_role(Role::Passive { term }).await;
         }
 
         let read = match self.path_of(kind) {
@@ -335,14 +396,6 @@ impl Agent {
                 }
             }
         }
-        run.phase(
-            "hook",
-            self.hook(
-                "passive_identity_symlink_command",
-                self.cfg.hooks.passive_identity_symlink_command.as_ref(),
-            )
-            .await,
-        );
         run.finish(self.validator.identity().await.ok())
     }
 
@@ -433,6 +486,29 @@ impl Agent {
                 )),
             );
             return run.finish(self.validator.identity().await.ok());
+        }
+        // Already holding X: installing a vote state over a running active's would roll its
+        // votes back. The same term's promotion, asked again (its answer was lost), is done.
+        if let Ok(id) = self.validator.identity().await {
+            if id == self.staked() && !req.skip_identity {
+                if self.last_role().await == Some(Role::Active { term: req.term }) {
+                    run.phase(
+                        "promote",
+                        Ok(format!("already promoted in term {}", req.term)),
+                    );
+                    self.lease.promoted(admitted);
+                } else {
+                    run.phase(
+                        "term",
+                        Err(
+                            "this validator already holds the staked identity: refusing to \
+                             install a vote state over a running active's"
+                                .into(),
+                        ),
+                    );
+                }
+                return run.finish(Some(id));
+            }
         }
         let consensus = self.consensus(true).await;
         let kind = match self.kind_to_install(req, consensus) {
@@ -564,6 +640,7 @@ impl Agent {
         *self.last_demoted.lock().expect("demoted") = None;
         let response = run.finish(self.validator.identity().await.ok());
         if response.ok && !self.cfg.dry_run {
+            self.note_role(Role::Active { term: req.term }).await;
             // The new active's lease, from the completion (the manager counts this node from its
             // answer, or from when it gave up on one — both later), renewed before the switching
             // lock is let go so that the watchdog never sees a promoted node with an old lease.

@@ -13,6 +13,10 @@
 //! kill that hands the final vote state over from disk, and with `passive_identity_symlink_command`
 //! and `validator_restart_command` restarts it as passive). Each decision is logged and reported
 //! in `/status`; "staying active" once per silence.
+//!
+//! And whatever the lease: a node whose last completed change was a demotion and whose validator
+//! holds the staked identity again (a restart with it on the command line after a failover) is
+//! demoted at once — only a `become_active` makes a node the active.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::agent::{unix_ms, Agent};
 use crate::api::FenceReport;
 use crate::lease::{self, KILL_DEADLINE, PAUSE_DEADLINE, PROBE_DEADLINE};
+use crate::state::Role;
 
 /// The confirmed last vote as the watchdog follows it: the value, and when it last advanced
 /// (`None` until it has been seen to advance: a first reading proves nothing).
@@ -57,8 +62,20 @@ pub async fn run(agent: Arc<Agent>) {
     let mut last_staked: Option<bool> = None;
     let mut votes = Votes::default();
     let mut said_staying = false;
+    let mut role_checked = Instant::now();
+    let mut role_every = Duration::ZERO;
     loop {
         tokio::time::sleep(period).await;
+        if role_checked.elapsed() >= role_every {
+            role_checked = Instant::now();
+            // A validator that does not answer may be starting: look again at the next period,
+            // as votes may follow its start-up within a slot.
+            role_every = if demote_unauthorised(&agent).await {
+                ROLE_CHECK_EVERY
+            } else {
+                Duration::ZERO
+            };
+        }
         // A fresh lease needs no evidence: look only in its last third (with the manager heard,
         // a lease is renewed 1–2 s after it began, so the validator's RPC is asked nothing extra;
         // a third of the lease is enough to see the confirmed last vote advance before it ends).
@@ -163,6 +180,54 @@ pub async fn run(agent: Arc<Agent>) {
     }
 }
 
+/// How often a demoted node looks whether its validator took the staked identity back.
+const ROLE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A validator whose last change here was a demotion, found holding the staked identity again
+/// (restarted with it on its command line after a failover, or set by hand): no `become_active`
+/// authorised it and the other node may be voting with it, so it is demoted at once. Checked
+/// under the switching lock: a promotion holds it until it has recorded itself. False when the
+/// validator of a demoted node did not answer.
+async fn demote_unauthorised(agent: &Agent) -> bool {
+    let Some(Role::Passive { term: demoted }) = agent.last_role().await else {
+        return true;
+    };
+    let Ok(Ok(id)) = timeout(PROBE_DEADLINE, agent.validator.identity()).await else {
+        return false;
+    };
+    if id != agent.staked() {
+        return true;
+    }
+    let Ok(guard) = agent.switching.try_lock() else {
+        return true;
+    };
+    if agent.last_role().await != Some(Role::Passive { term: demoted }) {
+        return true;
+    }
+    let reason = format!(
+        "the validator holds the staked identity, but this node was demoted in term {demoted} \
+         and no promotion gave it back since (restarted with the staked identity on its command \
+         line, or set by hand?)"
+    );
+    error!(%reason, "demoting: only a become_active from the manager makes this node the active (to take the identity by hand, stop this agent first)");
+    let term = agent.term().await;
+    let response = agent
+        .become_passive_locked(&guard, term, &format!("unauthorised: {reason}"))
+        .await;
+    let outcome = if response.ok {
+        "demoted_unauthorised"
+    } else {
+        error!(
+            error = response.error.as_deref().unwrap_or("unknown"),
+            "demoting the unauthorised staked identity failed"
+        );
+        "demote_failed"
+    };
+    drop(guard);
+    report(agent, reason, outcome, Vec::new());
+    true
+}
+
 fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>) {
     agent.last_fence.send_replace(Some(FenceReport {
         at_ms: unix_ms(),
@@ -172,8 +237,8 @@ fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>
     }));
 }
 
-/// Stops this validator's votes — pause, or kill when it does not answer — then demotes it. The
-/// pause runs under the switching lock (`guard`), the demotion takes it itself.
+/// Stops this validator's votes — pause, or kill when it does not answer — then demotes it, all
+/// under the switching lock (`guard`).
 async fn fence(
     agent: &Agent,
     reason: &str,
@@ -204,11 +269,10 @@ async fn fence(
     } else {
         false
     };
-    drop(guard);
     let term = agent.term().await;
     let why = format!("self-fence: {reason}");
     if paused || !agent.validator.manages_voters() {
-        let response = agent.become_passive(term, &why).await;
+        let response = agent.become_passive_locked(&guard, term, &why).await;
         if response.ok {
             return "demoted";
         }
@@ -225,7 +289,7 @@ async fn fence(
         Ok(pid) => {
             warn!(pid, "validator process killed: it can cast no vote");
             // The process is gone: this hands the final vote state over from disk.
-            let response = agent.become_passive(term, &why).await;
+            let response = agent.become_passive_locked(&guard, term, &why).await;
             if !response.ok {
                 error!(
                     error = response.error.as_deref().unwrap_or("unknown"),

@@ -34,7 +34,7 @@ async fn the_vote_history_moves_with_the_identity_and_back_safely() {
     let names: Vec<&str> = passive.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["voters", "demote", "confirm", "settle", "tower", "remove", "hook"]
+        ["hook", "voters", "demote", "confirm", "settle", "tower", "remove"]
     );
     assert!(
         active.phases[2]

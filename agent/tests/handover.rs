@@ -109,7 +109,7 @@ async fn a_full_handover_and_back_is_safe_and_carries_the_final_tower() {
     let names: Vec<&str> = passive.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["voters", "demote", "confirm", "settle", "tower", "remove", "hook"]
+        ["hook", "voters", "demote", "confirm", "settle", "tower", "remove"]
     );
     let names: Vec<&str> = active.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -251,7 +251,7 @@ async fn a_failed_demotion_stops_the_switch() {
     let names: Vec<&str> = response.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["voters", "demote", "restore_voters"],
+        ["hook", "voters", "demote", "restore_voters", "hook_back"],
         "{response:#?}"
     );
     assert!(

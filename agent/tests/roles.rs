@@ -1,0 +1,128 @@
+//! Only a `become_active` makes a node the active: a demoted node whose validator comes back
+//! with the staked identity is demoted again, and a promotion never touches a node that already
+//! holds it.
+
+mod support;
+
+use failover_agent::api::FailoverAction;
+use failover_identity::tower_path;
+use failover_sim::{Fault, Violation};
+use support::{bed, command, fence_report};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_validator_restarted_with_the_staked_identity_is_demoted_again() {
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey();
+    let (_, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    // The old active's validator restarts with X on its command line, as after a reboot of a
+    // server whose identity link the operator never switched.
+    bed.cluster
+        .fault(0, Fault::Restart { startup_slots: 5 })
+        .await
+        .unwrap();
+    let report = fence_report(&bed, 0).await;
+    let demoted_at_slot = bed.cluster.slot();
+    assert_eq!(report.outcome, "demoted_unauthorised", "{report:?}");
+    assert!(report.reason.contains("demoted in term 1"), "{report:?}");
+    assert_ne!(bed.cluster.identity(0), Some(staked));
+    assert_eq!(bed.cluster.identity(1), Some(staked));
+    // The restart alone made two holders, and only until the agent demoted it.
+    let safety = bed.cluster.safety();
+    let changes: Vec<_> = safety
+        .identity_changes
+        .iter()
+        .filter(|c| c.node == 0)
+        .collect();
+    let took = changes
+        .iter()
+        .rposition(|c| c.identity.as_deref() == Some(&staked.to_string()))
+        .expect("node 1 took X back at its restart");
+    let (from, until) = (
+        changes[took].at_ms,
+        changes.get(took + 1).expect("and lost it").at_ms,
+    );
+    assert!(until - from < 2_000, "X held twice for {} ms", until - from);
+    for v in &safety.violations {
+        match v {
+            Violation::TwoHolders { at_ms, .. } => {
+                assert!((from..=until).contains(at_ms), "{v:?}")
+            }
+            Violation::DoubleVote { slot, .. } | Violation::VoteWhileHeldElsewhere { slot, .. } => {
+                assert!(*slot <= demoted_at_slot, "{v:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_never_installs_a_vote_state_over_a_running_active() {
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey();
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    let old = passive.tower.clone().unwrap();
+    // The same promotion asked again (its answer was lost): done, nothing touched.
+    let again = bed
+        .client(1)
+        .failover(&command(
+            FailoverAction::BecomeActive,
+            1,
+            Some(old.clone()),
+            Some(old.sha256.clone()),
+        ))
+        .await
+        .unwrap();
+    assert!(again.ok, "{again:#?}");
+    assert!(
+        again
+            .phases
+            .iter()
+            .any(|p| p.detail.contains("already promoted in term 1")),
+        "{again:#?}"
+    );
+    // Node 1 votes on; its tower moves past the one offered.
+    let tower = tower_path(&bed.cluster.info().nodes[1].ledger, &staked);
+    let offered_vote = old.last_vote.unwrap();
+    bed.cluster
+        .wait_until(support::PATIENCE, |w| {
+            w.vote.last_voter == Some(1) && w.vote.last_vote > offered_vote + 3
+        })
+        .await
+        .unwrap();
+    let before = std::fs::read(&tower).unwrap();
+    // Another term's promotion of the running active, with the older tower: refused.
+    let other = bed
+        .client(1)
+        .failover(&command(
+            FailoverAction::BecomeActive,
+            2,
+            Some(old.clone()),
+            Some(old.sha256.clone()),
+        ))
+        .await
+        .unwrap();
+    assert!(!other.ok, "{other:#?}");
+    assert!(
+        other
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already holds the staked identity"),
+        "{other:#?}"
+    );
+    let after = std::fs::read(&tower).unwrap();
+    let last_vote = |bytes: &[u8]| {
+        failover_identity::TowerFile::parse(bytes)
+            .unwrap()
+            .tower
+            .last_voted_slot()
+    };
+    assert!(
+        last_vote(&after) >= last_vote(&before),
+        "the tower went back to the offered one"
+    );
+    assert_eq!(bed.cluster.identity(1), Some(staked));
+    bed.cluster.safety().assert_safe();
+}
