@@ -1,7 +1,8 @@
 //! The one observer: everything the manager knows comes through here, once per heartbeat.
 //!
 //! - The cluster tip from a pubsub `slotSubscribe` (reconnected with backoff; while it is down,
-//!   `getSlot` is polled instead).
+//!   or silent for [`PUBSUB_SILENT`] — an open stream that stopped sending would freeze the tip
+//!   and with it every lag — `getSlot` is polled instead).
 //! - The vote account's last vote from `getVoteAccounts { votePubkey, processed }`.
 //! - Gossip from `getClusterNodes`: which configured IP carries the staked identity.
 //! - Each agent's `/status` (signed), with consecutive misses counted.
@@ -352,20 +353,43 @@ pub fn report(status: &StatusResponse, staked: &Pubkey) -> AgentReport {
     }
 }
 
-/// Follows the tip over pubsub for as long as it runs, reconnecting with backoff.
+/// A slot stream with no notification for this long is taken for stalled (five 400 ms slots).
+pub const PUBSUB_SILENT: Duration = Duration::from_secs(2);
+
+/// Follows the tip over pubsub for as long as it runs, reconnecting with backoff. A silent
+/// stream is said once, and its return once.
 async fn watch_tip(url: String, tip: Arc<Tip>) {
     let mut backoff = Duration::from_millis(250);
+    let mut silent = false;
     loop {
         match PubsubClient::new(url.as_str()).await {
             Ok(client) => match client.slot_subscribe().await {
                 Ok((mut slots, _unsubscribe)) => {
-                    info!(%url, "following the cluster tip over pubsub");
-                    backoff = Duration::from_millis(250);
-                    while let Some(info) = slots.next().await {
-                        tip.slot.store(info.slot, Ordering::Relaxed);
-                        tip.live.store(true, Ordering::Relaxed);
+                    if !silent {
+                        info!(%url, "following the cluster tip over pubsub");
                     }
-                    warn!(%url, "pubsub slot stream ended; polling getSlot until it is back");
+                    loop {
+                        match tokio::time::timeout(PUBSUB_SILENT, slots.next()).await {
+                            Ok(Some(info)) => {
+                                tip.slot.store(info.slot, Ordering::Relaxed);
+                                tip.live.store(true, Ordering::Relaxed);
+                                backoff = Duration::from_millis(250);
+                                if std::mem::take(&mut silent) {
+                                    info!(%url, "pubsub slot notifications are back");
+                                }
+                            }
+                            Ok(None) => {
+                                warn!(%url, "pubsub slot stream ended; polling getSlot until it is back");
+                                break;
+                            }
+                            Err(_) => {
+                                if !std::mem::replace(&mut silent, true) {
+                                    warn!(%url, silent_ms = PUBSUB_SILENT.as_millis() as u64, "pubsub slot stream silent; polling getSlot until notifications come again");
+                                }
+                                break;
+                            }
+                        }
+                    }
                 }
                 Err(e) => warn!(%url, error = %e, "slotSubscribe failed"),
             },

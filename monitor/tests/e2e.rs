@@ -181,6 +181,19 @@ async fn no_second_failover_within_the_cooldown() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_silent_pubsub_stream_does_not_freeze_the_tip() {
+    // The cluster endpoint's websocket stays open and stops sending: the tip used to stay at
+    // the last notification, every lag read near zero, and no failover ever happened.
+    let sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.silence_network_pubsub(true);
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_active_that_dies_within_the_cooldown_is_replaced_at_once() {
     // Agave 4.2.2 exited 250 ms after it took X in a CI drill; the one-minute cooldown held
     // the manager while nobody voted.

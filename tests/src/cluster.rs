@@ -68,6 +68,9 @@ pub struct SimConfig {
     /// 127.0.0.1. Distinct addresses let the manager tell nodes apart in gossip by IP, as in
     /// production.
     pub first_ip_octet: u8,
+    /// The vote account's authorized voter is a keypair of its own (`--authorized-voter`), not
+    /// the staked identity.
+    pub separate_voter: bool,
 }
 
 impl SimConfig {
@@ -82,6 +85,7 @@ impl SimConfig {
             versions: Vec::new(),
             first_ip_octet: 2,
             consensus: Consensus::Tower,
+            separate_voter: false,
         }
     }
 
@@ -174,6 +178,8 @@ pub struct ClusterInfo {
     pub pubsub_url: String,
     pub staked_keypair: PathBuf,
     pub staked_pubkey: String,
+    /// The vote account's own authorized-voter keypair, with [`SimConfig::separate_voter`].
+    pub voter_keypair: Option<PathBuf>,
     pub vote_pubkey: String,
     pub slot_time_ms: u64,
     pub nodes: Vec<NodeInfo>,
@@ -268,6 +274,14 @@ impl Cluster {
         write_keypair(&staked, &staked_path)?;
         let vote_keypair = Keypair::generate();
         write_keypair(&vote_keypair, &config.dir.join("vote-account.json"))?;
+        let voter_path = config.dir.join("authorized-voter.json");
+        let voter = if config.separate_voter {
+            let voter = Arc::new(Keypair::generate());
+            write_keypair(&voter, &voter_path)?;
+            voter
+        } else {
+            staked.clone()
+        };
         let network_identity = Keypair::generate().pubkey();
         let sleep = find_sleep()?;
 
@@ -312,7 +326,7 @@ impl Cluster {
                 name.clone(),
                 ledger.clone(),
                 identity,
-                vec![staked.clone()],
+                vec![voter.clone()],
                 version,
             );
             node.identity_link = Some(identity_link.clone());
@@ -339,7 +353,7 @@ impl Cluster {
         let vote = VoteAccount {
             vote_pubkey: vote_keypair.pubkey(),
             node_pubkey: staked.pubkey(),
-            authorized_voter: staked.pubkey(),
+            authorized_voter: voter.pubkey(),
             activated_stake: 997_717_120,
             commission: 100,
             last_vote: start - 1,
@@ -364,6 +378,7 @@ impl Cluster {
                 identity: network_identity,
                 vote_pubkey: Keypair::generate().pubkey(),
                 activated_stake: 9_997_717_120,
+                pubsub_silent: false,
             },
             nodes,
             SafetyRecorder::new(staked.pubkey(), config.nodes),
@@ -413,6 +428,7 @@ impl Cluster {
                 SocketAddr::new(network_rpc_addr.ip(), network_rpc_addr.port() + 1)
             ),
             staked_keypair: staked_path,
+            voter_keypair: config.separate_voter.then_some(voter_path),
             staked_pubkey: staked.pubkey().to_string(),
             vote_pubkey: vote_keypair.pubkey().to_string(),
             slot_time_ms: config.slot_time.as_millis() as u64,
@@ -498,6 +514,12 @@ impl Cluster {
     /// Waits until the cluster reaches `slot`.
     pub async fn wait_for_slot(&self, slot: u64, timeout: Duration) -> anyhow::Result<()> {
         self.wait_until(timeout, |w| w.slot >= slot).await
+    }
+
+    /// Silences (or wakes) the cluster endpoint's pubsub: connections and subscriptions stay
+    /// open, no notification is sent.
+    pub fn silence_network_pubsub(&self, silent: bool) {
+        self.shared.world().network.pubsub_silent = silent;
     }
 
     /// Puts node `i` into (or takes it out of) a fault.

@@ -503,7 +503,7 @@ async fn pubsub_session(ctx: Ctx, mut socket: WebSocket) {
                 let (slot, responsive, root_distance) = {
                     let world = ctx.shared.world();
                     let responsive = match ctx.endpoint {
-                        Endpoint::Network => true,
+                        Endpoint::Network => !world.network.pubsub_silent,
                         Endpoint::Node(i) => world.nodes[i].responsive(),
                     };
                     (endpoint_slot(&world, ctx.endpoint), responsive, world.root_distance())

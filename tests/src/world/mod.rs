@@ -194,6 +194,9 @@ pub struct NetworkNode {
     pub identity: Pubkey,
     pub vote_pubkey: Pubkey,
     pub activated_stake: u64,
+    /// Its pubsub keeps every connection and subscription open and sends nothing (a stalled RPC
+    /// node's websocket).
+    pub pubsub_silent: bool,
 }
 
 /// Everything the simulator knows; guarded by one mutex in [`crate::Cluster`].
