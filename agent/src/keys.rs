@@ -26,6 +26,12 @@ pub fn check(cfg: &AgentConfig) -> Result<Vec<String>, Vec<String>> {
             Err(e) => problems.push(format!("staked_identity_keypair: {e}")),
         }
     }
+    if let Some(path) = &cfg.authorized_voter_keypair {
+        match Keypair::read_file(path, Permissions::Strict) {
+            Ok(key) => found.push(format!("authorized_voter_keypair holds {}", key.pubkey())),
+            Err(e) => problems.push(format!("authorized_voter_keypair: {e}")),
+        }
+    }
     let unstaked = match &cfg.validator_client {
         ValidatorClient::Agave(agave) => Some(&agave.unstaked_identity_keypair),
         ValidatorClient::Firedancer(fd) => Some(&fd.unstaked_identity_keypair),

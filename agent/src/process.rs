@@ -3,7 +3,7 @@
 //! name that runs on another ledger is not ours: a second validator on the same server (a test bed,
 //! a spare) must not make a dead one look alive.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A running process matching the name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,31 +70,43 @@ fn matches_name(dir: &Path, name: &str) -> bool {
 
 /// False only when the process names a ledger and it is another directory.
 fn runs_on_ledger(dir: &Path, ledger: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+    let Some(named) = path_arg(dir, "--ledger", "-l") else {
         return true;
     };
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(&named) == canonical(ledger)
+}
+
+/// The keypair file process `pid` was started with (`--identity`/`-i`), as a path from here.
+pub fn identity_arg(pid: u32) -> Option<PathBuf> {
+    path_arg(
+        &Path::new("/proc").join(pid.to_string()),
+        "--identity",
+        "-i",
+    )
+}
+
+/// The value of option `long` (or `short`, or `long=value`) on the process's command line, a
+/// relative path taken from its working directory.
+fn path_arg(dir: &Path, long: &str, short: &str) -> Option<PathBuf> {
+    let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
     let args: Vec<String> = cmdline
         .split(|b| *b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
+    let with_eq = format!("{long}=");
     let named = args.iter().enumerate().find_map(|(i, a)| {
-        if a == "--ledger" || a == "-l" {
+        if a == long || a == short {
             args.get(i + 1).cloned()
         } else {
-            a.strip_prefix("--ledger=").map(str::to_string)
+            a.strip_prefix(&with_eq).map(str::to_string)
         }
-    });
-    let Some(named) = named else {
-        return true;
-    };
+    })?;
     let named = Path::new(&named);
-    // A relative ledger is relative to the process's working directory.
-    let named = match std::fs::read_link(dir.join("cwd")) {
+    Some(match std::fs::read_link(dir.join("cwd")) {
         Ok(cwd) if named.is_relative() => cwd.join(named),
         _ => named.to_path_buf(),
-    };
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    canonical(&named) == canonical(ledger)
+    })
 }
 
 /// A zombie has exited: it is not a running validator, whatever its name.
@@ -150,6 +162,34 @@ mod tests {
         let found = find(comm.trim_end(), None).expect("this test process");
         assert!(found.uptime_secs.is_some());
         assert!(find("no-such-process-name-xyz", None).is_none());
+    }
+
+    #[test]
+    fn reads_the_identity_a_process_was_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        for args in [
+            vec!["--identity", "id.json"],
+            vec!["-i", "id.json"],
+            vec!["--identity=id.json"],
+        ] {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "sleep 30; :", "sh"])
+                .args(&args)
+                .current_dir(dir.path())
+                .spawn()
+                .unwrap();
+            // Right after the exec the kernel may still show an empty command line.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut named = identity_arg(child.id());
+            while named.is_none() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+                named = identity_arg(child.id());
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert_eq!(named, Some(dir.path().join("id.json")), "{args:?}");
+        }
+        assert_eq!(identity_arg(std::process::id()), None);
     }
 
     #[test]

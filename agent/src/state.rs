@@ -26,7 +26,13 @@ pub enum Role {
     Active { term: u64 },
     /// A demotion left the validator without the staked identity: holding it again needs a
     /// `become_active` (a validator restarted with it on its command line has none).
-    Passive { term: u64 },
+    Passive {
+        term: u64,
+        /// The validator process demoted (none when it was not running): another one with the
+        /// staked keypair on its command line was started since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validator_pid: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -143,7 +149,10 @@ mod tests {
         assert_eq!(file.state, PersistedState::default());
         file.state.term = 7;
         file.state.demoted_in_term = Some(6);
-        file.state.last_role = Some(Role::Passive { term: 6 });
+        file.state.last_role = Some(Role::Passive {
+            term: 6,
+            validator_pid: Some(42),
+        });
         file.state.newest_tower = Some(SeenTower {
             identity: None,
             last_vote: 1234,

@@ -306,7 +306,11 @@ impl Agent {
                 return run.finish(self.validator.identity().await.ok());
             }
             // Unstaked now, whatever follows: holding X again takes a promotion.
-            self.note_role(Role::Passive { term }).await;
+            self.note_role(Role::Passive {
+                term,
+                validator_pid: self.find_validator().map(|f| f.pid),
+            })
+            .await;
             let path = match self.path_of(kind) {
                 Ok(p) => p,
                 Err(e) => {
@@ -350,7 +354,11 @@ impl Agent {
             run.phase("demote", Ok("validator already not staked".into()));
         }
         if !was_staked {
-            self.note_role(Role::Passive { term }).await;
+            self.note_role(Role::Passive {
+                term,
+                validator_pid: self.find_validator().map(|f| f.pid),
+            })
+            .await;
         }
 
         let read = match self.path_of(kind) {
@@ -441,9 +449,19 @@ impl Agent {
         true
     }
 
-    /// Adds the staked key back as authorized voter after a demotion that did not happen.
+    /// The key the vote account's votes are signed with: `authorized_voter_keypair` when it is a
+    /// key of its own, else the staked identity. A demotion removes every authorized voter; this
+    /// is the one to give back.
+    fn voter_keypair(&self) -> Option<&std::path::Path> {
+        self.cfg
+            .authorized_voter_keypair
+            .as_deref()
+            .or(self.cfg.staked_identity_keypair.as_deref())
+    }
+
+    /// Adds the authorized voter back after a demotion that did not happen.
     async fn restore_voters(&self, run: &mut Run) {
-        let Some(keypair) = self.cfg.staked_identity_keypair.as_deref() else {
+        let Some(keypair) = self.voter_keypair() else {
             return;
         };
         let restored = self
@@ -613,10 +631,11 @@ impl Agent {
             if !run.phase("promote", promote.await) {
                 return run.finish(self.validator.identity().await.ok());
             }
-            // A demotion by this product empties Agave's authorized voters: give X back, or the
-            // promoted validator holds X and never votes.
+            // A demotion by this product empties Agave's authorized voters: give the voter back
+            // (X, or the vote account's own voter key), or the promoted validator holds X and
+            // never votes.
             let add_voter = self.cfg.add_authorized_voter || self.validator.manages_voters();
-            if let (true, Some(keypair)) = (add_voter, keypair.as_deref()) {
+            if let (true, Some(keypair)) = (add_voter, self.voter_keypair()) {
                 let add = self.act(
                     "add the authorized voter",
                     self.validator.add_authorized_voter(keypair),

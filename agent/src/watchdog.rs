@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover_config::HostPort;
+use failover_identity::{Keypair, Permissions};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{error, info, warn};
@@ -64,13 +65,15 @@ pub async fn run(agent: Arc<Agent>) {
     let mut said_staying = false;
     let mut role_checked = Instant::now();
     let mut role_every = Duration::ZERO;
+    // The validator process whose command line was last looked at.
+    let mut inspected: Option<u32> = None;
     loop {
         tokio::time::sleep(period).await;
         if role_checked.elapsed() >= role_every {
             role_checked = Instant::now();
             // A validator that does not answer may be starting: look again at the next period,
             // as votes may follow its start-up within a slot.
-            role_every = if demote_unauthorised(&agent).await {
+            role_every = if demote_unauthorised(&agent, &mut inspected).await {
                 ROLE_CHECK_EVERY
             } else {
                 Duration::ZERO
@@ -188,10 +191,32 @@ const ROLE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// authorised it and the other node may be voting with it, so it is demoted at once. Checked
 /// under the switching lock: a promotion holds it until it has recorded itself. False when the
 /// validator of a demoted node did not answer.
-async fn demote_unauthorised(agent: &Agent) -> bool {
-    let Some(Role::Passive { term: demoted }) = agent.last_role().await else {
+///
+/// Agave answers nothing but its start-up progress until it has started, and then may vote within
+/// a slot (3.1.12 restarted with X rebuilt a tower from the vote account, voted a slot the active
+/// had voted, and panicked with "Submitting old vote"): a validator process new since the last
+/// look (not the one demoted, which was started as the active) whose command line names the
+/// staked keypair is killed before it gets there.
+async fn demote_unauthorised(agent: &Agent, inspected: &mut Option<u32>) -> bool {
+    let Some(Role::Passive {
+        term: demoted,
+        validator_pid,
+    }) = agent.last_role().await
+    else {
+        *inspected = None;
         return true;
     };
+    if agent.validator.manages_voters() {
+        // The process that was demoted keeps the staked keypair on its command line (it was
+        // started as the active); only one started since is looked at.
+        if let Some(found) = agent.find_validator() {
+            let new = Some(found.pid) != validator_pid && Some(found.pid) != *inspected;
+            if new && !kill_if_started_staked(agent, found.pid, demoted).await {
+                return false;
+            }
+            *inspected = Some(found.pid);
+        }
+    }
     let Ok(Ok(id)) = timeout(PROBE_DEADLINE, agent.validator.identity()).await else {
         return false;
     };
@@ -201,7 +226,7 @@ async fn demote_unauthorised(agent: &Agent) -> bool {
     let Ok(guard) = agent.switching.try_lock() else {
         return true;
     };
-    if agent.last_role().await != Some(Role::Passive { term: demoted }) {
+    if !matches!(agent.last_role().await, Some(Role::Passive { term, .. }) if term == demoted) {
         return true;
     }
     let reason = format!(
@@ -222,6 +247,44 @@ async fn demote_unauthorised(agent: &Agent) -> bool {
             "demoting the unauthorised staked identity failed"
         );
         "demote_failed"
+    };
+    drop(guard);
+    report(agent, reason, outcome, Vec::new());
+    true
+}
+
+/// Kills validator `pid` when its command line names a keypair file holding the staked identity
+/// (this node was demoted in term `demoted`). False when it could not be looked at now (a switch
+/// holds the lock): look again at the next period.
+async fn kill_if_started_staked(agent: &Agent, pid: u32, demoted: u64) -> bool {
+    let Some(path) = crate::process::identity_arg(pid) else {
+        return true;
+    };
+    // Only the public key is kept; the keypair is zeroized when dropped.
+    let staked = Keypair::read_file(&path, Permissions::AllowInsecure)
+        .is_ok_and(|k| k.pubkey() == agent.staked());
+    if !staked {
+        return true;
+    }
+    let Ok(guard) = agent.switching.try_lock() else {
+        return false;
+    };
+    if !matches!(agent.last_role().await, Some(Role::Passive { term, .. }) if term == demoted) {
+        return true;
+    }
+    let reason = format!(
+        "validator pid {pid} was started with the staked identity ({}) after this node was \
+         demoted in term {demoted}: killed before it could vote (point the identity a restart \
+         uses at the unstaked key: passive_identity_symlink_command)",
+        path.display()
+    );
+    error!(%reason, "killing an unauthorised start with the staked identity");
+    let outcome = match kill_validator(agent).await {
+        Ok(_) => "killed_unauthorised",
+        Err(e) => {
+            error!(error = %e, "could not kill the validator started with the staked identity");
+            "fence_failed"
+        }
     };
     drop(guard);
     report(agent, reason, outcome, Vec::new());

@@ -291,3 +291,32 @@ async fn with_slow_slots_the_late_straggler_vote_is_still_waited_for() {
     bed.cluster.wait_for_slot(slot + 2, PATIENCE).await.unwrap();
     bed.cluster.safety().assert_safe();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vote_account_with_its_own_voter_key_votes_again_after_a_switch() {
+    // `--authorized-voter voter.json`: a demotion empties the voters, and the promotion must give
+    // back that key — with the staked identity added instead, the new active held X and no vote
+    // of it was valid.
+    let bed = support::bed_on(
+        |dir| {
+            let mut sim = failover_sim::SimConfig::new(dir);
+            sim.slot_time = std::time::Duration::from_millis(100);
+            sim.separate_voter = true;
+            sim
+        },
+        |_, _| {},
+    )
+    .await;
+    for (from, to, term) in [(0, 1, 1), (1, 0, 2)] {
+        let (_, active) = bed.switch(from, to, term).await;
+        assert!(active.ok, "{active:#?}");
+        let since = bed.cluster.vote_account().last_vote;
+        bed.cluster
+            .wait_until(PATIENCE, |w| {
+                w.vote.last_voter == Some(to) && w.vote.last_vote > since + 3
+            })
+            .await
+            .unwrap_or_else(|e| panic!("node {} never voted after its promotion: {e}", to + 1));
+    }
+    bed.cluster.safety().assert_safe();
+}

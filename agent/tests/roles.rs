@@ -126,3 +126,74 @@ async fn a_promotion_never_installs_a_vote_state_over_a_running_active() {
     assert_eq!(bed.cluster.identity(1), Some(staked));
     bed.cluster.safety().assert_safe();
 }
+
+/// A stand-in for an Agave process of node `i` started with `identity` on its command line: a
+/// shell named like the node's process, waiting on its standard input. Killed when dropped.
+fn validator_process(
+    bed: &support::Bed,
+    i: usize,
+    identity: &std::path::Path,
+) -> tokio::process::Child {
+    let info = bed.cluster.info();
+    let link = bed.dir.path().join(&info.nodes[i].process_name);
+    if !link.exists() {
+        std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+    }
+    tokio::process::Command::new(&link)
+        .args(["-c", "read never", "agave-validator", "--ledger"])
+        .arg(&info.nodes[i].ledger)
+        .arg("--identity")
+        .arg(identity)
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_validator_demoted_is_not_killed_for_the_staked_keypair_it_was_started_with() {
+    // Found on real Agave 3.1.12: the initial active runs with `--identity <staked keypair>`,
+    // and a demotion by setIdentity leaves that command line as it was.
+    let bed = bed().await;
+    let info = bed.cluster.info();
+    let mut validator = validator_process(&bed, 0, &info.staked_keypair);
+    // The simulated node restarts after it, so the process above is the one its agent finds.
+    bed.cluster
+        .fault(0, Fault::Restart { startup_slots: 0 })
+        .await
+        .unwrap();
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(passive.ok && active.ok, "{passive:#?} {active:#?}");
+    let slot = bed.cluster.slot();
+    bed.cluster
+        .wait_for_slot(slot + 30, support::PATIENCE)
+        .await
+        .unwrap();
+    assert!(
+        validator.try_wait().unwrap().is_none(),
+        "the demoted validator was killed"
+    );
+    assert!(bed.agents[0].agent.fence_reports().borrow().is_none());
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validator_started_with_the_staked_keypair_after_a_demotion_is_killed_before_it_votes() {
+    use std::os::unix::process::ExitStatusExt;
+    let bed = bed().await;
+    let (_, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    // Node 0's validator dies, and its service manager starts it again with X's keypair on the
+    // command line. Agave would answer nothing until it has started, and could vote right after.
+    bed.cluster.fault(0, Fault::Crash).await.unwrap();
+    let mut validator = validator_process(&bed, 0, &bed.cluster.info().staked_keypair);
+    let report = fence_report(&bed, 0).await;
+    assert_eq!(report.outcome, "killed_unauthorised", "{report:?}");
+    let status = tokio::time::timeout(support::PATIENCE, validator.wait())
+        .await
+        .expect("killed")
+        .unwrap();
+    assert_eq!(status.signal(), Some(9), "SIGKILL");
+    assert_eq!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+}

@@ -80,6 +80,18 @@ const AGENT_CASES: &[Case] = &[
         "run `chmod 600` on it",
     ),
     case(
+        "authorized voter keypair readable by others",
+        |c| c["authorized_voter_keypair"] = json!("$DIR/keys/loose.json"),
+        "authorized_voter_keypair",
+        "run `chmod 600` on it",
+    ),
+    case(
+        "authorized voter keypair missing",
+        |c| c["authorized_voter_keypair"] = json!("$DIR/keys/no-such-voter.json"),
+        "authorized_voter_keypair",
+        "does not exist",
+    ),
+    case(
         "signed commands without manager keys",
         |c| c["manager_pubkeys"] = json!([]),
         "manager_pubkeys",

@@ -52,7 +52,7 @@ pub struct Bed {
 pub fn agent_config(cluster: &Cluster, dir: &Path, manager: &Keypair, i: usize) -> Value {
     let info = cluster.info();
     let node = &info.nodes[i];
-    json!({
+    let mut config = json!({
         "listen_addr": "127.0.0.1:0",
         "allowed_ips": ["127.0.0.1"],
         "local_rpc": node.rpc_url,
@@ -71,7 +71,11 @@ pub fn agent_config(cluster: &Cluster, dir: &Path, manager: &Keypair, i: usize) 
         "connectivity_targets": ["127.0.0.1:9"],
         "connectivity_failures_to_fence": 1,
         "connectivity_timeout": "200ms",
-    })
+    });
+    if let Some(voter) = &info.voter_keypair {
+        config["authorized_voter_keypair"] = json!(voter);
+    }
+    config
 }
 
 /// Starts an agent from a config value (through the real parser).

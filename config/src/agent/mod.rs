@@ -74,6 +74,7 @@ pub(crate) const AGENT_ONLY_FIELDS: &[&str] = &[
     "admin_socket",
     "tower_dir",
     "staked_identity_keypair",
+    "authorized_voter_keypair",
     "unstaked_identity_keypair",
     "require_tower",
     "add_authorized_voter",
@@ -133,6 +134,10 @@ pub struct AgentConfig {
     /// `staked_identity_keypair`: the staked keypair on this server (exists, mode 0600). Absent
     /// means this agent is promoted only with `skip_identity` (secure identity mode).
     pub staked_identity_keypair: Option<PathBuf>,
+    /// `authorized_voter_keypair`: the vote account's authorized voter when it is a key of its own
+    /// (`--authorized-voter`; exists, mode 0600). A demotion removes every authorized voter; a
+    /// promotion adds this one back (absent: the staked identity).
+    pub authorized_voter_keypair: Option<PathBuf>,
     /// `require_tower`: promote with `require_tower=true`. Default true.
     pub require_tower: bool,
     /// `add_authorized_voter`: also add the staked identity as authorized voter. Default false.

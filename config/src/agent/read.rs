@@ -177,6 +177,12 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
     let tower_dir = o.get("tower_dir").and_then(|f| f.path(diag));
     let staked_identity_keypair =
         existing(&mut o, "staked_identity_keypair", Expect::PrivateFile, diag);
+    let authorized_voter_keypair = existing(
+        &mut o,
+        "authorized_voter_keypair",
+        Expect::PrivateFile,
+        diag,
+    );
     let unstaked_identity_keypair = existing(
         &mut o,
         "unstaked_identity_keypair",
@@ -314,6 +320,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         vote_history_file,
         consensus: consensus?,
         staked_identity_keypair,
+        authorized_voter_keypair,
         require_tower: require_tower?,
         add_authorized_voter: add_authorized_voter?,
         hooks,

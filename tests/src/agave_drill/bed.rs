@@ -189,6 +189,17 @@ impl Bed {
         }
     }
 
+    /// Whether node `i`'s agent (any of its starts) logged `needle`.
+    pub(super) fn agent_logged(&self, i: usize, needle: &str) -> bool {
+        let prefix = format!("agent-{}.", self.cluster.node(i).name);
+        std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with(&prefix)
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(needle))
+            })
+        })
+    }
+
     /// Which node holds X now.
     pub async fn active(&self) -> anyhow::Result<usize> {
         for i in 0..2 {

@@ -160,6 +160,101 @@ impl Bed {
         Ok(run)
     }
 
+    /// The passive's validator restarted with X on its command line (its identity link never
+    /// switched after a failover): Agave 4.2 under Alpenglow refuses to start without X's vote
+    /// history; otherwise its agent, whose last switch demoted it, must demote it at once. X
+    /// stays with the active throughout.
+    pub async fn restarted_with_x(&mut self) -> anyhow::Result<DrillRun> {
+        if self.last_switch.is_none() {
+            // The passive must have been demoted by the product: its agent knows only then.
+            let planned = self.planned().await?;
+            anyhow::ensure!(
+                planned.ok,
+                "the planned switch first: {:?}",
+                planned.problems
+            );
+        }
+        self.past_cooldown().await;
+        let active = self.first_active().await?;
+        let p = 1 - active;
+        let name = self.cluster.node(p).name.clone();
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let restarted = Instant::now();
+        self.cluster
+            .script("stop-node", &name, &["--signal", "KILL"])
+            .await?;
+        let x_keypair = self.cluster.x_keypair.clone();
+        self.cluster
+            .script(
+                "start-node",
+                &name,
+                &["--identity", x_keypair.to_str().expect("UTF-8 path")],
+            )
+            .await?;
+        let mut problems = Vec::new();
+        let admin = AdminRpcClient::new(&self.cluster.node(p).admin_socket, Timeouts::LOCAL);
+        let (mut held, mut demoted, mut exited) = (None, None, false);
+        while restarted.elapsed() < PATIENCE && demoted.is_none() {
+            match admin.identity().await {
+                Ok(id) if id == self.cluster.x => {
+                    held.get_or_insert_with(Instant::now);
+                }
+                Ok(_) if held.is_some() => demoted = Some(Instant::now()),
+                _ if !runs_code(self.validator_pid(p)?) => {
+                    exited = true;
+                    break;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = |at: Instant| (at - restarted).as_millis();
+        let summary = match (held, demoted, exited) {
+            (Some(h), Some(at), _) => format!(
+                "{name} came up with X {} ms after the restart; its agent demoted it {} ms later",
+                after(h),
+                (at - h).as_millis()
+            ),
+            (None, None, true) if self.agent_logged(p, "killing an unauthorised start") => format!(
+                "{name}'s agent killed the validator started with X before it answered ({} ms \
+                 after the restart)",
+                restarted.elapsed().as_millis()
+            ),
+            (None, None, true) => format!(
+                "{name}'s validator exited before it answered with X: {}",
+                last_panic(&self.cluster.dir.join("logs").join(format!("{name}.log")))
+                    .unwrap_or_else(|| "Agave refused to start".into())
+            ),
+            _ => {
+                problems.push(format!(
+                    "{name} restarted with X was not demoted or stopped within {PATIENCE:?} \
+                     (answered with X: {})",
+                    held.is_some()
+                ));
+                String::new()
+            }
+        };
+        let recovered = wait_votes_from(&self.cluster, active, restarted, PATIENCE).await;
+        let usage = self.usage_since(&before);
+        self.bring_back_as_passive(p, &mut problems).await;
+        let samples = sampler.stop();
+        Ok(self.judge(
+            "restarted with X",
+            active,
+            active,
+            problems,
+            summary,
+            demoted.zip(held).map(|(d, h)| (d - h).as_millis() as u64),
+            restarted,
+            recovered,
+            samples,
+            usage,
+        ))
+    }
+
     async fn kill_active_validator(&mut self, drill: &str) -> anyhow::Result<DrillRun> {
         let from = self.first_active().await?;
         let name = self.cluster.node(from).name.clone();
@@ -733,8 +828,6 @@ impl Bed {
     }
 }
 
-/// The manager's next "Failover complete" message, within `patience` in all (other messages,
-/// such as repeated "Failover failed", do not extend it).
 /// The first line of the last panic in a validator's log, shortened.
 fn last_panic(log: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
@@ -788,6 +881,8 @@ fn split_message(
     }
 }
 
+/// The manager's next "Failover complete" message, within `patience` in all (other messages,
+/// such as repeated "Failover failed", do not extend it).
 async fn failover_message(
     inbox: &mut crate::demo::Inbox,
     patience: Duration,

@@ -27,6 +27,9 @@ enum Drill {
     /// A planned switch, then at once `kill -9` of the new active's validator, inside the
     /// manager's cooldown: X must go back to the old active without waiting it out.
     CrashAfterSwitch,
+    /// The passive's validator restarted with X on its command line: refused by Agave (no vote
+    /// history under Alpenglow) or demoted by its agent; X stays with the active.
+    RestartedWithX,
     /// All of the above, in that order.
     All,
     /// Nothing goes wrong for --soak seconds: no switch, no hold message, X keeps voting (not
@@ -169,6 +172,11 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
     if wanted(Drill::CrashAfterSwitch) {
         for _ in 0..args.runs {
             report(&mut runs, bed.crash_after_switch().await?);
+        }
+    }
+    if wanted(Drill::RestartedWithX) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.restarted_with_x().await?);
         }
     }
     if wanted(Drill::Isolate) && !args.no_isolate {
