@@ -401,7 +401,19 @@ impl Manager {
         clock.outcome.total_ms = clock.started.elapsed().as_millis() as u64;
         let want = self.cfg_ip(plan.to);
         let deadline = Instant::now() + GOSSIP_CONFIRM;
+        // The new active's lease runs from its promotion: heartbeats go on while gossip catches
+        // up (each acknowledges the one before, the confirm above first), or it fences itself.
+        let mut next_heartbeat = Instant::now();
         let gossip = loop {
+            if Instant::now() >= next_heartbeat {
+                next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
+                if let Err(e) = self.observer.agent(plan.to).status(term).await {
+                    warn!(
+                        "heartbeat to {} while gossip catches up: {e}",
+                        name(plan.to)
+                    );
+                }
+            }
             match self.observer.gossip_holder().await {
                 Ok(Some(ip)) if ip == want => {
                     break Ok(format!("gossip shows the staked identity at {ip}"))

@@ -181,6 +181,40 @@ async fn no_second_failover_within_the_cooldown() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_promoted_node_keeps_its_lease_while_the_manager_waits_for_gossip() {
+    // Real Agave 3.1.12 (isolation drill): gossip took 2.4 s to show the new active, the manager
+    // sent it no heartbeat meanwhile, and its lease ran out: it fenced itself 3.3 s after its
+    // promotion, before its first vote was confirmed, and nobody voted for 6 s.
+    let mut sys = system(|_, _| {}).await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.freeze_gossip(true);
+    sys.cluster.fault(0, Fault::StopVoting).await.unwrap();
+    sys.wait_active(1).await;
+    // The switch ends once gossip gave up (10 s), ten leases of the new active.
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("gossip 10"), "{text}");
+    let key = failover_identity::Keypair::read_file(
+        &sys.manager_key,
+        failover_identity::Permissions::Strict,
+    )
+    .unwrap();
+    let signer = failover_agent::CommandSigner {
+        key: std::sync::Arc::new(key),
+        staked: sys.cluster.staked_pubkey(),
+    };
+    let status = AgentClient::new(&sys.agents[1].url, Some(signer), PATIENCE)
+        .status(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        status.last_fence, None,
+        "its lease lapsed during the switch"
+    );
+    sys.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_silent_pubsub_stream_does_not_freeze_the_tip() {
     // The cluster endpoint's websocket stays open and stops sending: the tip used to stay at
     // the last notification, every lag read near zero, and no failover ever happened.

@@ -379,6 +379,7 @@ impl Cluster {
                 vote_pubkey: Keypair::generate().pubkey(),
                 activated_stake: 9_997_717_120,
                 pubsub_silent: false,
+                gossip_frozen: None,
             },
             nodes,
             SafetyRecorder::new(staked.pubkey(), config.nodes),
@@ -520,6 +521,19 @@ impl Cluster {
     /// open, no notification is sent.
     pub fn silence_network_pubsub(&self, silent: bool) {
         self.shared.world().network.pubsub_silent = silent;
+    }
+
+    /// Freezes (or thaws) gossip as `getClusterNodes` shows it: while frozen, each node keeps the
+    /// identity (or absence) it had at the freeze.
+    pub fn freeze_gossip(&self, frozen: bool) {
+        let mut world = self.shared.world();
+        world.network.gossip_frozen = frozen.then(|| {
+            world
+                .nodes
+                .iter()
+                .map(|n| (!n.faults.crashed && !n.faults.cut_off).then(|| n.identity.pubkey()))
+                .collect()
+        });
     }
 
     /// Puts node `i` into (or takes it out of) a fault.

@@ -414,9 +414,13 @@ fn cluster_nodes(world: &World, shared: &Shared) -> Value {
     )];
     for (i, node) in world.nodes.iter().enumerate() {
         // A cut-off node drops out of the cluster's gossip as a crashed one does.
-        if !node.faults.crashed && !node.faults.cut_off {
+        let shown = match &world.network.gossip_frozen {
+            Some(frozen) => frozen[i],
+            None => (!node.faults.crashed && !node.faults.cut_off).then(|| node.identity.pubkey()),
+        };
+        if let Some(identity) = shown {
             nodes.push(entry(
-                node.identity.pubkey().to_string(),
+                identity.to_string(),
                 shared.rpc_addrs[i],
                 &node.version,
             ));

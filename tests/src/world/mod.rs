@@ -197,6 +197,9 @@ pub struct NetworkNode {
     /// Its pubsub keeps every connection and subscription open and sends nothing (a stalled RPC
     /// node's websocket).
     pub pubsub_silent: bool,
+    /// Gossip as it stood when it froze: each node's identity then (`None`: absent). Gossip takes
+    /// seconds to spread a new identity; frozen, it never does.
+    pub gossip_frozen: Option<Vec<Option<Pubkey>>>,
 }
 
 /// Everything the simulator knows; guarded by one mutex in [`crate::Cluster`].
