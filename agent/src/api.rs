@@ -225,6 +225,11 @@ pub struct FailoverRequest {
     pub action: FailoverAction,
     /// The fencing term of this switch; older than one already seen is refused.
     pub term: u64,
+    /// The switch this command belongs to (random per switch): a term is one switch's, and a
+    /// command of the same term from another switch (a second manager that computed the same
+    /// term) is refused. Absent in a reference manager's commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_id: Option<String>,
     /// Secure mode: install the tower but leave the identity to the manager (SSH).
     #[serde(default)]
     pub skip_identity: bool,

@@ -131,6 +131,47 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// A term is one switch's: the first command of a term names its switch, and a command of
+    /// that term naming another is refused (the term is a compare-and-swap, not "≥"). A command
+    /// that names none (a reference manager) claims nothing.
+    pub(crate) async fn claim_term(&self, term: u64, switch: Option<&str>) -> Result<(), Refusal> {
+        let Some(switch) = switch else {
+            return Ok(());
+        };
+        let mut state = self.state.lock().await;
+        match &state.state.term_owner {
+            Some((owned, owner)) if *owned == term && owner != switch => {
+                warn!(
+                    term,
+                    owner, switch, "rejected: the term belongs to another switch"
+                );
+                let mut refusal = refuse(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "term {term} already belongs to another switch (a second manager with the \
+                         same term?)"
+                    ),
+                );
+                refusal.body.code = Some(CODE_STALE_TERM.into());
+                refusal.body.term = Some(state.state.term);
+                Err(refusal)
+            }
+            Some((owned, _)) if *owned >= term => Ok(()),
+            _ => {
+                state.state.term_owner = Some((term, switch.to_string()));
+                state.save().map_err(|e| {
+                    error!(error = %e, "cannot persist the term's switch");
+                    refuse(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot persist the switch of term {term}: {e}"),
+                    )
+                })
+            }
+        }
+    }
+}
+
 type Ctx = State<Arc<Agent>>;
 
 /// How often a held `/tower` request looks at the tower file.
@@ -251,6 +292,9 @@ async fn failover(
         }
     };
     if let Err(r) = agent.accept_term(req.term, "failover").await {
+        return r.into_response();
+    }
+    if let Err(r) = agent.claim_term(req.term, req.switch_id.as_deref()).await {
         return r.into_response();
     }
     let response = match req.action {

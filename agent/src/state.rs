@@ -47,6 +47,9 @@ pub struct PersistedState {
     /// before it was recorded: then nothing is assumed).
     #[serde(default)]
     pub last_role: Option<Role>,
+    /// The switch that issued the first command of the newest term commanded here: (term, id).
+    #[serde(default)]
+    pub term_owner: Option<(u64, String)>,
 }
 
 /// The state file and its current contents.

@@ -197,3 +197,44 @@ async fn a_validator_started_with_the_staked_keypair_after_a_demotion_is_killed_
     assert_eq!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
     bed.cluster.safety().assert_safe();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_term_is_one_switch_a_command_of_it_from_another_is_refused() {
+    // Two managers that computed the same next term: the first to command in it owns it.
+    let bed = bed().await;
+    let staked = bed.cluster.staked_pubkey();
+    let of = |action, switch: &str| failover_agent::api::FailoverRequest {
+        switch_id: Some(switch.into()),
+        ..command(action, 1, None, None)
+    };
+    let first = bed
+        .client(0)
+        .failover(&of(FailoverAction::BecomePassive, "manager-a-1"))
+        .await
+        .unwrap();
+    assert!(first.ok, "{first:#?}");
+    let tower = first.tower.clone().unwrap();
+    let promote = failover_agent::api::FailoverRequest {
+        tower_sha256: Some(tower.sha256.clone()),
+        tower: Some(tower),
+        ..of(FailoverAction::BecomeActive, "manager-a-1")
+    };
+    assert!(bed.client(1).failover(&promote).await.unwrap().ok);
+    // The other manager's demotion of the new active, in the same term: refused, nothing changes.
+    let other = bed
+        .client(1)
+        .failover(&of(FailoverAction::BecomePassive, "manager-b-1"))
+        .await;
+    let refusal = other.expect_err("refused");
+    assert!(
+        refusal
+            .to_string()
+            .contains("already belongs to another switch"),
+        "{refusal}"
+    );
+    assert_eq!(bed.cluster.identity(1), Some(staked));
+    // The owner's own command of the term is still taken.
+    let again = bed.client(1).failover(&promote).await.unwrap();
+    assert!(again.ok, "{again:#?}");
+    bed.cluster.safety().assert_safe();
+}

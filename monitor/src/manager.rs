@@ -67,6 +67,8 @@ pub struct Manager {
     /// The state-dir lock, held by a manager that may switch and persist; `None` for a read-only
     /// one (`--status`, `--shutdown-agent`), which writes nothing.
     lock: Option<StateLock>,
+    /// Random per process: names this manager's switches.
+    instance: String,
 }
 
 /// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
@@ -203,7 +205,15 @@ impl Manager {
             last_sample: None,
             secure_key,
             lock: None,
+            instance: failover_agent::auth::Audience::new_agent_id(),
         })
+    }
+
+    /// The switch id of this manager's commands in `term` (see `FailoverRequest::switch_id`):
+    /// random per manager process, so that two managers that computed the same term never
+    /// command in it both.
+    pub(crate) fn switch_id(&self, term: u64) -> String {
+        format!("{}-{term}", self.instance)
     }
 
     /// How to reach validator `i` over SSH (secure mode).

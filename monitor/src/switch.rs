@@ -197,7 +197,10 @@ impl Manager {
         let mut tower: Option<VoteStateBlob> = None;
         match plan.from {
             Some(a) if plan.demotable => {
-                let request = command(FailoverAction::BecomePassive, term, &plan.reason, None);
+                let request = FailoverRequest {
+                    switch_id: Some(self.switch_id(term)),
+                    ..command(FailoverAction::BecomePassive, term, &plan.reason, None)
+                };
                 match self.commands[a].failover(&request).await {
                     Ok(r) if r.ok && r.identity.as_deref() != Some(self.staked_str().as_str()) => {
                         let settle = r
@@ -323,6 +326,7 @@ impl Manager {
                 .then(|| self.unseen_votes_bound(tower.as_ref(), chain_vote))
                 .flatten(),
             past_lockouts,
+            switch_id: Some(self.switch_id(term)),
             ..request
         };
         let promoted = self.commands[plan.to].failover(&request).await;
@@ -462,6 +466,7 @@ impl Manager {
         let embedded = matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded);
         let request = FailoverRequest {
             min_last_vote: chain_vote,
+            switch_id: Some(self.switch_id(term)),
             ..command(
                 FailoverAction::BecomeActive,
                 term,
@@ -671,7 +676,10 @@ impl Manager {
                 }
                 Err(e) => {
                     // Staked but unable to vote: put it back to passive rather than leave it so.
-                    let request = command(FailoverAction::BecomePassive, term, reason, None);
+                    let request = FailoverRequest {
+                        switch_id: Some(self.switch_id(term)),
+                        ..command(FailoverAction::BecomePassive, term, reason, None)
+                    };
                     let reverted = self.commands[to]
                         .failover(&request)
                         .await
@@ -783,6 +791,7 @@ fn command(
         skip_identity: false,
         reason: reason.to_string(),
         tower_sha256: tower.as_ref().map(|t| t.sha256.clone()),
+        switch_id: None,
         min_last_vote: None,
         min_root: None,
         past_lockouts: None,

@@ -264,6 +264,7 @@ async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_mana
         .failover(&FailoverRequest {
             action: FailoverAction::BecomePassive,
             term: 1,
+            switch_id: None,
             skip_identity: false,
             reason: "interrupted".into(),
             tower: None,

@@ -176,6 +176,7 @@ pub fn command(
     FailoverRequest {
         action,
         term,
+        switch_id: None,
         skip_identity: false,
         reason: "test".into(),
         tower,
