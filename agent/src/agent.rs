@@ -87,6 +87,26 @@ impl Agent {
                 warn!(error = %e, "cannot persist the state");
             }
         }
+        // A demoted node's final vote state lived only in memory: after a restart it is read
+        // back from the archive, so that a manager that never got it can still have it.
+        let last_demoted = match state.state.last_role {
+            Some(crate::state::Role::Passive { .. }) => {
+                vote_state::newest_archived(&cfg.state_dir, &cfg.validator_identity)
+                    .filter(|archived| {
+                        state.state.newest_tower.as_ref().is_none_or(|seen| {
+                            archived.last_vote.is_some_and(|v| v >= seen.last_vote)
+                        })
+                    })
+                    .map(|archived| {
+                        info!(
+                            last_vote = slot_text(archived.last_vote),
+                            "offering the final vote state of the last demotion from the archive"
+                        );
+                        archived.blob(&cfg.validator_identity)
+                    })
+            }
+            _ => None,
+        };
         let id = Audience::new_agent_id();
         let verifier = cfg.auth.require_signed_commands.then(|| {
             Verifier::new(
@@ -114,7 +134,7 @@ impl Agent {
                 &cfg.state_dir,
             ),
             last_fence: tokio::sync::watch::channel(None).0,
-            last_demoted: Mutex::new(None),
+            last_demoted: Mutex::new(last_demoted),
             last_backup: Mutex::new(None),
             seen_file: Mutex::new(None),
             consensus: Mutex::new(None),

@@ -370,16 +370,17 @@ impl Agent {
         };
         match read {
             Err(VoteStateProblem::Missing { path, .. }) => {
-                // This node's own fence (the watchdog) may have demoted it and handed the final
-                // vote state over already: it is still the final one, and says so — a manager
-                // that took it for an older backup would wait for roots (Alpenglow) it need not.
+                // An earlier demotion (this node's own fence, or a manager's whose answer was
+                // lost, also before an agent restart: kept in the archive) handed the final vote
+                // state over already: it is still the final one, and says so — a manager that
+                // took it for an older backup would wait for roots (Alpenglow) it need not.
                 let fenced = self.last_demoted.lock().expect("demoted").clone();
                 match fenced.filter(|b| b.kind == kind) {
                     Some(blob) if !was_staked => {
                         run.phase(
                             "tower",
                             Ok(format!(
-                                "{kind} handed over by this node's own fence: last vote {}, sha256 {}",
+                                "{kind} handed over by the last demotion: last vote {}, sha256 {}",
                                 slot_text(blob.last_vote),
                                 blob.sha256
                             )),

@@ -306,6 +306,26 @@ pub fn install(path: &Path, state: &LocalVoteState) -> std::io::Result<()> {
 
 /// Keeps a copy of a vote-state file leaving this server in `<state_dir>/towers/` (both kinds),
 /// so none is ever lost.
+/// The newest vote state of `identity` in the archive (the highest last vote among the files that
+/// verify): a demoted node's final one, which survives an agent restart there.
+pub fn newest_archived(state_dir: &Path, identity: &Pubkey) -> Option<LocalVoteState> {
+    let entries = std::fs::read_dir(state_dir.join("towers")).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kind = if name.starts_with("vote_history-") {
+                VoteStateKind::VoteHistory
+            } else if name.starts_with("tower-") {
+                VoteStateKind::Tower
+            } else {
+                return None;
+            };
+            read(kind, &e.path(), identity).ok()
+        })
+        .max_by_key(|s| s.last_vote)
+}
+
 pub fn archive(state_dir: &Path, tower: &LocalVoteState) -> std::io::Result<PathBuf> {
     let dir = state_dir.join("towers");
     std::fs::create_dir_all(&dir)?;

@@ -238,3 +238,31 @@ async fn a_term_is_one_switch_a_command_of_it_from_another_is_refused() {
     assert!(again.ok, "{again:#?}");
     bed.cluster.safety().assert_safe();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_still_offers_its_last_demotions_final_vote_state() {
+    // The final tower lived only in the agent's memory: a manager whose demotion answer was lost
+    // and whose agent then restarted could never have it.
+    let mut bed = bed().await;
+    let (passive, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    let final_tower = passive.tower.clone().unwrap();
+    bed.agents.remove(0).stop().await;
+    let config = support::agent_config(&bed.cluster, bed.dir.path(), &bed.manager, 0);
+    bed.agents
+        .insert(0, support::start_agent(&config, bed.dir.path()).await);
+    let status = bed.client(0).status(1).await.unwrap();
+    let offered = status
+        .tower_backup
+        .expect("the final tower, from the archive");
+    assert_eq!(offered.sha256, final_tower.sha256);
+    // And a demotion asked again (a manager retrying) returns it as final.
+    let again = bed
+        .client(0)
+        .failover(&command(FailoverAction::BecomePassive, 1, None, None))
+        .await
+        .unwrap();
+    assert!(again.ok, "{again:#?}");
+    assert_eq!(again.tower.map(|t| t.sha256), Some(final_tower.sha256));
+    bed.cluster.safety().assert_safe();
+}
