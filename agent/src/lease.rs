@@ -163,15 +163,18 @@ impl Lease {
     }
 
     fn renew(&self, from: Instant) {
-        let mut granted = self.granted.lock().expect("lease");
-        if from > *granted {
+        {
+            let mut granted = self.granted.lock().expect("lease");
+            if from <= *granted {
+                return;
+            }
             *granted = from;
-            if let Some(file) = &self.file {
-                let at = SystemTime::now() - from.elapsed();
-                if let Err(e) = write(file, unix_ms(at)) {
-                    // Only a restart in a silence would need it; then it is treated as expired.
-                    warn!(file = %file.display(), error = %e, "cannot record the lease renewal");
-                }
+        }
+        if let Some(file) = &self.file {
+            let at = SystemTime::now() - from.elapsed();
+            if let Err(e) = write(file, unix_ms(at)) {
+                // Only a restart in a silence would need it; then it is treated as expired.
+                warn!(file = %file.display(), error = %e, "cannot record the lease renewal");
             }
         }
     }

@@ -193,6 +193,16 @@ impl Agent {
         }
     }
 
+    /// Records a demotion in `term` that left the validator unstaked, with the process demoted.
+    async fn note_demoted(&self, term: u64) {
+        let validator_pid = self.find_validator().map(|f| f.pid);
+        self.note_role(Role::Passive {
+            term,
+            validator_pid,
+        })
+        .await;
+    }
+
     /// The last identity change this agent completed.
     pub(crate) async fn last_role(&self) -> Option<Role> {
         self.state.lock().await.state.last_role
@@ -306,11 +316,7 @@ impl Agent {
                 return run.finish(self.validator.identity().await.ok());
             }
             // Unstaked now, whatever follows: holding X again takes a promotion.
-            self.note_role(Role::Passive {
-                term,
-                validator_pid: self.find_validator().map(|f| f.pid),
-            })
-            .await;
+            self.note_demoted(term).await;
             let path = match self.path_of(kind) {
                 Ok(p) => p,
                 Err(e) => {
@@ -354,11 +360,7 @@ impl Agent {
             run.phase("demote", Ok("validator already not staked".into()));
         }
         if !was_staked {
-            self.note_role(Role::Passive {
-                term,
-                validator_pid: self.find_validator().map(|f| f.pid),
-            })
-            .await;
+            self.note_demoted(term).await;
         }
 
         let read = match self.path_of(kind) {

@@ -226,7 +226,7 @@ async fn demote_unauthorised(agent: &Agent, inspected: &mut Option<u32>) -> bool
     let Ok(guard) = agent.switching.try_lock() else {
         return true;
     };
-    if !matches!(agent.last_role().await, Some(Role::Passive { term, .. }) if term == demoted) {
+    if !still_demoted(agent, demoted).await {
         return true;
     }
     let reason = format!(
@@ -269,7 +269,7 @@ async fn kill_if_started_staked(agent: &Agent, pid: u32, demoted: u64) -> bool {
     let Ok(guard) = agent.switching.try_lock() else {
         return false;
     };
-    if !matches!(agent.last_role().await, Some(Role::Passive { term, .. }) if term == demoted) {
+    if !still_demoted(agent, demoted).await {
         return true;
     }
     let reason = format!(
@@ -289,6 +289,12 @@ async fn kill_if_started_staked(agent: &Agent, pid: u32, demoted: u64) -> bool {
     drop(guard);
     report(agent, reason, outcome, Vec::new());
     true
+}
+
+/// Whether the last change here is still the demotion in `demoted` (checked under the switching
+/// lock: no promotion came since).
+async fn still_demoted(agent: &Agent, demoted: u64) -> bool {
+    matches!(agent.last_role().await, Some(Role::Passive { term, .. }) if term == demoted)
 }
 
 fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>) {

@@ -63,17 +63,16 @@ async fn a_promotion_never_installs_a_vote_state_over_a_running_active() {
     let (passive, active) = bed.switch(0, 1, 1).await;
     assert!(active.ok, "{active:#?}");
     let old = passive.tower.clone().unwrap();
-    // The same promotion asked again (its answer was lost): done, nothing touched.
-    let again = bed
-        .client(1)
-        .failover(&command(
+    let promote_with_old = |term| {
+        command(
             FailoverAction::BecomeActive,
-            1,
+            term,
             Some(old.clone()),
             Some(old.sha256.clone()),
-        ))
-        .await
-        .unwrap();
+        )
+    };
+    // The same promotion asked again (its answer was lost): done, nothing touched.
+    let again = bed.client(1).failover(&promote_with_old(1)).await.unwrap();
     assert!(again.ok, "{again:#?}");
     assert!(
         again
@@ -93,16 +92,7 @@ async fn a_promotion_never_installs_a_vote_state_over_a_running_active() {
         .unwrap();
     let before = std::fs::read(&tower).unwrap();
     // Another term's promotion of the running active, with the older tower: refused.
-    let other = bed
-        .client(1)
-        .failover(&command(
-            FailoverAction::BecomeActive,
-            2,
-            Some(old.clone()),
-            Some(old.sha256.clone()),
-        ))
-        .await
-        .unwrap();
+    let other = bed.client(1).failover(&promote_with_old(2)).await.unwrap();
     assert!(!other.ok, "{other:#?}");
     assert!(
         other

@@ -5,9 +5,8 @@
 
 mod e2e_support;
 
-use e2e_support::{system, PATIENCE};
+use e2e_support::system;
 use failover_agent::api::{FailoverAction, FailoverRequest};
-use failover_agent::AgentClient;
 use failover_monitor::control::{ask_running, ControlRequest};
 use failover_monitor::notify::Notifier;
 use failover_monitor::Manager;
@@ -194,19 +193,7 @@ async fn a_promoted_node_keeps_its_lease_while_the_manager_waits_for_gossip() {
     // The switch ends once gossip gave up (10 s), ten leases of the new active.
     let (_, text) = sys.receiver.wait_for("Failover complete").await;
     assert!(text.contains("gossip 10"), "{text}");
-    let key = failover_identity::Keypair::read_file(
-        &sys.manager_key,
-        failover_identity::Permissions::Strict,
-    )
-    .unwrap();
-    let signer = failover_agent::CommandSigner {
-        key: std::sync::Arc::new(key),
-        staked: sys.cluster.staked_pubkey(),
-    };
-    let status = AgentClient::new(&sys.agents[1].url, Some(signer), PATIENCE)
-        .status(1)
-        .await
-        .unwrap();
+    let status = sys.agent_client(1).status(1).await.unwrap();
     assert_eq!(
         status.last_fence, None,
         "its lease lapsed during the switch"
@@ -250,17 +237,8 @@ async fn a_new_active_that_dies_within_the_cooldown_is_replaced_at_once() {
 async fn a_switch_interrupted_after_the_demotion_is_finished_by_a_restarted_manager() {
     let sys = system(|_, _| {}).await;
     // A previous manager demoted node 1 (term 1) and died before promoting node 2.
-    let key = failover_identity::Keypair::read_file(
-        &sys.manager_key,
-        failover_identity::Permissions::Strict,
-    )
-    .unwrap();
-    let signer = failover_agent::CommandSigner {
-        key: std::sync::Arc::new(key),
-        staked: sys.cluster.staked_pubkey(),
-    };
-    let agent = AgentClient::new(&sys.agents[0].url, Some(signer), PATIENCE);
-    let demoted = agent
+    let demoted = sys
+        .agent_client(0)
         .failover(&FailoverRequest {
             action: FailoverAction::BecomePassive,
             term: 1,
@@ -345,18 +323,8 @@ async fn without_pubsub_the_tip_comes_from_get_slot() {
 async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch() {
     let sys = system(|_, _| {}).await;
     // Another manager (or this one before its state_dir was wiped) brought the agents to term 5.
-    let key = failover_identity::Keypair::read_file(
-        &sys.manager_key,
-        failover_identity::Permissions::Strict,
-    )
-    .unwrap();
-    let signer = failover_agent::CommandSigner {
-        key: std::sync::Arc::new(key),
-        staked: sys.staked(),
-    };
-    for agent in &sys.agents {
-        let client = AgentClient::new(&agent.url, Some(signer.clone()), PATIENCE);
-        client.status(5).await.unwrap();
+    for i in 0..sys.agents.len() {
+        sys.agent_client(i).status(5).await.unwrap();
     }
     let manager = sys.start_manager().await;
     let outcome = ask_running(

@@ -302,6 +302,21 @@ impl System {
         failover_config::load_manager(&path).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Signs as the manager does, with its key.
+    pub fn signer(&self) -> failover_agent::CommandSigner {
+        let key =
+            Keypair::read_file(&self.manager_key, failover_identity::Permissions::Strict).unwrap();
+        failover_agent::CommandSigner {
+            key: Arc::new(key),
+            staked: self.cluster.staked_pubkey(),
+        }
+    }
+
+    /// A client for agent `i`, signing as the manager.
+    pub fn agent_client(&self, i: usize) -> failover_agent::AgentClient {
+        failover_agent::AgentClient::new(&self.agents[i].url, Some(self.signer()), PATIENCE)
+    }
+
     /// Starts the manager's control loop in the background and waits until it is ready.
     pub async fn start_manager(&self) -> RunningManager {
         let cfg = self.manager_cfg();
