@@ -79,17 +79,10 @@ impl StateFile {
         Ok(Self { path, state })
     }
 
-    /// Writes the state atomically (temp file, fsync, rename).
+    /// Writes the state atomically and durably (a power cut never undoes a term).
     pub fn save(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("json.new");
         let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
+        failover_identity::durable::write(&self.path, &bytes)
     }
 
     pub fn path(&self) -> &Path {
@@ -117,6 +110,18 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_file_survives_a_power_cut() {
+        failover_sim::durability::assert_durable(
+            "state::tests::the_state_file_survives_a_power_cut",
+            |dir| {
+                let mut file = StateFile::load(dir).unwrap();
+                file.state.term = 7;
+                file.save().unwrap();
+            },
+        );
+    }
 
     #[test]
     fn a_tower_seen_for_another_identity_is_forgotten_one_without_identity_is_kept() {

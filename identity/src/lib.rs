@@ -7,6 +7,7 @@
 //! out one identity change when asked. It never logs or displays secret key bytes.
 
 pub mod admin_rpc;
+pub mod durable;
 pub mod keypair;
 pub mod vote_state;
 

@@ -264,15 +264,7 @@ impl Manager {
         if self.lock.is_none() {
             return Ok(());
         }
-        let path = self.cfg.state_dir.join(STATE_FILE);
-        let tmp = path.with_extension("json.new");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&self.state).expect("state serializes"))?;
-            f.sync_all()?;
-        }
-        std::fs::rename(tmp, path)
+        write_state(&self.cfg.state_dir, &self.state)
     }
 
     async fn etcd(&mut self) -> Result<Option<EtcdTowers>, String> {
@@ -742,12 +734,32 @@ impl Every {
     }
 }
 
+/// Writes the manager's state into `state_dir`, durably.
+fn write_state(state_dir: &std::path::Path, state: &Persisted) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+    failover_identity::durable::write(&state_dir.join(STATE_FILE), &bytes)
+}
+
 /// What identifies a switch for retry purposes: from, to, whether the old active is demotable.
 type PlanKey = (Option<usize>, usize, bool);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manager_state_survives_a_power_cut() {
+        failover_sim::durability::assert_durable(
+            "manager::tests::the_manager_state_survives_a_power_cut",
+            |dir| {
+                let state = Persisted {
+                    term: 7,
+                    ..Default::default()
+                };
+                write_state(dir, &state).unwrap();
+            },
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_status_report_comes_every_four_hours() {

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod control;
 pub mod demo;
 pub mod drill;
+pub mod durability;
 pub mod etcd;
 pub mod jsonrpc;
 mod process;

@@ -12,7 +12,7 @@ pub mod tower;
 pub mod vote_history;
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -241,15 +241,5 @@ pub fn tower_hash(bytes: &[u8]) -> String {
 /// file and of its directory, so that a reader never sees a partial file and a crash never leaves
 /// an empty one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("bin.new");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::write_via(&path.with_extension("bin.new"), path, bytes)
 }
