@@ -41,11 +41,17 @@ async fn the_control_socket_is_private_from_its_first_instant_even_under_umask_0
         let (socket, stop) = (socket.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut modes = std::collections::BTreeSet::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // One more look once told to stop: a watcher starved of CPU until then still sees
+            // the socket the manager had bound before it said it was running.
+            loop {
+                let last = stop.load(std::sync::atomic::Ordering::Relaxed);
                 if let Ok(meta) = std::fs::symlink_metadata(&socket) {
                     if meta.file_type().is_socket() {
                         modes.insert(meta.permissions().mode() & 0o777);
                     }
+                }
+                if last {
+                    break;
                 }
             }
             modes
