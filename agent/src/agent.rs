@@ -55,6 +55,8 @@ pub struct Agent {
     /// The consensus the validator reported, and when.
     consensus: Mutex<Option<(Consensus, Instant)>>,
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// The switch steps run here and their outcomes (see `journal.rs`).
+    pub(crate) journal: Mutex<crate::journal::Journal>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -139,6 +141,7 @@ impl Agent {
             seen_file: Mutex::new(None),
             consensus: Mutex::new(None),
             shutdown,
+            journal: Mutex::new(crate::journal::Journal::load(&cfg.state_dir)),
             cfg,
         })
     }

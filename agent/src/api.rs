@@ -213,7 +213,7 @@ pub struct StatusResponse {
     pub dry_run: bool,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum FailoverAction {
     BecomeActive,

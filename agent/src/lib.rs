@@ -15,6 +15,7 @@ pub mod client;
 mod commands;
 pub mod consensus;
 pub mod http;
+mod journal;
 pub mod keys;
 pub mod lease;
 pub mod logging;

@@ -297,10 +297,7 @@ async fn failover(
     if let Err(r) = agent.claim_term(req.term, req.switch_id.as_deref()).await {
         return r.into_response();
     }
-    let response = match req.action {
-        FailoverAction::BecomePassive => agent.become_passive(req.term, &req.reason).await,
-        FailoverAction::BecomeActive => agent.become_active(&req, at).await,
-    };
+    let response = agent.run_step(req, at).await;
     let code = if response.ok {
         StatusCode::OK
     } else {
@@ -379,6 +376,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut stop = agent.shutdown.subscribe();
+    agent.finish_interrupted_demotion().await;
     let watchdog = tokio::spawn(crate::watchdog::run(agent.clone()));
     let allowed = agent.cfg.allowed_ips.clone();
     let result = crate::http::serve(listener, app(agent.clone()), allowed, async move {

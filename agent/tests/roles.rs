@@ -4,7 +4,7 @@
 
 mod support;
 
-use failover_agent::api::FailoverAction;
+use failover_agent::api::{FailoverAction, FailoverRequest};
 use failover_identity::tower_path;
 use failover_sim::{Fault, Violation};
 use support::{bed, command, fence_report};
@@ -71,8 +71,16 @@ async fn a_promotion_never_installs_a_vote_state_over_a_running_active() {
             Some(old.sha256.clone()),
         )
     };
-    // The same promotion asked again (its answer was lost): done, nothing touched.
+    // The same promotion asked again (its answer was lost): the journaled answer.
     let again = bed.client(1).failover(&promote_with_old(1)).await.unwrap();
+    assert_eq!(again, active);
+    // Asked again in other words (its journal gone, or another manager's wording): done, nothing
+    // touched.
+    let reworded = FailoverRequest {
+        reason: "asked again".into(),
+        ..promote_with_old(1)
+    };
+    let again = bed.client(1).failover(&reworded).await.unwrap();
     assert!(again.ok, "{again:#?}");
     assert!(
         again
