@@ -337,9 +337,11 @@ impl Agent {
                     vote_state::wait_settled(
                         kind,
                         &path,
+                        &staked,
                         self.cfg.tower_settle,
                         self.cfg.tower_settle + SETTLE_EXTRA,
                         || self.validator.slot(),
+                        || async { self.chain_last_vote().await.ok().flatten() },
                     )
                     .await
                 };
