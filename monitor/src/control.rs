@@ -44,6 +44,9 @@ pub enum ControlRequest {
         force: bool,
         #[serde(default)]
         dry_run: bool,
+        /// Switch at once, without waiting for a moment the staked identity leads no slot.
+        #[serde(default)]
+        now: bool,
     },
 }
 

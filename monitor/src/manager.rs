@@ -7,28 +7,35 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use failover_agent::api::VoteStateBlob;
 use failover_agent::store::EtcdTowers;
 use failover_agent::vote_state::verify_blob;
 use failover_agent::{AgentClient, CommandSigner};
 use failover_config::{ManagerConfig, TowerStore};
-use failover_identity::{Keypair, Permissions};
+use failover_identity::{Keypair, Permissions, Pubkey};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::control::{self, ControlRequest, StateLock};
-use crate::engine::{Action, Consensus, Engine, Hold, Rules, FENCE_AFTER_UNKNOWN};
+use crate::engine::{Action, Consensus, Engine, Hold, Reason, Rules, FENCE_AFTER_UNKNOWN};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
-use crate::switch::{Outcome, Plan};
+use crate::switch::{Outcome, PhaseTime, Plan};
 
 /// Agents may take this long to answer a switch command (settle + deadlines).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a failed switch, wait this long before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// A planned switch reads this many slots of leader schedule beyond its window at a time.
+const LEADER_LOOKAHEAD: u64 = 400;
+/// How often a planned switch looks at the tip while it waits for a leader gap.
+const LEADER_LOOK: Duration = Duration::from_millis(50);
+/// The same, while nobody can be voting with the staked identity (its validator down, or nobody
+/// holding it): a retry costs a few requests, waiting costs votes.
+const RETRY_WHILE_NOBODY_VOTES: Duration = Duration::from_secs(2);
 const STATE_FILE: &str = "manager-state.json";
 /// The manager keeps a request open to the active's agent that returns when its tower changes
 /// (embedded store). If the active is later cut off, a switch needs a tower at least as recent as
@@ -410,12 +417,16 @@ impl Manager {
     }
 
     /// A planned switchover from the active to the passive. Refuses when the passive is unhealthy
-    /// unless `force`. With `dry_run`, returns the plan phase by phase and changes nothing.
+    /// unless `force`. With `dry_run`, returns the plan phase by phase and changes nothing. Unless
+    /// `now` (or a dry run), it starts at a moment the staked identity leads none of the next
+    /// `planned_switch_leader_slots` slots, so that no block of its own is skipped while the
+    /// identity moves.
     pub async fn trigger(
         &mut self,
         reason: &str,
         force: bool,
         dry_run: bool,
+        now: bool,
     ) -> Result<Outcome, String> {
         // Two samples, so that the view is current.
         self.observe().await;
@@ -448,7 +459,11 @@ impl Manager {
             }
             warn!(%problem, "switching anyway (--force)");
         }
-        let outcome = self
+        let leader = match now || dry_run {
+            true => None,
+            false => Some(self.leader_gap().await),
+        };
+        let mut outcome = self
             .execute(
                 Plan {
                     from: Some(active),
@@ -461,8 +476,91 @@ impl Manager {
                 dry_run,
             )
             .await;
+        if let Some(leader) = leader {
+            outcome.phases.insert(0, leader);
+        }
         self.after_switch(&outcome);
         Ok(outcome)
+    }
+
+    /// Waits, at most `planned_switch_leader_wait`, until the staked identity leads none of the
+    /// next `planned_switch_leader_slots` slots; what it found, as a phase. The schedule is read
+    /// once per few minutes of slots; the tip comes from pubsub (or one `getSlot` per look).
+    async fn leader_gap(&self) -> PhaseTime {
+        let started = Instant::now();
+        let (window, patience) = (
+            self.cfg.planned_switch_leader_slots,
+            self.cfg.planned_switch_leader_wait,
+        );
+        let staked = self.cfg.staked_identity_pubkey;
+        let mut schedule: Option<(u64, Vec<Pubkey>)> = None;
+        let mut said = false;
+        let detail = loop {
+            let Some(tip) = self.observer.tip().await else {
+                break "the cluster's slot is unknown: switching without waiting for a leader gap"
+                    .to_string();
+            };
+            let known = schedule
+                .as_ref()
+                .is_some_and(|(from, l)| tip >= *from && tip + window <= from + l.len() as u64);
+            if !known {
+                match self
+                    .observer
+                    .slot_leaders(tip, window + LEADER_LOOKAHEAD)
+                    .await
+                {
+                    Ok(leaders) => schedule = Some((tip, leaders)),
+                    Err(e) => {
+                        warn!("{e}: switching without waiting for a leader gap");
+                        break format!(
+                            "the leader schedule is unavailable ({e}): switching at once"
+                        );
+                    }
+                }
+            }
+            let (from, leaders) = schedule.as_ref().expect("read above");
+            let next = leaders[(tip - from) as usize..]
+                .iter()
+                .take(window as usize)
+                .position(|l| *l == staked)
+                .map(|i| tip + i as u64);
+            let waited = started.elapsed();
+            match next {
+                None => {
+                    break format!(
+                        "the staked identity leads none of slots {tip}–{} (waited {} ms)",
+                        tip + window - 1,
+                        waited.as_millis()
+                    )
+                }
+                Some(slot) if waited >= patience => {
+                    warn!(
+                        slot,
+                        "the staked identity still leads within the next {window} slots after \
+                         {patience:?}: switching anyway (--now skips the wait)"
+                    );
+                    break format!(
+                        "the staked identity leads slot {slot}, within the next {window}, after \
+                         waiting {patience:?}: switching anyway; its blocks in that window may be skipped"
+                    );
+                }
+                Some(slot) if !said => {
+                    said = true;
+                    info!(
+                        slot,
+                        "waiting up to {patience:?} for a moment the staked identity leads none of \
+                         the next {window} slots (--now skips this)"
+                    );
+                }
+                Some(_) => {}
+            }
+            tokio::time::sleep(LEADER_LOOK).await;
+        };
+        PhaseTime {
+            name: "leader".into(),
+            ms: started.elapsed().as_millis() as u64,
+            detail,
+        }
     }
 
     fn after_switch(&mut self, outcome: &Outcome) {
@@ -603,8 +701,8 @@ pub async fn run_with(
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
             Some(tower) = tower_rx.recv() => manager.save_backup(&tower),
             Some((request, reply)) = control_rx.recv() => {
-                let ControlRequest::Trigger { reason, force, dry_run } = request;
-                let answer = manager.trigger(&reason, force, dry_run).await;
+                let ControlRequest::Trigger { reason, force, dry_run, now } = request;
+                let answer = manager.trigger(&reason, force, dry_run, now).await;
                 let _ = reply.send(answer);
             }
             _ = ticks.tick() => {
@@ -657,11 +755,21 @@ pub async fn run_with(
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
+                            let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
                             let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false, past_lockouts }, false).await;
                             manager.after_switch(&outcome);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits
-                            // out the cooldown instead of hammering the validators.
-                            let wait = if outcome.retry_soon { RETRY_AFTER_FAILURE } else { manager.cfg.failover_cooldown };
+                            // out the cooldown instead of hammering the validators — unless nobody
+                            // can be voting meanwhile: then every few seconds counts (an SSH step
+                            // that failed after the tower was installed left X with nobody).
+                            let wait = if nobody_votes && !outcome.ok {
+                                warn!("nobody votes with the staked identity: trying again in {RETRY_WHILE_NOBODY_VOTES:?}");
+                                RETRY_WHILE_NOBODY_VOTES
+                            } else if outcome.retry_soon {
+                                RETRY_AFTER_FAILURE
+                            } else {
+                                manager.cfg.failover_cooldown
+                            };
                             failed = (!outcome.ok).then(|| (key, manager.observer.now() + wait));
                         }
                     }

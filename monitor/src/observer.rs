@@ -282,8 +282,17 @@ impl Observer {
         self.consensus
     }
 
+    /// Who leads each of `limit` slots from `start` (`getSlotLeaders`).
+    pub async fn slot_leaders(&self, start: u64, limit: u64) -> Result<Vec<Pubkey>, String> {
+        self.limiter.acquire().await;
+        self.rpc
+            .get_slot_leaders(start, limit)
+            .await
+            .map_err(|e| format!("getSlotLeaders: {e}"))
+    }
+
     /// The tip: from pubsub while it is live, else one `getSlot`.
-    async fn tip(&self) -> Option<u64> {
+    pub(crate) async fn tip(&self) -> Option<u64> {
         if self.tip.live.load(Ordering::Relaxed) {
             return Some(self.tip.slot.load(Ordering::Relaxed));
         }

@@ -80,6 +80,7 @@ async fn a_planned_alpenglow_switchover_moves_the_vote_history() {
             reason: "maintenance".into(),
             force: false,
             dry_run: false,
+            now: false,
         },
     )
     .await
@@ -111,6 +112,7 @@ async fn during_the_migration_window_no_automatic_failover_and_no_unforced_switc
             reason: "maintenance".into(),
             force: false,
             dry_run: false,
+            now: false,
         },
     )
     .await
@@ -133,6 +135,7 @@ async fn during_the_migration_window_no_automatic_failover_and_no_unforced_switc
             reason: "maintenance".into(),
             force: true,
             dry_run: false,
+            now: false,
         },
     )
     .await

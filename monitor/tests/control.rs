@@ -115,6 +115,7 @@ async fn oversized_slow_and_idle_control_clients_are_bounded_and_a_trigger_still
             reason: "after the abuse".into(),
             force: false,
             dry_run: false,
+            now: false,
         },
     )
     .await

@@ -32,6 +32,74 @@ async fn roles_are_detected_and_reported() {
     sys.cluster.safety().assert_safe();
 }
 
+/// A planned switch starts when the staked identity leads none of the next slots (the
+/// simulator's schedule: slots 16k..16k+3 are its, 16k+4..16k+15 the network node's), so that
+/// none of its blocks is skipped;
+/// `now` switches at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planned_switch_waits_for_a_moment_the_staked_identity_leads_no_slot() {
+    let mut sys = system(|_, _| {}).await;
+    sys.manager_config["planned_switch_leader_slots"] = 10.into();
+    let manager = sys.start_manager().await;
+    let staked = sys.staked();
+    let trigger = |now: bool| ControlRequest::Trigger {
+        reason: "maintenance".into(),
+        force: false,
+        dry_run: false,
+        now,
+    };
+    // Asked 4 slots before one of its leader windows: that window is within the next 10 slots
+    // until it has passed.
+    sys.cluster
+        .wait_until(e2e_support::PATIENCE, |w| w.slot % 16 == 12)
+        .await
+        .unwrap();
+    let mut demoted_at = None;
+    let planned = trigger(false);
+    let (outcome, demoted) = tokio::join!(
+        ask_running(&manager.state_dir, &planned),
+        sys.cluster.wait_until(e2e_support::PATIENCE, |w| {
+            let gone = w.nodes[0].identity.pubkey() != staked;
+            if gone {
+                demoted_at.get_or_insert(w.slot);
+            }
+            gone
+        })
+    );
+    demoted.unwrap();
+    let outcome = outcome.unwrap().unwrap();
+    assert!(outcome.ok, "{}", outcome.summary());
+    let leader = &outcome.phases[0];
+    assert_eq!(leader.name, "leader");
+    assert!(leader.detail.contains("leads none of slots"), "{leader:?}");
+    let demoted_at = demoted_at.unwrap();
+    let led: Vec<u64> = sys.cluster.with_world(|w| {
+        (demoted_at..demoted_at + 4)
+            .filter(|s| w.slot_leader(*s) == staked)
+            .collect()
+    });
+    assert!(
+        led.is_empty(),
+        "the switch ran through its leader slots {led:?}"
+    );
+    sys.wait_active(1).await;
+
+    // --now: no wait, no leader phase.
+    let at_once = trigger(true);
+    let outcome = ask_running(&manager.state_dir, &at_once)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.ok, "{}", outcome.summary());
+    assert!(
+        outcome.phases.iter().all(|p| p.name != "leader"),
+        "{}",
+        outcome.summary()
+    );
+    sys.wait_active(0).await;
+    sys.cluster.safety().assert_safe();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_switchover_through_the_running_manager_and_its_messages() {
     let mut sys = system(|_, _| {}).await;
@@ -42,6 +110,7 @@ async fn planned_switchover_through_the_running_manager_and_its_messages() {
             reason: "maintenance on validator1".into(),
             force: false,
             dry_run: false,
+            now: false,
         },
     )
     .await
@@ -52,7 +121,7 @@ async fn planned_switchover_through_the_running_manager_and_its_messages() {
     let names: Vec<&str> = outcome.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["term", "demote", "tower", "promote", "confirm", "gossip"]
+        ["leader", "term", "demote", "tower", "promote", "confirm", "gossip"]
     );
     sys.wait_active(1).await;
 
@@ -333,6 +402,7 @@ async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch(
             reason: "after a state_dir reset".into(),
             force: false,
             dry_run: false,
+            now: false,
         },
     )
     .await

@@ -303,6 +303,7 @@ async fn a_switch_whose_promotion_is_refused_is_rolled_back_and_reported_so() {
             reason: "maintenance".into(),
             force: true,
             dry_run: false,
+            now: false,
         },
     )
     .await

@@ -111,7 +111,7 @@ async fn a_secure_switchover_and_failover_keep_the_key_off_disks_and_argument_li
         .await
         .unwrap();
     let outcome = manager
-        .trigger("secure switchover", false, false)
+        .trigger("secure switchover", false, false, true)
         .await
         .unwrap();
     assert!(outcome.ok, "{}", outcome.summary());
@@ -214,7 +214,7 @@ async fn refused(edit: impl FnOnce(&mut Secure), expect: &str) {
         .await
         .unwrap();
     let outcome = manager
-        .trigger("secure switchover", false, false)
+        .trigger("secure switchover", false, false, true)
         .await
         .unwrap();
     assert!(!outcome.ok);
@@ -264,4 +264,35 @@ async fn an_unknown_host_key_aborts_cleanly() {
         "host key not trusted",
     )
     .await;
+}
+
+/// A secure-mode failover whose SSH step fails after the tower was installed leaves nobody
+/// voting: the manager must try again within seconds, not after its cooldown (1 min here, 10 by
+/// default) — which it used to, since an SSH failure is "not retried blindly".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_whose_ssh_step_failed_is_retried_at_once_while_nobody_votes() {
+    let s = secure().await;
+    let dir = s.sys.dir.path().to_path_buf();
+    let once = dir.join("set-identity-failed-once");
+    let set = dir.join("remote-set-identity");
+    let body = std::fs::read_to_string(&set).unwrap();
+    // As a connection lost mid-command: the first set-identity fails, every later one works.
+    std::fs::write(
+        &set,
+        body.replacen(
+            "#!/bin/sh\n",
+            &format!(
+                "#!/bin/sh\n[ -e {0} ] || {{ touch {0}; echo 'connection lost' >&2; exit 255; }}\n",
+                once.display()
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    let _running = s.sys.start_manager().await;
+    s.sys.slots(5).await;
+    s.sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    s.sys.wait_active(1).await;
+    assert!(once.exists(), "the first attempt never ran");
+    s.sys.cluster.safety().assert_safe();
 }

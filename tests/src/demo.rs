@@ -362,6 +362,8 @@ pub async fn run(
         "webhook_url": format!("{webhook}/webhook"),
         // The demo switches every few seconds; production keeps the 10-minute default.
         "failover_cooldown": "5s",
+        // The simulator's staked identity leads one 4-slot window in four: 12-slot gaps.
+        "planned_switch_leader_slots": 8,
     });
     let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
     let manager_log = dir.join("manager.log");

@@ -162,6 +162,25 @@ fn dispatch(world: &World, ctx: &Ctx, method: &str, params: &Params) -> Result<V
             }))
         }
         "getVoteAccounts" => vote_accounts(world, endpoint, params),
+        // solana-rpc `rpc.rs` `get_slot_leaders`: (start_slot, limit), limit at most 5000.
+        "getSlotLeaders" => {
+            let items = params.tuple(2)?;
+            let number = |v: &Value| {
+                v.as_u64().ok_or_else(|| {
+                    RpcError::invalid_params(format!(
+                        "invalid type: {}, expected u64",
+                        crate::jsonrpc::describe(v)
+                    ))
+                })
+            };
+            let (start, limit) = (number(&items[0])?, number(&items[1])?);
+            if limit > 5000 {
+                return Err(RpcError::new(-32602, "Invalid limit; max 5000"));
+            }
+            Ok(json!((start..start + limit)
+                .map(|slot| world.slot_leader(slot).to_string())
+                .collect::<Vec<_>>()))
+        }
         // solana-rpc 4.2 `rpc.rs`: unknown to older nodes; null until Alpenglow runs.
         "getAgGenesisCert" if is_4_2_or_later(&version_of(world, endpoint)) => {
             params.expect_none()?;

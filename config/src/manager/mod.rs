@@ -56,6 +56,13 @@ pub const DEFAULT_STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(4 * 360
 pub const DEFAULT_MANAGER_STATE_DIR: &str = "/var/lib/failover-manager";
 /// `failover_cooldown` default: the minimum time between two automatic failovers.
 pub const DEFAULT_FAILOVER_COOLDOWN: Duration = Duration::from_secs(600);
+/// `planned_switch_leader_slots` default: a planned switch starts when the staked identity leads
+/// none of this many upcoming slots. Agave skips its leader slots after an identity change until
+/// a vote cast since has been rooted (`wait_for_vote_to_start_leader`, solana-core
+/// `replay_stage.rs`): about 32 slots past the first vote under TowerBFT.
+pub const DEFAULT_PLANNED_SWITCH_LEADER_SLOTS: u64 = 40;
+/// `planned_switch_leader_wait` default: how long a planned switch waits for such a moment.
+pub const DEFAULT_PLANNED_SWITCH_LEADER_WAIT: Duration = Duration::from_secs(30);
 /// `rpc_requests_per_second` default: the cap on requests to `cluster_rpc`.
 pub const DEFAULT_RPC_REQUESTS_PER_SECOND: u32 = 10;
 /// `validatorN.ssh_port` default.
@@ -90,6 +97,8 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "signing_keypair_path",
     "sign_commands",
     "failover_cooldown",
+    "planned_switch_leader_slots",
+    "planned_switch_leader_wait",
     "rpc_requests_per_second",
     "webhook_url",
     "fence_margin",
@@ -158,6 +167,14 @@ pub struct ManagerConfig {
     pub state_dir: PathBuf,
     /// `failover_cooldown`: the minimum time between automatic failovers. Default 10m.
     pub failover_cooldown: Duration,
+    /// `planned_switch_leader_slots`: a planned switch (`--trigger-failover` without `--now`)
+    /// starts when the staked identity leads none of this many upcoming slots, so that no block
+    /// of its own is skipped (the new active skips its leader slots until a vote of its own has
+    /// rooted, ~32 slots). Default 40. Automatic failovers never wait.
+    pub planned_switch_leader_slots: u64,
+    /// `planned_switch_leader_wait`: the longest a planned switch waits for that; then it
+    /// switches anyway, saying so. "0s" never waits. Default 30s.
+    pub planned_switch_leader_wait: Duration,
     /// `rpc_requests_per_second`: the cap on requests to `cluster_rpc`. Default 10.
     pub rpc_requests_per_second: u32,
     /// `webhook_url`: a Slack/Discord-compatible webhook receiving the same messages as Telegram

@@ -265,6 +265,16 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         or_default(o.get("failover_cooldown"), DEFAULT_FAILOVER_COOLDOWN, |f| {
             f.duration(diag)
         });
+    let planned_switch_leader_slots = or_default(
+        o.get("planned_switch_leader_slots"),
+        DEFAULT_PLANNED_SWITCH_LEADER_SLOTS,
+        |f| f.int_at_least(diag, 1),
+    );
+    let planned_switch_leader_wait = or_default(
+        o.get("planned_switch_leader_wait"),
+        DEFAULT_PLANNED_SWITCH_LEADER_WAIT,
+        |f| f.duration(diag),
+    );
     let rpc_requests_per_second = or_default(
         o.get("rpc_requests_per_second"),
         DEFAULT_RPC_REQUESTS_PER_SECOND,
@@ -466,6 +476,8 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         state_dir: state_dir?,
         startup_grace_period: startup_grace_period?,
         failover_cooldown: failover_cooldown?,
+        planned_switch_leader_slots: planned_switch_leader_slots?,
+        planned_switch_leader_wait: planned_switch_leader_wait?,
         rpc_requests_per_second: rpc_requests_per_second?,
         webhook_url,
         fence_margin: fence_margin?,

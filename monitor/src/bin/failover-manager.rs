@@ -57,6 +57,11 @@ struct RunArgs {
     /// --shutdown-agent: stop the agents even while a manager is running.
     #[arg(long, requires = "forceable")]
     force: bool,
+    /// With --trigger-failover: switch at once, without waiting (up to
+    /// planned_switch_leader_wait) for a moment the staked identity leads none of the next
+    /// planned_switch_leader_slots slots.
+    #[arg(long, requires = "trigger_failover")]
+    now: bool,
     /// Stop both agents at once, as the reference design does. Refused while a manager runs on
     /// this state_dir (it would lose its agents) unless --force.
     #[arg(long)]
@@ -125,6 +130,7 @@ const GO_FLAGS: &[&str] = &[
     "dry-run",
     "log-file",
     "force",
+    "now",
     "status",
     "check-config",
 ];
@@ -133,6 +139,7 @@ const GO_SWITCHES: &[&str] = &[
     "shutdown-agent",
     "dry-run",
     "force",
+    "now",
     "status",
     "check-config",
 ];
@@ -228,6 +235,7 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
             reason: reason.clone(),
             force: args.force,
             dry_run: args.dry_run,
+            now: args.now,
         };
         let answer = match ask_running(&cfg.state_dir, &request).await {
             Some(answer) => {
@@ -238,7 +246,9 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
                 info!("no manager running here: doing it myself");
                 let (notifier, _task) = Notifier::start(NotifierConfig::from_manager(&cfg));
                 let mut manager = Manager::new(cfg, notifier.clone()).await?;
-                let answer = manager.trigger(&reason, args.force, args.dry_run).await;
+                let answer = manager
+                    .trigger(&reason, args.force, args.dry_run, args.now)
+                    .await;
                 notifier
                     .flush_within(failover_monitor::manager::SHUTDOWN_FLUSH)
                     .await;

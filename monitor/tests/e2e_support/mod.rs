@@ -224,6 +224,8 @@ pub async fn system_on(
         "signing_keypair_path": manager_key,
         "state_dir": dir.path().join("manager"),
         "failover_cooldown": "1m",
+        // The simulator's staked identity leads one 4-slot window in four: 12-slot gaps.
+        "planned_switch_leader_slots": 8,
         "fence_margin": "500ms",
         "telegram_bot_token": BOT_TOKEN,
         "telegram_chat_id": "-1001234567890",

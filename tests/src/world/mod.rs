@@ -490,6 +490,16 @@ impl World {
         }
     }
 
+    /// Who leads `slot`: leader windows of 4 slots (Agave's `NUM_CONSECUTIVE_LEADER_SLOTS`), one
+    /// in four the staked identity's — whichever node holds it — the rest the network node's.
+    pub fn slot_leader(&self, slot: u64) -> Pubkey {
+        if (slot / 4).is_multiple_of(4) {
+            self.vote.node_pubkey
+        } else {
+            self.network.identity
+        }
+    }
+
     /// Whether `pubkey` has stake (the staked identity and the network node do).
     fn is_staked(&self, pubkey: &Pubkey) -> bool {
         *pubkey == self.vote.node_pubkey || *pubkey == self.network.identity
