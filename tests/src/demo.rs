@@ -281,9 +281,11 @@ pub(crate) async fn start_inbox() -> anyhow::Result<(String, Inbox, tokio::task:
 
 /// "… done in 812 ms …" → 812.
 pub(crate) fn switch_ms(message: &str) -> u64 {
+    // "… done in N ms", or "… FAILED and ROLLED BACK in N ms".
     message
         .split(" done in ")
         .nth(1)
+        .or_else(|| message.split(" ROLLED BACK in ").nth(1))
         .and_then(|rest| rest.split(" ms").next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)

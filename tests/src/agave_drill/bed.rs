@@ -43,6 +43,10 @@ pub struct Bed {
     pub(super) last_switch: Option<Instant>,
     /// Validators that exited on their own between drills, and what the product did about it.
     pub exits: Vec<String>,
+    /// Planned switches with `--now` (no wait for a leader gap).
+    pub planned_now: bool,
+    /// Count X's skipped leader slots around each planned switch (waits ~40 slots per switch).
+    pub count_leader_slots: bool,
 }
 
 /// CPU and memory of the manager and the agents over a window, and the RPC load they put on the
@@ -176,6 +180,8 @@ impl Bed {
             local_rpc,
             uplinks,
             last_switch: None,
+            planned_now: false,
+            count_leader_slots: false,
             exits: Vec::new(),
         })
     }

@@ -17,6 +17,9 @@ use crate::demo::switch_ms;
 
 /// Samples taken before a fault, so "before" is known.
 const BASELINE: Duration = Duration::from_secs(2);
+/// Slots after a switch in which the new active may skip its leader slots (a vote of its own must
+/// root first: 32 votes on top of it, and a few slots to cast the first).
+const LEADER_SKIP_WINDOW: u64 = 40;
 /// How long a switch may take before the drill calls it failed.
 const PATIENCE: Duration = Duration::from_secs(60);
 /// The isolation drill's name (its old active's final tower cannot be fetched).
@@ -57,6 +60,9 @@ pub struct DrillRun {
     pub vote_gap_slots: u64,
     pub both_held_samples: u32,
     pub identity_samples: usize,
+    /// Planned switches (with `--count-leader-slots`): X's leader slots from the trigger until
+    /// 40 slots after X voted again, and how many of them have no block (skipped).
+    pub leader_slots: Option<(u64, u64)>,
     /// The manager's and agents' CPU, memory and RPC load during the run.
     pub usage: Usage,
 }
@@ -65,7 +71,7 @@ impl DrillRun {
     /// One line for a terminal.
     pub fn line(&self) -> String {
         format!(
-            "{} [{}] {}→{}: {}; detect {} ms, switch {} ms, voting again {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}",
+            "{} [{}] {}→{}: {}; detect {} ms, switch {} ms, voting again {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}{}",
             self.drill,
             self.consensus,
             self.from,
@@ -78,6 +84,10 @@ impl DrillRun {
             self.vote_gap_slots,
             self.identity_samples,
             self.both_held_samples,
+            match self.leader_slots {
+                Some((led, skipped)) => format!(", X's leader slots in the switch {led}, skipped {skipped}"),
+                None => String::new(),
+            },
             if self.problems.is_empty() {
                 String::new()
             } else {
@@ -94,17 +104,21 @@ impl Bed {
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
+        let slots = rpc_lite::Client::new(&self.cluster.cluster_rpc);
+        let first_slot = slots.slot().await;
         let started = Instant::now();
         // The trigger returns after the manager's gossip confirmation; X votes earlier than that.
-        let trigger = Command::new(&self.manager_bin)
-            .args([
-                "--config",
-                self.manager_cfg.to_str().expect("UTF-8 path"),
-                "--trigger-failover",
-                "--reason",
-                "drill: planned switchover",
-            ])
-            .output();
+        let mut args = vec![
+            "--config",
+            self.manager_cfg.to_str().expect("UTF-8 path"),
+            "--trigger-failover",
+            "--reason",
+            "drill: planned switchover",
+        ];
+        if self.planned_now {
+            args.push("--now");
+        }
+        let trigger = Command::new(&self.manager_bin).args(args).output();
         let (out, recovered) = tokio::join!(
             trigger,
             wait_votes_from(&self.cluster, 1 - from, started, PATIENCE)
@@ -119,10 +133,11 @@ impl Bed {
             ));
         }
         let usage = self.usage_since(&before);
+        let last_slot = slots.slot().await;
         self.last_switch = Some(Instant::now());
         tokio::time::sleep(BASELINE).await;
         let samples = sampler.stop();
-        Ok(self.judge(
+        let mut run = self.judge(
             "planned",
             from,
             1 - from,
@@ -133,7 +148,19 @@ impl Bed {
             recovered,
             samples,
             usage,
-        ))
+        );
+        if let (Some(a), Some(b), true) = (first_slot, last_slot, self.count_leader_slots) {
+            // Agave skips its leader slots after an identity change until a vote cast since is
+            // rooted (`wait_for_vote_to_start_leader`, solana-core `replay_stage.rs`): the
+            // count runs that far past the switch.
+            let end = b + LEADER_SKIP_WINDOW;
+            while slots.slot().await.is_some_and(|s| s < end + 2) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            run.leader_slots =
+                leader_slots_skipped(&slots, &self.cluster.x.to_string(), a, end).await;
+        }
+        Ok(run)
     }
 
     /// The active validator is killed (`kill -9`); the manager must fail over on its own. The
@@ -253,6 +280,119 @@ impl Bed {
             samples,
             usage,
         ))
+    }
+
+    /// A planned switch whose promotion fails: a directory stands where the passive must write
+    /// X's vote state, so its install fails as on a full or read-only disk, after the old
+    /// active was demoted. The manager must give X back to the old active, with its own final
+    /// vote state, in the same switch, and report the switch failed and rolled back.
+    pub async fn failed_promotion(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let from = self.first_active().await?;
+        let p = 1 - from;
+        let blocker = self
+            .cluster
+            .node(p)
+            .ledger
+            .join(self.cluster.kind.file_name(&self.cluster.x));
+        if blocker.is_file() {
+            // A stale copy on the passive (its agent removes X's file at each demotion).
+            std::fs::remove_file(&blocker)?;
+        }
+        std::fs::create_dir_all(&blocker)?;
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let started = Instant::now();
+        let trigger = Command::new(&self.manager_bin)
+            .args([
+                "--config",
+                self.manager_cfg.to_str().expect("UTF-8 path"),
+                "--trigger-failover",
+                "--reason",
+                "drill: promotion that fails",
+            ])
+            .output();
+        let (out, back) = tokio::join!(trigger, self.lost_then_voting(from, started));
+        std::fs::remove_dir(&blocker)?;
+        let out = out?;
+        let summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let mut problems = Vec::new();
+        if out.status.success() {
+            problems.push(format!("--trigger-failover succeeded: {summary}"));
+        }
+        let told = format!("{summary} {stderr}");
+        if !told.contains("ROLLED BACK") {
+            problems.push(format!("not reported as rolled back: {}", told.trim()));
+        }
+        let (lost, recovered) = back;
+        let Some(lost) = lost else {
+            problems.push(format!(
+                "{} never lost X: the switch did not start",
+                self.cluster.node(from).name
+            ));
+            return Ok(self.judge(
+                "failed promotion",
+                from,
+                from,
+                problems,
+                summary,
+                None,
+                started,
+                None,
+                sampler.stop(),
+                self.usage_since(&before),
+            ));
+        };
+        let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
+        tokio::time::sleep(BASELINE).await;
+        let samples = sampler.stop();
+        if samples.held_after(p, started) {
+            problems.push(format!(
+                "{} held X though its promotion failed",
+                self.cluster.node(p).name
+            ));
+        }
+        // Measured from the demotion: how long X was away from the old active.
+        Ok(self.judge(
+            "failed promotion",
+            from,
+            from,
+            problems,
+            summary,
+            None,
+            lost,
+            recovered,
+            samples,
+            usage,
+        ))
+    }
+
+    /// When node `i` lost X after `since`, and when X's votes landed from it again after that.
+    async fn lost_then_voting(
+        &self,
+        i: usize,
+        since: Instant,
+    ) -> (Option<Instant>, Option<Instant>) {
+        let admin = AdminRpcClient::new(&self.cluster.node(i).admin_socket, Timeouts::LOCAL);
+        let mut lost = None;
+        while since.elapsed() < PATIENCE {
+            if matches!(admin.identity().await, Ok(id) if id != self.cluster.x) {
+                lost = Some(Instant::now());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let Some(at) = lost else {
+            return (None, None);
+        };
+        (
+            Some(at),
+            wait_votes_from(&self.cluster, i, at, PATIENCE).await,
+        )
     }
 
     async fn kill_active_validator(&mut self, drill: &str) -> anyhow::Result<DrillRun> {
@@ -633,6 +773,7 @@ impl Bed {
             vote_gap_slots: self.vote_gap(&samples, killed),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
+            leader_slots: None,
             usage,
         })
     }
@@ -701,6 +842,7 @@ impl Bed {
             vote_gap_slots: self.vote_gap(&samples, started),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
+            leader_slots: None,
             usage,
         })
     }
@@ -823,9 +965,45 @@ impl Bed {
             vote_gap_slots: self.vote_gap(&samples, started),
             both_held_samples: samples.both_held,
             identity_samples: samples.identities.len(),
+            leader_slots: None,
             usage,
         }
     }
+}
+
+/// X's leader slots in `first..=last` and how many of them have no confirmed block.
+async fn leader_slots_skipped(
+    rpc: &rpc_lite::Client,
+    x: &str,
+    first: u64,
+    last: u64,
+) -> Option<(u64, u64)> {
+    let leaders = rpc
+        .call(
+            "getSlotLeaders",
+            serde_json::json!([first, last - first + 1]),
+        )
+        .await?;
+    let blocks = rpc
+        .call(
+            "getBlocks",
+            serde_json::json!([first, last, {"commitment": "confirmed"}]),
+        )
+        .await?;
+    let blocks: Vec<u64> = blocks
+        .as_array()?
+        .iter()
+        .filter_map(|b| b.as_u64())
+        .collect();
+    let led: Vec<u64> = leaders
+        .as_array()?
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.as_str() == Some(x))
+        .map(|(i, _)| first + i as u64)
+        .collect();
+    let skipped = led.iter().filter(|s| !blocks.contains(s)).count() as u64;
+    Some((led.len() as u64, skipped))
 }
 
 /// The first line of the last panic in a validator's log, shortened.

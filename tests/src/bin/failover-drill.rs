@@ -30,6 +30,9 @@ enum Drill {
     /// The passive's validator restarted with X on its command line: refused by Agave (no vote
     /// history under Alpenglow) or demoted by its agent; X stays with the active.
     RestartedWithX,
+    /// A planned switch whose promotion fails (the passive cannot write X's vote state): X must
+    /// go back to the old active in the same switch, reported as rolled back.
+    FailedPromotion,
     /// All of the above, in that order.
     All,
     /// Nothing goes wrong for --soak seconds: no switch, no hold message, X keeps voting (not
@@ -78,6 +81,14 @@ struct Args {
     /// root stalls and the promotion's root wait rightly refuses; see BENCHMARKS.md).
     #[arg(long)]
     no_host_down: bool,
+    /// Planned switches with `--trigger-failover --now`: no wait for a moment the staked identity
+    /// leads none of the next slots (to compare the blocks it skips).
+    #[arg(long)]
+    planned_now: bool,
+    /// Count the staked identity's leader slots skipped around each planned switch (from the
+    /// trigger to 40 slots after X votes again; waits that long after each switch).
+    #[arg(long)]
+    count_leader_slots: bool,
     /// How long the soak drill watches a healthy cluster, in seconds.
     #[arg(long, default_value_t = 1800)]
     soak: u64,
@@ -102,6 +113,8 @@ async fn main() -> anyhow::Result<()> {
         cluster.vote_account
     );
     let mut bed = Bed::start(cluster, &args.dir).await?;
+    bed.planned_now = args.planned_now;
+    bed.count_leader_slots = args.count_leader_slots;
     // Interrupted or not, the agents and the manager it started are stopped (by pid).
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
@@ -179,6 +192,11 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
             report(&mut runs, bed.restarted_with_x().await?);
         }
     }
+    if wanted(Drill::FailedPromotion) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.failed_promotion().await?);
+        }
+    }
     if wanted(Drill::Isolate) && !args.no_isolate {
         match isolation_available() {
             Ok(()) => {
@@ -236,8 +254,23 @@ fn summarize(runs: &[DrillRun]) {
         };
         let n = runs.iter().filter(|r| r.drill == drill).count();
         let ok = runs.iter().filter(|r| r.drill == drill && r.ok).count();
+        let (led, skipped) = runs
+            .iter()
+            .filter(|r| r.drill == drill)
+            .filter_map(|r| r.leader_slots)
+            .fold((0, 0), |(a, b), (l, s)| (a + l, b + s));
+        let leaders = match led {
+            0 if skipped == 0
+                && runs
+                    .iter()
+                    .all(|r| r.drill != drill || r.leader_slots.is_none()) =>
+            {
+                String::new()
+            }
+            _ => format!("; X's leader slots during the switches {led}, skipped {skipped}"),
+        };
         println!(
-            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; voting again {} ms; recovery {} ms; vote gap {} slots; X on both {} samples",
+            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; voting again {} ms; recovery {} ms; vote gap {} slots; X on both {} samples{leaders}",
             of(&|r| r.detect_ms),
             of(&|r| (r.switch_ms > 0).then_some(r.switch_ms)),
             of(&|r| r.voting_ms),
