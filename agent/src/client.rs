@@ -53,6 +53,12 @@ impl ClientError {
         }
     }
 
+    /// The request surely never reached the agent (no connection could be made to it), so
+    /// whatever it asked for did not happen.
+    pub fn never_delivered(&self) -> bool {
+        matches!(self, ClientError::Unreachable { source, .. } if source.is_connect())
+    }
+
     /// The agent's term when it refused an older one.
     pub fn agent_term(&self) -> Option<u64> {
         match self {

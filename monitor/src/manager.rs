@@ -318,9 +318,31 @@ impl Manager {
         Ok(term)
     }
 
-    pub(crate) async fn etcd_sha(&mut self) -> Option<String> {
-        let etcd = self.etcd().await.ok()??;
-        Some(etcd.get_tower().await.ok()??.tower.sha256)
+    /// The vote state stored in etcd, if it verifies.
+    pub(crate) async fn etcd_backup(&mut self) -> Option<VoteStateBlob> {
+        let etcd = match self.etcd().await {
+            Ok(etcd) => etcd?,
+            Err(e) => {
+                warn!(error = %e, "cannot reach etcd for the vote state");
+                return None;
+            }
+        };
+        match etcd.get_tower().await {
+            Ok(Some(record)) => {
+                match verify_blob(&record.tower, &self.cfg.staked_identity_pubkey, None) {
+                    Ok(_) => Some(record.tower),
+                    Err(e) => {
+                        warn!(error = %e, term = record.term, written_by = %record.written_by, "the vote state in etcd does not verify");
+                        None
+                    }
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "cannot read the vote state from etcd");
+                None
+            }
+        }
     }
 
     pub(crate) fn saved_backup(&self) -> Option<VoteStateBlob> {

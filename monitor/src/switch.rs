@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use failover_agent::api::{FailoverAction, FailoverRequest, Role, VoteStateBlob};
+use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, Role, VoteStateBlob};
 use failover_agent::vote_state::verify_blob;
+use failover_agent::ClientError;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
@@ -19,6 +20,18 @@ const GOSSIP_CONFIRM: Duration = Duration::from_secs(10);
 const LEADER_WINDOW_SLOTS: u64 = 4;
 /// How long a switch asks an agent that missed the last heartbeat for its vote-state backup.
 const BACKUP_ASK_MISSING: Duration = Duration::from_millis(300);
+/// How long a switch step that got no answer (connection cut, answer lost, timed out) is asked
+/// for again, and how often. The agent answers a repeated step from its journal, or once the run
+/// in progress ends; it never runs it twice (agent `journal.rs`).
+const ASK_AGAIN_FOR: Duration = Duration::from_secs(3);
+const ASK_AGAIN_EVERY: Duration = Duration::from_millis(200);
+
+/// A switch step that got no readable answer, however often it was asked.
+struct NoAnswer {
+    error: ClientError,
+    /// Some attempt may have reached the agent: the step may have run, or may still be running.
+    delivered: bool,
+}
 
 /// A switch to make.
 #[derive(Clone, Debug)]
@@ -201,7 +214,7 @@ impl Manager {
                     switch_id: Some(self.switch_id(term)),
                     ..command(FailoverAction::BecomePassive, term, &plan.reason, None)
                 };
-                match self.commands[a].failover(&request).await {
+                match self.ask(a, &request).await {
                     Ok(r) if r.ok && r.identity.as_deref() != Some(self.staked_str().as_str()) => {
                         let settle = r
                             .phases
@@ -227,8 +240,8 @@ impl Manager {
                         );
                         return self.finish(clock);
                     }
-                    Err(e) => {
-                        clock.phase("demote", Err(e.to_string()));
+                    Err(NoAnswer { error, .. }) => {
+                        clock.phase("demote", Err(error.to_string()));
                         return self.finish(clock);
                     }
                 }
@@ -241,8 +254,11 @@ impl Manager {
             }
         }
 
-        // 3. The tower: the one the demotion returned, else the newest verified backup.
-        let from_demotion = tower.is_some();
+        // 3. The tower: the one the demotion returned (embedded store) or stored (etcd), else the
+        // newest verified backup.
+        let etcd_store = !matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded);
+        let from_demotion =
+            tower.is_some() || (etcd_store && plan.demotable && plan.from.is_some());
         let tower = match tower {
             Some(t) => Some(t),
             None => self.newest_backup().await,
@@ -282,23 +298,37 @@ impl Manager {
                 return self.finish(clock);
             }
         }
-        let sha = match (&tower, self.etcd_sha().await) {
-            (Some(t), _) => Some(t.sha256.clone()),
-            (None, Some(sha)) => Some(sha),
-            (None, None) => None,
-        };
+        if let (None, Some(voted), None) = (&tower, chain_vote, past_lockouts) {
+            if voted > 0 {
+                clock.phase(
+                    "tower",
+                    Err(format!(
+                        "no vote state anywhere{}, and the vote account's last vote is {voted}: a \
+                         new active building its own could break lockouts; bring the old active's \
+                         agent back (its vote state is on its disk) or restore it by hand",
+                        if etcd_store {
+                            " (none readable in etcd)"
+                        } else {
+                            ""
+                        }
+                    )),
+                );
+                return self.finish(clock);
+            }
+        }
+        // What the promotion installs is checked against this hash: with the etcd store, the
+        // record the floors above were checked on.
+        let sha = tower.as_ref().map(|t| t.sha256.clone());
         clock.phase(
             "tower",
             Ok(match &tower {
                 Some(t) => format!(
-                    "last vote {}, sha256 {}",
+                    "{}last vote {}, sha256 {}",
+                    if etcd_store { "in etcd: " } else { "" },
                     slot_text(t.last_vote),
                     &t.sha256[..16]
                 ),
-                None => match &sha {
-                    Some(s) => format!("in etcd, sha256 {}", &s[..16.min(s.len())]),
-                    None => "no tower anywhere: the new active must build its own".into(),
-                },
+                None => "no vote state anywhere, and no vote on the chain: the new active builds its own".into(),
             }),
         );
         if let Some(t) = &tower {
@@ -329,10 +359,13 @@ impl Manager {
             switch_id: Some(self.switch_id(term)),
             ..request
         };
-        let promoted = self.commands[plan.to].failover(&request).await;
+        let promoted = self.ask(plan.to, &request).await;
         // Whatever came back (or nothing, in time): a lease the agent started on this command
         // began before now, so the fence waits count from here for this node.
         self.observer.lease_granted(plan.to);
+        // Give X back to the node it came from, with its own final tower, rather than leave
+        // nobody voting — only where the new one surely does not hold it.
+        let can_roll_back = plan.demotable && self.secure_key.is_none();
         match promoted {
             Ok(r) if r.ok => {
                 let detail = r
@@ -352,22 +385,38 @@ impl Manager {
                     "promote",
                     Err(r.error.unwrap_or_else(|| "promotion failed".into())),
                 );
-                // A definite refusal, with the node still unstaked: give X back to the node it came
-                // from, with its own final tower, rather than leave nobody voting. A timeout is
-                // not a refusal (the node may hold X): no rollback then.
-                if let (Some(a), true, false, false) = (
-                    plan.from,
-                    plan.demotable,
-                    refused_staked,
-                    self.secure_key.is_some(),
-                ) {
+                // A definite refusal, with the node still unstaked.
+                if let (Some(a), true, false) = (plan.from, can_roll_back, refused_staked) {
                     self.roll_back(a, tower, chain_vote, &plan.reason, &mut clock)
                         .await;
                 }
                 return self.finish(clock);
             }
-            Err(e) => {
-                clock.phase("promote", Err(e.to_string()));
+            Err(NoAnswer {
+                error,
+                delivered: false,
+            }) => {
+                clock.phase(
+                    "promote",
+                    Err(format!("{error}: the promotion never reached it")),
+                );
+                if let (Some(a), true) = (plan.from, can_roll_back) {
+                    self.roll_back(a, tower, chain_vote, &plan.reason, &mut clock)
+                        .await;
+                }
+                return self.finish(clock);
+            }
+            Err(NoAnswer { error, .. }) => {
+                // It may hold X: no rollback. It is "maybe active" to the engine until it
+                // answers, or its lease has surely run out.
+                clock.phase(
+                    "promote",
+                    Err(format!(
+                        "{error}, also when asked again for {ASK_AGAIN_FOR:?}: {} may hold the \
+                         staked identity, so it is not given back; the next heartbeats decide",
+                        name(plan.to)
+                    )),
+                );
                 return self.finish(clock);
             }
         }
@@ -474,7 +523,7 @@ impl Manager {
                 if embedded { tower } else { None },
             )
         };
-        let rolled_back = self.commands[a].failover(&request).await;
+        let rolled_back = self.ask(a, &request).await;
         self.observer.lease_granted(a);
         let result = match rolled_back {
             Ok(r) if r.ok => {
@@ -489,8 +538,8 @@ impl Manager {
                 self.describe(a),
                 r.error.unwrap_or_default()
             )),
-            Err(e) => Err(format!(
-                "{} could not be made active again: {e}; check both now",
+            Err(NoAnswer { error, .. }) => Err(format!(
+                "{} could not be made active again: {error}; check both now",
                 self.describe(a)
             )),
         };
@@ -500,6 +549,53 @@ impl Manager {
             true => format!("{f}; rolled back: {} votes again", self.describe(a)),
             false => f,
         });
+    }
+
+    /// Sends the switch step `request` to agent `i`. When no answer comes back (the connection
+    /// was cut, the answer lost, the wait timed out), asks again with the same request for up
+    /// to [`ASK_AGAIN_FOR`]: the agent answers from its journal what the step did, or waits
+    /// for the run in progress, and never runs it twice. A refusal is an answer.
+    async fn ask(&self, i: usize, request: &FailoverRequest) -> Result<FailoverResponse, NoAnswer> {
+        let mut delivered = false;
+        let mut until: Option<Instant> = None;
+        loop {
+            let attempt = match until {
+                None => self.commands[i].failover(request).await,
+                Some(until) => {
+                    tokio::time::timeout_at(until.into(), self.commands[i].failover(request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ClientError::TimedOut {
+                                url: self.commands[i].endpoint().to_string(),
+                                within: ASK_AGAIN_FOR,
+                            })
+                        })
+                }
+            };
+            let error = match attempt {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            delivered |= !error.never_delivered();
+            let until = *until.get_or_insert_with(|| Instant::now() + ASK_AGAIN_FOR);
+            let answered = matches!(
+                error,
+                ClientError::Refused { .. } | ClientError::WrongIdentity { .. }
+            );
+            if answered || Instant::now() + ASK_AGAIN_EVERY >= until {
+                return Err(NoAnswer { error, delivered });
+            }
+            let step = match request.action {
+                FailoverAction::BecomeActive => "promotion",
+                FailoverAction::BecomePassive => "demotion",
+            };
+            warn!(
+                "no answer from {} to its {step} in term {} ({error}): asking again for the outcome",
+                self.describe(i),
+                request.term
+            );
+            tokio::time::sleep(ASK_AGAIN_EVERY).await;
+        }
     }
 
     /// A dry run: each phase the switch would go through, with what it would do and what it would
@@ -734,10 +830,18 @@ impl Manager {
     }
 
     /// The newest verified tower any source offers: the manager's own backup, or what an agent
-    /// returned with its status (an active's current tower, a demoted node's final one).
-    async fn newest_backup(&self) -> Option<VoteStateBlob> {
+    /// returned with its status (an active's current tower, a demoted node's final one). With
+    /// the etcd store, only etcd's record: the promotion installs that one, whatever else the
+    /// manager holds (and the active writes it every heartbeat, fenced by the term).
+    async fn newest_backup(&mut self) -> Option<VoteStateBlob> {
         let staked = self.cfg.staked_identity_pubkey;
         let wanted = self.observer.consensus().vote_state_kind();
+        if !matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded) {
+            return self
+                .etcd_backup()
+                .await
+                .filter(|t| wanted.is_none_or(|k| k == t.kind));
+        }
         let mut candidates: Vec<VoteStateBlob> = self.saved_backup().into_iter().collect();
         for i in 0..2 {
             // An agent that missed the last heartbeat gets a short wait (it is usually the old

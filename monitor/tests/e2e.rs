@@ -413,3 +413,185 @@ async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch(
     sys.wait_active(1).await;
     sys.cluster.safety().assert_safe();
 }
+
+/// Starts the system with a relay in front of node `i`'s agent that loses the answer to the
+/// first request containing `needle` (the agent runs it; the manager never hears back), and
+/// asks for a switch from validator1 to validator2; with `refused`, validator2's setIdentity
+/// fails.
+async fn switch_with_a_lost_answer(
+    i: usize,
+    needle: &str,
+    refused: bool,
+) -> (
+    e2e_support::System,
+    failover_monitor::switch::Outcome,
+    failover_sim::relay::AnswerLosingRelay,
+) {
+    let mut sys = system(|_, _| {}).await;
+    let relay = failover_sim::relay::AnswerLosingRelay::start(&sys.agents[i].url, needle, 1)
+        .await
+        .unwrap();
+    sys.manager_config[format!("validator{}", i + 1)]["endpoint"] = relay.url.clone().into();
+    let manager = sys.start_manager().await;
+    if refused {
+        sys.cluster
+            .fault(1, Fault::RefuseSetIdentity { refuse: true })
+            .await
+            .unwrap();
+    }
+    let outcome = ask_running(
+        &manager.state_dir,
+        &ControlRequest::Trigger {
+            reason: "maintenance".into(),
+            force: true,
+            dry_run: false,
+            now: true,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    manager.stop().await;
+    (sys, outcome, relay)
+}
+
+/// The lost answer is asked for again, answered from the agent's journal — the promotion ran
+/// once — and the switch completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_promotion_whose_answer_was_lost_is_asked_again_and_not_run_twice() {
+    let (sys, outcome, relay) = switch_with_a_lost_answer(1, "become_active", false).await;
+    assert_eq!(relay.lost(), 1, "the relay lost no answer");
+    assert!(outcome.ok, "{}", outcome.summary());
+    sys.wait_active(1).await;
+    let log = sys.agents[1].log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("a repeated request"),
+        "the promotion was not asked again: {log}"
+    );
+    let staked = sys.staked().to_string();
+    let changes = sys.cluster.safety().identity_changes;
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c.node == 1 && c.identity.as_deref() == Some(staked.as_str()))
+            .count(),
+        1,
+        "validator2 took the staked identity more than once: {changes:?}"
+    );
+    sys.slots(5).await;
+    sys.cluster.safety().assert_safe();
+}
+
+/// A refusal whose answer was lost is still a refusal: asked again, the journal says so, and X
+/// goes back to the old active in the same switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_promotion_whose_answer_was_lost_is_still_rolled_back() {
+    let (sys, outcome, relay) = switch_with_a_lost_answer(1, "become_active", true).await;
+    assert_eq!(relay.lost(), 1, "the relay lost no answer");
+    assert!(!outcome.ok);
+    assert!(outcome.rolled_back, "{}", outcome.summary());
+    let staked = sys.staked();
+    let before = sys.cluster.vote_account().last_vote;
+    sys.cluster
+        .wait_until(e2e_support::PATIENCE, |w| {
+            w.holders(&staked) == vec![0]
+                && w.vote.last_voter == Some(0)
+                && w.vote.last_vote > before
+        })
+        .await
+        .unwrap();
+    sys.cluster.safety().assert_safe();
+}
+
+/// A demotion whose answer was lost: asked again, the journal gives its outcome and the final
+/// tower, and the switch goes on instead of leaving the old active demoted with nobody voting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demotion_whose_answer_was_lost_is_asked_again_and_the_switch_completes() {
+    let (sys, outcome, relay) = switch_with_a_lost_answer(0, "become_passive", false).await;
+    assert_eq!(relay.lost(), 1, "the relay lost no answer");
+    assert!(outcome.ok, "{}", outcome.summary());
+    sys.wait_active(1).await;
+    sys.slots(5).await;
+    sys.cluster.safety().assert_safe();
+}
+
+/// The etcd tower store, with a real etcd: a planned switch, then the new active's validator
+/// dies. Its agent stores the final tower in etcd, and the failover back must use that one —
+/// not the previous switch's final tower the manager still holds, which the chain has passed
+/// (every failover after the first used to be refused for it).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_etcd_store_the_failover_after_a_switch_uses_the_tower_in_etcd() {
+    let sys = e2e_support::etcd_system().await;
+    let manager = sys.start_manager().await;
+    let outcome = ask_running(&manager.state_dir, &switch_now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.ok, "{}", outcome.summary());
+    sys.wait_active(1).await;
+    // validator2 votes well past validator1's final tower, then dies.
+    sys.slots(20).await;
+    sys.cluster.fault(1, Fault::Crash).await.unwrap();
+    let staked = sys.staked();
+    let died_at = sys.cluster.vote_account().last_vote;
+    sys.cluster
+        .wait_until(e2e_support::PATIENCE, |w| {
+            w.holders(&staked) == vec![0]
+                && w.vote.last_voter == Some(0)
+                && w.vote.last_vote > died_at
+        })
+        .await
+        .expect("validator1 votes again, with validator2's final tower from etcd");
+    manager.stop().await;
+    sys.cluster.safety().assert_safe();
+}
+
+/// A planned switch at once (no wait for a leader gap).
+fn switch_now() -> ControlRequest {
+    ControlRequest::Trigger {
+        reason: "maintenance".into(),
+        force: false,
+        dry_run: false,
+        now: true,
+    }
+}
+
+/// The etcd store: planned switches there and back, each with the final tower through etcd.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_etcd_store_planned_switches_go_there_and_back() {
+    let sys = e2e_support::etcd_system().await;
+    let manager = sys.start_manager().await;
+    for to in [1, 0] {
+        let outcome = ask_running(&manager.state_dir, &switch_now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(outcome.ok, "{}", outcome.summary());
+        assert!(
+            outcome
+                .phases
+                .iter()
+                .any(|p| p.name == "tower" && p.detail.starts_with("in etcd")),
+            "{}",
+            outcome.summary()
+        );
+        sys.wait_active(to).await;
+        sys.slots(5).await;
+    }
+    manager.stop().await;
+    sys.cluster.safety().assert_safe();
+}
+
+/// The etcd store: an active whose validator crashed is replaced, with the tower from etcd.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_etcd_store_a_crashed_validator_is_replaced() {
+    let mut sys = e2e_support::etcd_system().await;
+    let _manager = sys.start_manager().await;
+    sys.slots(5).await;
+    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    sys.wait_active(1).await;
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("down"), "{text}");
+    sys.slots(5).await;
+    sys.cluster.safety().assert_safe();
+}

@@ -147,6 +147,8 @@ pub struct System {
     pub receiver: Receiver,
     /// The manager config (JSON), editable before starting the manager.
     pub manager_config: Value,
+    /// The real etcd of the etcd tower store ([`etcd_system`]), stopped when dropped.
+    pub etcd: Option<(failover_sim::etcd::EtcdServer, tempfile::TempDir)>,
 }
 
 async fn free_port() -> u16 {
@@ -157,6 +159,20 @@ async fn free_port() -> u16 {
 /// Starts the cluster and both agents; `agent_edit` changes each agent's config.
 pub async fn system(agent_edit: impl Fn(usize, &mut Value)) -> System {
     system_on(SimConfig::new, agent_edit).await
+}
+
+/// [`system`] with the etcd tower store on both agents and the manager: a real single-member
+/// etcd on loopback.
+pub async fn etcd_system() -> System {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = failover_sim::etcd::EtcdServer::start(dir.path())
+        .await
+        .unwrap();
+    let store = json!({"kind": "etcd", "endpoints": [etcd.endpoint()], "dial_timeout": "1s"});
+    let mut sys = system(|_, config| config["tower_store"] = store.clone()).await;
+    sys.manager_config["tower_store"] = store;
+    sys.etcd = Some((etcd, dir));
+    sys
 }
 
 /// [`system`] on an Alpenglow cluster.
@@ -240,6 +256,7 @@ pub async fn system_on(
         agents,
         receiver,
         manager_config,
+        etcd: None,
     }
 }
 
