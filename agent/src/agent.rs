@@ -450,6 +450,18 @@ impl Agent {
         if self.last_backup.lock().expect("backup").as_deref() == Some(local.sha256.as_str()) {
             return;
         }
+        // Never beside a switch step, and never for a term that has moved on or demoted this
+        // node: a vote state read before a demotion must not land after its final one (in the
+        // same term, etcd's fence lets it through). The next heartbeat backs up what is current.
+        let Ok(_switching) = self.switching.try_lock() else {
+            return;
+        };
+        {
+            let state = self.state.lock().await;
+            if state.state.term != term || state.state.demoted_in_term.is_some_and(|t| t >= term) {
+                return;
+            }
+        }
         if self.cfg.dry_run {
             info!(sha256 = %local.sha256, "[dry-run] would back the {} up to etcd", local.kind);
             return;
