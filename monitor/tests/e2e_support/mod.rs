@@ -338,6 +338,11 @@ impl System {
 
     /// Starts the manager's control loop in the background and waits until it is ready.
     pub async fn start_manager(&self) -> RunningManager {
+        // The manager's log, shown by the test harness for a test that fails.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_target(false)
+            .try_init();
         let cfg = self.manager_cfg();
         let state_dir = cfg.state_dir.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel();
