@@ -57,6 +57,8 @@ pub struct Agent {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// The switch steps run here and their outcomes (see `journal.rs`).
     pub(crate) journal: Mutex<crate::journal::Journal>,
+    /// What `GET /metrics` shows (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -142,6 +144,7 @@ impl Agent {
             consensus: Mutex::new(None),
             shutdown,
             journal: Mutex::new(crate::journal::Journal::load(&cfg.state_dir)),
+            metrics: crate::metrics::Metrics::new(),
             cfg,
         })
     }
@@ -401,6 +404,14 @@ impl Agent {
             self.validator.health(),
             self.consensus(false)
         );
+        self.metrics.holds_staked_identity.set(match role {
+            Role::Active => 1,
+            Role::Passive => 0,
+            Role::Unknown => -1,
+        });
+        if let Some(slot) = slot {
+            self.metrics.validator_slot.set(slot as i64);
+        }
         let kind = self.kind_for(consensus);
         let path = self
             .file_of(kind)

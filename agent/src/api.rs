@@ -21,6 +21,8 @@ pub const PATH_IDENTITY: &str = "/identity";
 pub const PATH_HEALTH: &str = "/health";
 /// The staked tower as it is now, for the manager's embedded backup between heartbeats.
 pub const PATH_TOWER: &str = "/tower";
+/// Prometheus metrics (GET, unsigned: a scrape changes nothing).
+pub const PATH_METRICS: &str = "/metrics";
 
 /// Largest request body the agent reads: a tower (~2.3 KB, ~3.1 KB as base64) plus envelope.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -218,6 +220,16 @@ pub struct StatusResponse {
 pub enum FailoverAction {
     BecomeActive,
     BecomePassive,
+}
+
+impl FailoverAction {
+    /// As on the wire: `become_active`, `become_passive`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailoverAction::BecomeActive => "become_active",
+            FailoverAction::BecomePassive => "become_passive",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -193,6 +193,9 @@ impl Agent {
                             .lock()
                             .expect("journal")
                             .finish(&step, &outcome);
+                        agent
+                            .metrics
+                            .step(step.action.name(), outcome.ok, &outcome.phases);
                         let _ = tx.send(Some(outcome));
                     });
                     rx

@@ -19,6 +19,7 @@ mod journal;
 pub mod keys;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod process;
 mod routes;
 pub mod state;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -186,9 +186,47 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .route(PATH_IDENTITY, get(identity))
         .route(PATH_HEALTH, get(health))
         .route(PATH_TOWER, post(tower))
+        .route(PATH_METRICS, get(metrics))
+        // Only matched routes are counted: an unknown path adds no label.
+        .route_layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            count_request,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(crate::http::bounded_body))
         .with_state(agent)
+}
+
+async fn count_request(
+    State(agent): Ctx,
+    path: MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    agent
+        .metrics
+        .request(path.as_str(), response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: the gauges that mirror state are read from memory here, then the text.
+async fn metrics(State(agent): Ctx) -> Response {
+    let m = &agent.metrics;
+    m.term.set(agent.term().await as i64);
+    m.since_lease_renewal
+        .set(agent.lease.since_renewal().as_secs_f64());
+    m.lease_expired
+        .set(i64::from(agent.lease.expired_for().is_some()));
+    m.fence_after.set(agent.fence_after().as_secs_f64());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Refusal> {

@@ -298,6 +298,7 @@ async fn still_demoted(agent: &Agent, demoted: u64) -> bool {
 }
 
 fn report(agent: &Agent, reason: String, outcome: &str, unreachable: Vec<String>) {
+    agent.metrics.fence(outcome);
     agent.last_fence.send_replace(Some(FenceReport {
         at_ms: unix_ms(),
         reason,

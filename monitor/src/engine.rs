@@ -128,6 +128,17 @@ impl Reason {
             Reason::NoActive => "no validator holds the staked identity",
         }
     }
+
+    /// The kind as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::AgentUnreachable { .. } => "agent_unreachable",
+            Reason::ValidatorDown => "validator_down",
+            Reason::SlotLag { .. } => "slot_lag",
+            Reason::VoteStale { .. } => "vote_stale",
+            Reason::NoActive => "no_active",
+        }
+    }
 }
 
 impl std::fmt::Display for Reason {

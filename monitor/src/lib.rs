@@ -8,6 +8,7 @@
 pub mod control;
 pub mod engine;
 pub mod manager;
+pub mod metrics;
 pub mod notify;
 pub mod observer;
 pub mod ssh;

@@ -76,6 +76,8 @@ pub struct Manager {
     lock: Option<StateLock>,
     /// Random per process: names this manager's switches.
     instance: String,
+    /// What `GET /metrics` on `metrics_listen_addr` shows.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
@@ -175,6 +177,10 @@ impl Manager {
             client(&cfg.validator1, COMMAND_TIMEOUT),
             client(&cfg.validator2, COMMAND_TIMEOUT),
         ];
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
+            notifier.deliveries(),
+        ));
         let observer = Observer::new(
             ObserverConfig {
                 cluster_rpc: cfg.cluster_rpc.to_string(),
@@ -187,6 +193,7 @@ impl Manager {
                 consensus: cfg.consensus,
             },
             agents,
+            metrics.clone(),
         );
         let engine = Engine::new(Rules {
             misses_before_failover: cfg.misses_before_failover,
@@ -213,6 +220,7 @@ impl Manager {
             secure_key,
             lock: None,
             instance: failover_agent::auth::Audience::new_agent_id(),
+            metrics,
         })
     }
 
@@ -408,6 +416,7 @@ impl Manager {
                 .is_some_and(|chain| held.is_none_or(|h| h < chain));
         }
         let actions = self.engine.step(&sample.view);
+        self.metrics.sampled(&sample, self.state.term);
         self.last_sample = Some(sample);
         actions
     }
@@ -501,7 +510,7 @@ impl Manager {
         if let Some(leader) = leader {
             outcome.phases.insert(0, leader);
         }
-        self.after_switch(&outcome);
+        self.after_switch(&outcome, "planned");
         Ok(outcome)
     }
 
@@ -585,7 +594,8 @@ impl Manager {
         }
     }
 
-    fn after_switch(&mut self, outcome: &Outcome) {
+    fn after_switch(&mut self, outcome: &Outcome, reason: &'static str) {
+        self.metrics.switched(outcome, reason);
         if outcome.dry_run {
             return;
         }
@@ -687,6 +697,18 @@ pub async fn run_with(
     let (control_tx, mut control_rx) = mpsc::channel(8);
     let control = control::bind(&manager.cfg.state_dir)?;
     let control_task = tokio::spawn(control::serve(control, control_tx));
+    let metrics_task = match manager.cfg.metrics_listen_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics_listen_addr {addr}: cannot listen: {e}"))?;
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                manager.metrics.clone(),
+            )))
+        }
+        None => None,
+    };
     info!(
         term = manager.term(),
         "manager running; control socket {}",
@@ -763,6 +785,7 @@ pub async fn run_with(
                         }
                         Action::Cleared { cause } => info!("resolved: {cause}"),
                         Action::Hold { reason, hold } => {
+                            manager.metrics.held(&hold);
                             let key = (reason.kind(), std::mem::discriminant(&hold));
                             let changed = last_hold != Some(key);
                             if changed && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {
@@ -778,8 +801,9 @@ pub async fn run_with(
                                 continue;
                             }
                             let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
+                            let reason_label = reason.label();
                             let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false, past_lockouts }, false).await;
-                            manager.after_switch(&outcome);
+                            manager.after_switch(&outcome, reason_label);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits
                             // out the cooldown instead of hammering the validators — unless nobody
                             // can be voting meanwhile: then every few seconds counts (an SSH step
@@ -802,6 +826,9 @@ pub async fn run_with(
     }
     control_task.abort();
     follower.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&socket_path);
     if !notifier.flush_within(SHUTDOWN_FLUSH).await {
         warn!("stopping with notifications undelivered after {SHUTDOWN_FLUSH:?}");

@@ -13,6 +13,9 @@ use std::fmt;
 use std::time::Duration;
 
 use failover_config::ManagerConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -306,6 +309,24 @@ enum Message {
 #[derive(Clone)]
 pub struct Notifier {
     queue: Option<mpsc::Sender<Message>>,
+    deliveries: Deliveries,
+}
+
+/// What became of each notification, by target (`telegram`, `webhook`; `queue` for one dropped
+/// before any target saw it) and outcome (`delivered`, `rejected`, `gave_up`, `dropped`). The
+/// manager's metrics register it as `failover_manager_notifications`.
+pub type Deliveries = Family<DeliveryLabels, Counter>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub target: &'static str,
+    pub outcome: &'static str,
+}
+
+fn count(deliveries: &Deliveries, target: &'static str, outcome: &'static str) {
+    deliveries
+        .get_or_create(&DeliveryLabels { target, outcome })
+        .inc();
 }
 
 impl fmt::Debug for Notifier {
@@ -326,13 +347,23 @@ impl Notifier {
         } else {
             info!("no notification target configured; notifications are only logged");
         }
-        let task = tokio::spawn(sender_task(cfg, rx));
-        (Notifier { queue: Some(queue) }, task)
+        let deliveries = Deliveries::default();
+        let task = tokio::spawn(sender_task(cfg, rx, deliveries.clone()));
+        let queue = Some(queue);
+        (Notifier { queue, deliveries }, task)
     }
 
     /// A notifier that only logs what it would have sent.
     pub fn disabled() -> Notifier {
-        Notifier { queue: None }
+        Notifier {
+            queue: None,
+            deliveries: Deliveries::default(),
+        }
+    }
+
+    /// The delivery counters, for the manager's metrics.
+    pub fn deliveries(&self) -> Deliveries {
+        self.deliveries.clone()
     }
 
     /// Queues `event` for delivery and returns at once. When the queue is full (the targets are
@@ -346,6 +377,7 @@ impl Notifier {
         match queue.try_send(Message::Deliver(event)) {
             Ok(()) => debug!(event = kind, "notification queued"),
             Err(mpsc::error::TrySendError::Full(_)) => {
+                count(&self.deliveries, "queue", "dropped");
                 warn!(
                     event = kind,
                     capacity = QUEUE_CAPACITY,
@@ -353,6 +385,7 @@ impl Notifier {
                 )
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
+                count(&self.deliveries, "queue", "dropped");
                 warn!(event = kind, "notification sender stopped; message dropped")
             }
         }
@@ -387,6 +420,15 @@ struct Target {
 enum TargetKind {
     Telegram { chat_id: String },
     Webhook,
+}
+
+impl TargetKind {
+    fn label(&self) -> &'static str {
+        match self {
+            TargetKind::Telegram { .. } => "telegram",
+            TargetKind::Webhook => "webhook",
+        }
+    }
 }
 
 impl Target {
@@ -442,7 +484,7 @@ fn targets(cfg: &NotifierConfig) -> Vec<Target> {
     targets
 }
 
-async fn sender_task(cfg: NotifierConfig, mut rx: mpsc::Receiver<Message>) {
+async fn sender_task(cfg: NotifierConfig, mut rx: mpsc::Receiver<Message>, deliveries: Deliveries) {
     // Building fails only when the TLS backend cannot initialise, a broken build rather than a
     // runtime condition.
     let client = reqwest::Client::builder()
@@ -455,11 +497,10 @@ async fn sender_task(cfg: NotifierConfig, mut rx: mpsc::Receiver<Message>) {
             Message::Deliver(event) => {
                 let text = render(&event);
                 info!(event = event.kind(), %text, "notification");
-                futures_util::future::join_all(
-                    targets
-                        .iter()
-                        .map(|t| deliver(&client, t, &cfg, event.kind(), &text)),
-                )
+                futures_util::future::join_all(targets.iter().map(|t| async {
+                    let outcome = deliver(&client, t, &cfg, event.kind(), &text).await;
+                    count(&deliveries, t.kind.label(), outcome);
+                }))
                 .await;
             }
             Message::Barrier(done) => {
@@ -490,21 +531,22 @@ enum DeliveryError {
     Rejected { status: u16, body: String },
 }
 
-/// Posts `text` to one target, retrying as configured. Every failure is logged; nothing returns.
+/// Posts `text` to one target, retrying as configured. Every failure is logged; the outcome
+/// (`delivered`, `rejected`, `gave_up`) is returned for the counters.
 async fn deliver(
     client: &reqwest::Client,
     target: &Target,
     cfg: &NotifierConfig,
     kind: &str,
     text: &str,
-) {
+) -> &'static str {
     let attempts = cfg.attempts.max(1);
     let mut backoff = cfg.first_retry;
     for attempt in 1..=attempts {
         let error = match attempt_once(client, target, text).await {
             Ok(()) => {
                 debug!(to = %target.label, event = kind, attempt, "notification delivered");
-                return;
+                return "delivered";
             }
             Err(e) => e,
         };
@@ -517,7 +559,7 @@ async fn deliver(
                     %error,
                     "notification rejected; not retried"
                 );
-                return;
+                return "rejected";
             }
             DeliveryError::RateLimited {
                 retry_after: Some(after),
@@ -533,7 +575,7 @@ async fn deliver(
                 %error,
                 "notification not delivered; giving up"
             );
-            return;
+            return "gave_up";
         }
         warn!(
             to = %target.label,
@@ -547,6 +589,8 @@ async fn deliver(
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(MAX_RETRY_DELAY);
     }
+    // The last attempt returns above.
+    "gave_up"
 }
 
 async fn attempt_once(

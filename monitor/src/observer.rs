@@ -26,6 +26,7 @@ use solana_rpc_client_api::config::RpcGetVoteAccountsConfig;
 use tracing::{debug, info, warn};
 
 use crate::engine::{AgentReport, Consensus, NodeView, View};
+use crate::metrics::Metrics;
 
 /// How often gossip is re-read, in heartbeats (`getClusterNodes` is the heaviest call).
 const GOSSIP_EVERY: u64 = 5;
@@ -57,17 +58,21 @@ struct Tip {
 struct Limiter {
     interval: Duration,
     next: tokio::sync::Mutex<Instant>,
+    /// Every request it lets through is counted, by method.
+    metrics: Arc<Metrics>,
 }
 
 impl Limiter {
-    fn new(per_second: u32) -> Self {
+    fn new(per_second: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             interval: Duration::from_secs(1) / per_second.max(1),
             next: tokio::sync::Mutex::new(Instant::now()),
+            metrics,
         }
     }
 
-    async fn acquire(&self) {
+    async fn acquire(&self, method: &'static str) {
+        self.metrics.rpc(method);
         let mut next = self.next.lock().await;
         let now = Instant::now();
         if *next > now {
@@ -125,12 +130,12 @@ impl Drop for Observer {
 }
 
 impl Observer {
-    pub fn new(cfg: ObserverConfig, agents: [AgentClient; 2]) -> Self {
+    pub fn new(cfg: ObserverConfig, agents: [AgentClient; 2], metrics: Arc<Metrics>) -> Self {
         let tip = Arc::new(Tip::default());
         let tip_task = tokio::spawn(watch_tip(cfg.cluster_ws.clone(), tip.clone()));
         let rpc = RpcClient::new_with_timeout(cfg.cluster_rpc.clone(), cfg.request_timeout);
         Self {
-            limiter: Limiter::new(cfg.rpc_requests_per_second),
+            limiter: Limiter::new(cfg.rpc_requests_per_second, metrics),
             cfg,
             agents,
             rpc,
@@ -268,7 +273,7 @@ impl Observer {
     /// answer keeps what was known.
     pub async fn refresh_consensus(&mut self) -> Consensus {
         for _ in 0..3 {
-            self.limiter.acquire().await;
+            self.limiter.acquire("consensus_probe").await;
         }
         let now = failover_agent::consensus::resolve(self.cfg.consensus, &self.rpc).await;
         if now != Consensus::Unknown {
@@ -284,7 +289,7 @@ impl Observer {
 
     /// Who leads each of `limit` slots from `start` (`getSlotLeaders`).
     pub async fn slot_leaders(&self, start: u64, limit: u64) -> Result<Vec<Pubkey>, String> {
-        self.limiter.acquire().await;
+        self.limiter.acquire("getSlotLeaders").await;
         self.rpc
             .get_slot_leaders(start, limit)
             .await
@@ -296,7 +301,7 @@ impl Observer {
         if self.tip.live.load(Ordering::Relaxed) {
             return Some(self.tip.slot.load(Ordering::Relaxed));
         }
-        self.limiter.acquire().await;
+        self.limiter.acquire("getSlot").await;
         match self
             .rpc
             .get_slot_with_commitment(CommitmentConfig::processed())
@@ -312,7 +317,7 @@ impl Observer {
 
     async fn last_vote(&self) -> Option<u64> {
         let vote = self.cfg.vote_account?;
-        self.limiter.acquire().await;
+        self.limiter.acquire("getVoteAccounts").await;
         let config = RpcGetVoteAccountsConfig {
             vote_pubkey: Some(vote.to_string()),
             commitment: Some(CommitmentConfig::processed()),
@@ -335,7 +340,7 @@ impl Observer {
 
     /// Which configured validator's address gossip shows the staked identity at.
     pub async fn gossip_holder(&self) -> Result<Option<IpAddr>, String> {
-        self.limiter.acquire().await;
+        self.limiter.acquire("getClusterNodes").await;
         let nodes = self.rpc.get_cluster_nodes().await.map_err(|e| {
             warn!(error = %e, "cluster RPC getClusterNodes failed");
             e.to_string()

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use alert_support::{FakeServer, Recorded, Reply, CHAT_ID, PATIENCE, TOKEN};
-use failover_monitor::notify::{render, Event, Notifier, NotifierConfig, TelegramTarget};
+use failover_monitor::notify::{
+    render, DeliveryLabels, Event, Notifier, NotifierConfig, TelegramTarget,
+};
 use serde_json::json;
 
 fn failover_complete() -> Event {
@@ -234,6 +236,17 @@ async fn a_client_error_is_not_retried() {
     let next = server.drain();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].body["text"], render(&status()));
+    // The metrics count one of each.
+    let count = |outcome| {
+        notifier
+            .deliveries()
+            .get_or_create(&DeliveryLabels {
+                target: "telegram",
+                outcome,
+            })
+            .get()
+    };
+    assert_eq!((count("rejected"), count("delivered")), (1, 1));
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ pub mod durability;
 pub mod etcd;
 pub mod jsonrpc;
 mod process;
+pub mod prometheus;
 pub mod relay;
 pub mod rpc;
 pub mod safety;

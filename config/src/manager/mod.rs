@@ -101,6 +101,7 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "planned_switch_leader_wait",
     "rpc_requests_per_second",
     "webhook_url",
+    "metrics_listen_addr",
     "fence_margin",
     "active_validator",
     "passive_validator",
@@ -180,6 +181,9 @@ pub struct ManagerConfig {
     /// `webhook_url`: a Slack/Discord-compatible webhook receiving the same messages as Telegram
     /// (JSON `{"text": …, "content": …}`). Optional.
     pub webhook_url: Option<Url>,
+    /// `metrics_listen_addr`: where the manager serves Prometheus metrics (`GET /metrics`), as
+    /// `IP:PORT` or `:PORT` (all addresses). Absent: no metrics listener.
+    pub metrics_listen_addr: Option<std::net::SocketAddr>,
     /// `fence_margin`: added to an unreachable agent's self-fence timeout before the other node
     /// may be promoted. Default 5s.
     pub fence_margin: Duration,

@@ -283,6 +283,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let webhook_url = o
         .get("webhook_url")
         .and_then(|f| f.url(diag, &["http", "https"]));
+    let metrics_listen_addr = o
+        .get("metrics_listen_addr")
+        .and_then(|f| f.listen_addr(diag));
     let fence_margin = or_default(o.get("fence_margin"), DEFAULT_FENCE_MARGIN, |f| {
         f.duration(diag)
     });
@@ -480,6 +483,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         planned_switch_leader_wait: planned_switch_leader_wait?,
         rpc_requests_per_second: rpc_requests_per_second?,
         webhook_url,
+        metrics_listen_addr,
         fence_margin: fence_margin?,
         warnings: Vec::new(),
     })

@@ -151,7 +151,7 @@ pub struct System {
     pub etcd: Option<(failover_sim::etcd::EtcdServer, tempfile::TempDir)>,
 }
 
-async fn free_port() -> u16 {
+pub async fn free_port() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
 }
