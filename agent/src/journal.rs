@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::agent::{unix_ms, Agent};
 use crate::api::{FailoverAction, FailoverRequest, FailoverResponse};
@@ -179,7 +179,10 @@ impl Agent {
                     let tx = journal.start(&req, unix_ms());
                     let rx = tx.subscribe();
                     let agent = self.clone();
-                    tokio::spawn(async move {
+                    // Every line the step logs carries its step, term and reason (as fields of
+                    // the span in JSON logs).
+                    let span = info_span!("step", step = step.action.name(), term = req.term, reason = %req.reason);
+                    let task = async move {
                         let outcome = match req.action {
                             FailoverAction::BecomePassive => {
                                 agent.become_passive(req.term, &req.reason).await
@@ -197,7 +200,8 @@ impl Agent {
                             .metrics
                             .step(step.action.name(), outcome.ok, &outcome.phases);
                         let _ = tx.send(Some(outcome));
-                    });
+                    };
+                    tokio::spawn(task.instrument(span));
                     rx
                 }
             }

@@ -1,5 +1,6 @@
 //! Logging for the binaries: `tracing` to stderr (colours only on a terminal, so journald gets plain
-//! text) and, when configured, appended to a log file as well — which SIGHUP reopens, so that
+//! text; or JSON lines), filtered by `--log-level` or `RUST_LOG`, and, when configured, appended to
+//! a log file as well — which SIGHUP reopens, so that
 //! logrotate's `postrotate kill -HUP` moves the service to a fresh file without stopping it.
 
 use std::fs::File;
@@ -71,28 +72,56 @@ impl<'a> MakeWriter<'a> for LogFile {
     }
 }
 
+/// How the binaries log, from their flags and config.
+pub struct LogOptions<'a> {
+    /// Also append to this file.
+    pub file: Option<&'a PathBuf>,
+    pub format: failover_config::LogFormat,
+    /// `--log-level`: a level (`debug`) or `RUST_LOG`-style directives (`info,failover_agent=debug`).
+    /// Without it `RUST_LOG` decides, and without that `info`.
+    pub level: Option<&'a str>,
+}
+
 /// Installs the global subscriber. Call once, before anything logs. Returns the log file, for
-/// [`reopen_on_sighup`].
-pub fn init(log_file: Option<&PathBuf>) -> anyhow::Result<Option<LogFile>> {
+/// [`reopen_on_sighup`]. A bad `--log-level` or `RUST_LOG` is an error, not a silent default.
+pub fn init(options: LogOptions<'_>) -> anyhow::Result<Option<LogFile>> {
     use std::io::IsTerminal;
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    use tracing_subscriber::EnvFilter;
+    let filter = match options.level {
+        Some(level) => EnvFilter::builder()
+            .parse(level)
+            .with_context(|| format!("--log-level {level:?}"))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(directives) if !directives.is_empty() => EnvFilter::builder()
+                .parse(&directives)
+                .with_context(|| format!("RUST_LOG={directives:?}"))?,
+            _ => EnvFilter::new("info"),
+        },
+    };
+    let file = options.file.map(|p| LogFile::open(p)).transpose()?;
+    let writer = match &file {
+        Some(file) => BoxMakeWriter::new(std::io::stderr.and(file.clone())),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
-    match log_file {
-        Some(path) => {
-            let file = LogFile::open(path)?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::io::stderr.and(file.clone()))
-                .init();
-            Ok(Some(file))
-        }
-        None => {
-            builder.with_writer(std::io::stderr).init();
-            Ok(None)
-        }
+        .with_writer(writer);
+    match options.format {
+        failover_config::LogFormat::Text => builder
+            .with_ansi(file.is_none() && std::io::stderr().is_terminal())
+            .init(),
+        // One object per line: the event's fields at the top, the switch or step it belongs to
+        // (term, from, to, reason; step) under "span".
+        failover_config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
+    Ok(file)
 }
 
 /// Reopens `file` on every SIGHUP and keeps the process running (SIGHUP's default would end it).

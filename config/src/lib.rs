@@ -46,7 +46,7 @@ pub use manager::{
 };
 pub use secure::{SecureMode, LEDGER_PLACEHOLDER};
 pub use tower_store::{EtcdStore, TowerStore, DEFAULT_ETCD_DIAL_TIMEOUT, DEFAULT_ETCD_KEY_PREFIX};
-pub use types::{ConsensusSetting, HostPort, Secret};
+pub use types::{ConsensusSetting, HostPort, LogFormat, Secret};
 
 use fields::{Diagnostics, Field};
 

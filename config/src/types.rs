@@ -141,6 +141,37 @@ mod tests {
     }
 }
 
+/// `log_format`: how log lines are written — `text` for people (the default), `json` (one object
+/// per line, with the fields of the switch or step it belongs to) for log shippers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json` (a flag's value or a config field's).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "{other:?} is not a log format (expected \"text\" or \"json\")"
+            )),
+        }
+    }
+
+    pub(crate) fn read(
+        field: &crate::fields::Field<'_>,
+        diag: &mut crate::fields::Diagnostics,
+    ) -> Option<Self> {
+        Self::parse(field.str(diag)?)
+            .map_err(|e| diag.error(&field.path, e))
+            .ok()
+    }
+}
+
 /// `consensus`: which consensus the cluster runs — read from the cluster at run time (`auto`,
 /// the default), or fixed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use failover_agent::api::{FailoverAction, FailoverRequest, FailoverResponse, Rol
 use failover_agent::vote_state::verify_blob;
 use failover_agent::ClientError;
 use serde::{Deserialize, Serialize};
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::manager::Manager;
 
@@ -145,6 +145,20 @@ impl Manager {
     /// demoted, or could not be reached and the engine has waited out its fence.
     pub async fn execute(&mut self, plan: Plan, dry_run: bool) -> Outcome {
         let dry_run = dry_run || self.cfg.dry_run;
+        // Every line the switch logs carries these (as span fields in JSON logs); the term is
+        // recorded once it is raised.
+        let span = tracing::info_span!(
+            "switch",
+            from = plan.from.map(|i| self.describe(i)).as_deref().unwrap_or("nobody"),
+            to = %self.describe(plan.to),
+            reason = %plan.reason,
+            term = tracing::field::Empty,
+            dry_run,
+        );
+        self.execute_in(plan, dry_run).instrument(span).await
+    }
+
+    async fn execute_in(&mut self, plan: Plan, dry_run: bool) -> Outcome {
         let names = [self.describe(0), self.describe(1)];
         let name = |i: usize| names[i].clone();
         let mut clock = Clock {
@@ -204,6 +218,7 @@ impl Manager {
             }
         };
         clock.outcome.term = term;
+        tracing::Span::current().record("term", term);
         clock.phase("term", Ok(format!("term {term}")));
 
         // 2. Demote the old active, or rely on its fence.

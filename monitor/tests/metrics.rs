@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use failover_monitor::control::{ask_running, ControlRequest};
 use failover_sim::prometheus::{promtool_check_metrics, PrometheusServer};
 use serde_json::json;
 
@@ -68,19 +67,7 @@ async fn a_planned_switch_shows_in_prometheus_with_its_phases() {
         .unwrap();
     query_until(&prometheus, "up == 1", |r| r.len() == 3).await;
 
-    let outcome = ask_running(
-        &manager.state_dir,
-        &ControlRequest::Trigger {
-            reason: "maintenance".into(),
-            force: false,
-            dry_run: false,
-            now: true,
-        },
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(outcome.ok, "{}", outcome.summary());
+    let outcome = e2e_support::switch_now(&manager.state_dir, "maintenance").await;
     sys.wait_active(1).await;
 
     for url in [&manager_url, &sys.agents[0].url, &sys.agents[1].url] {

@@ -35,6 +35,14 @@ struct Args {
     /// reopens it (for logrotate).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// How log lines are written: text, or json (one object per line, with the switch's term,
+    /// nodes and reason as fields). Overrides the config's log_format.
+    #[arg(long, value_name = "FORMAT", value_parser = failover_config::LogFormat::parse)]
+    log_format: Option<failover_config::LogFormat>,
+    /// What to log: a level (error, warn, info, debug, trace) or RUST_LOG-style directives.
+    /// Default: RUST_LOG when set, else info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 /// The reference binary's flags, as Go spells them (`-config`, `-dry-run=false`).
@@ -60,6 +68,9 @@ fn main() -> ExitCode {
     }
     if let Some(path) = &args.log_file {
         cfg.log_file = Some(path.clone());
+    }
+    if let Some(format) = args.log_format {
+        cfg.log_format = format;
     }
     // The keys it would switch with, checked now rather than at the first promotion — by the
     // start and by the check alike.
@@ -91,7 +102,11 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    let log_file = match failover_agent::logging::init(cfg.log_file.as_ref()) {
+    let log_file = match failover_agent::logging::init(failover_agent::logging::LogOptions {
+        file: cfg.log_file.as_ref(),
+        format: cfg.log_format,
+        level: args.log_level.as_deref(),
+    }) {
         Ok(file) => file,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -116,6 +116,8 @@ pub struct AgentConfig {
     pub validator_identity: Pubkey,
     /// `log_file` (reference): where to log; absent means standard error.
     pub log_file: Option<PathBuf>,
+    /// `log_format`: `text` (default) or `json`; the `--log-format` flag overrides it.
+    pub log_format: crate::LogFormat,
     /// `validator_client` and what that client needs to switch identity.
     pub validator_client: ValidatorClient,
     /// `ledger_path`: the validator's ledger directory (exists), when given.

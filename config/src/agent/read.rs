@@ -137,6 +137,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         .and_then(|f| f.pubkey(diag));
     let gossip_check_command = command(&mut o, "gossip_check_command", diag);
     let log_file = o.get("log_file").and_then(|f| f.path(diag));
+    let log_format = or_default(o.get("log_format"), crate::LogFormat::Text, |f| {
+        crate::LogFormat::read(f, diag)
+    });
     if let Some(path) = &log_file {
         crate::paths::check_writable(diag, "log_file", path, false);
     }
@@ -313,6 +316,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         dry_run: dry_run?,
         validator_identity: validator_identity?,
         log_file,
+        log_format: log_format?,
         validator_client: validator_client?,
         ledger_path,
         tower_dir: tower_dir?,

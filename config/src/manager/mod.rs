@@ -140,6 +140,8 @@ pub struct ManagerConfig {
     pub status_report_interval: Duration,
     /// `log_file` (reference): where to log; absent means standard error.
     pub log_file: Option<PathBuf>,
+    /// `log_format`: `text` (default) or `json`; the `--log-format` flag overrides it.
+    pub log_format: crate::LogFormat,
     /// `alpenglow_stale_vote_slot_threshold`: `stale_vote_slot_threshold` on an Alpenglow cluster.
     pub alpenglow_stale_vote_slot_threshold: u64,
     /// `consensus`: `auto` (default: ask cluster_rpc), `tower` or `alpenglow`.

@@ -200,6 +200,9 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let chat_field = o.get("telegram_chat_id");
     let chat = chat_field.as_ref().and_then(|f| chat_id(f, diag));
     let log_file = o.get("log_file").and_then(|f| f.path(diag));
+    let log_format = or_default(o.get("log_format"), crate::LogFormat::Text, |f| {
+        crate::LogFormat::read(f, diag)
+    });
     if let Some(path) = &log_file {
         crate::paths::check_writable(diag, "log_file", path, false);
     }
@@ -468,6 +471,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         telegram,
         status_report_interval: status_report_interval?,
         log_file,
+        log_format: log_format?,
         staked_identity_pubkey: staked_identity_pubkey?,
         vote_account_pubkey,
         stale_vote_slot_threshold: stale_vote_slot_threshold?,

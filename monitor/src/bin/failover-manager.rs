@@ -80,6 +80,14 @@ struct RunArgs {
     /// Log to this file as well as standard error (overrides the config's log_file).
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// How log lines are written: text, or json (one object per line, with the switch's term,
+    /// nodes and reason as fields). Overrides the config's log_format.
+    #[arg(long, value_name = "FORMAT", value_parser = failover_config::LogFormat::parse)]
+    log_format: Option<failover_config::LogFormat>,
+    /// What to log: a level (error, warn, info, debug, trace) or RUST_LOG-style directives.
+    /// Default: RUST_LOG when set, else info.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +183,9 @@ fn main() -> ExitCode {
     if let Some(path) = &args.log_file {
         cfg.log_file = Some(path.clone());
     }
+    if let Some(format) = args.log_format {
+        cfg.log_format = format;
+    }
     // What the service checks before it starts, the check checks too.
     let keys = failover_monitor::manager::Keys::load(&cfg);
     if args.check_config {
@@ -201,7 +212,11 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    let log_file = match failover_agent::logging::init(cfg.log_file.as_ref()) {
+    let log_file = match failover_agent::logging::init(failover_agent::logging::LogOptions {
+        file: cfg.log_file.as_ref(),
+        format: cfg.log_format,
+        level: args.log_level.as_deref(),
+    }) {
         Ok(file) => file,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -322,7 +337,11 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
 }
 
 async fn vote_alert(args: VoteAlertArgs) -> ExitCode {
-    if let Err(e) = failover_agent::logging::init(None) {
+    if let Err(e) = failover_agent::logging::init(failover_agent::logging::LogOptions {
+        file: None,
+        format: failover_config::LogFormat::Text,
+        level: None,
+    }) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }

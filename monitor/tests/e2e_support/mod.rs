@@ -276,7 +276,8 @@ pub async fn spawn_agent(config: &Path, url: String) -> AgentProcess {
             .expect("agent start-up")
             .unwrap()
             .expect("agent exited during start-up");
-        if line.contains(" listening listen=") {
+        // Text (`listening listen=…`) or JSON (`"message":"listening"`) logs.
+        if line.contains(" listening listen=") || line.contains(r#""message":"listening""#) {
             break;
         }
     }
@@ -390,6 +391,23 @@ impl System {
             .await
             .unwrap();
     }
+}
+
+/// Asks the manager running on `state_dir` for a planned switch that does not wait for a leader
+/// gap (`--trigger-failover --now`) and returns its outcome once it succeeded.
+pub async fn switch_now(state_dir: &Path, reason: &str) -> failover_monitor::switch::Outcome {
+    let request = failover_monitor::control::ControlRequest::Trigger {
+        reason: reason.into(),
+        force: false,
+        dry_run: false,
+        now: true,
+    };
+    let outcome = failover_monitor::control::ask_running(state_dir, &request)
+        .await
+        .expect("a running manager")
+        .expect("the switch ran");
+    assert!(outcome.ok, "{}", outcome.summary());
+    outcome
 }
 
 /// A real `failover-manager` process, stopped by its pid when dropped.
