@@ -17,7 +17,7 @@
 //!                voted_notar: HashMap<Slot, Hash>           slot → notarized block id
 //!                voted_notar_fallback: HashMap<Slot, HashSet<Hash>>
 //!                voted_skip_fallback: HashSet<Slot>
-//!                skipped: HashSet<Slot>
+//!                skipped: HashSet<Slot>                     skip, skip-fallback or notar-fallback
 //!                its_over: HashSet<Slot>                    slots with a finalize vote
 //!                votes_cast: HashMap<Slot, Vec<VotePayloadToSign>>
 //!                notarized_blocks: HashSet<Block>           Block = { slot u64, block_id [32] }
@@ -137,6 +137,17 @@ impl VoteHistory {
             .iter()
             .find(|(s, _)| *s == slot)
             .map(|(_, id)| *id)
+    }
+
+    /// The slots of a first-round skip vote: in `voted` (which only a notarize or a skip vote
+    /// sets) without a notarize vote. Not `skipped`: votor puts the skip-fallback and
+    /// notarize-fallback votes there too, which an honest node casts after notarizing the slot
+    /// (agave-votor `vote_history.rs`, `add_vote`).
+    pub fn first_round_skips(&self) -> impl Iterator<Item = u64> + '_ {
+        self.voted
+            .iter()
+            .copied()
+            .filter(|slot| self.notarized(*slot).is_none())
     }
 
     /// Whether this history cast a skip vote (or its fallback) for `slot`.
@@ -511,6 +522,30 @@ mod tests {
         assert_eq!(h.parent_ready_slots[0].0, 345);
         assert_eq!(h.parent_ready_slots[0].1[0].slot, 344);
         assert_eq!(h.encode(), file.data, "data re-encodes byte for byte");
+    }
+
+    /// From a drill on real Agave 4.2.2 (the old active's final history at a planned switch): X
+    /// notarized slots 92 and 93 and then cast skip-fallback votes for them, so `skipped` holds
+    /// them — legal, and no first-round skip.
+    #[test]
+    fn fallback_votes_after_a_notarize_vote_are_not_first_round_skips() {
+        let name = "4DLFgvCexG2nuSMcEkELk8GtxkEfTV5VWw5VkpeTqCNi";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/agave-4.2.2")
+            .join(format!("vote_history-{name}.bin"));
+        let bytes = std::fs::read(path).unwrap();
+        let file = VoteHistoryFile::parse(&bytes).unwrap();
+        file.verify(&Pubkey::from_str(name).unwrap()).unwrap();
+        let h = &file.history;
+        assert_eq!(h.encode(), file.data, "data re-encodes byte for byte");
+        for slot in [92, 93] {
+            assert!(h.notarized(slot).is_some(), "{h:?}");
+            assert!(h.skipped.contains(&slot) && h.voted_skip_fallback.contains(&slot));
+        }
+        let mut first_round: Vec<u64> = h.first_round_skips().collect();
+        first_round.sort();
+        assert_eq!(first_round, [94, 95], "{h:?}");
+        assert!(h.conflicts_with(h).is_empty());
     }
 
     /// Captured right after X moved to a node that had not seen the last blocks: its first votes

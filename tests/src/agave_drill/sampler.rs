@@ -20,7 +20,7 @@ pub(super) type Votes = Vec<(u64, u64)>;
 pub(super) struct CastVotes {
     /// Slot → the blocks notarized for it.
     notar: BTreeMap<u64, BTreeSet<[u8; 32]>>,
-    /// Slots with a (first-round) skip vote.
+    /// Slots with a first-round skip vote (not votor's `skipped`, which holds fallback votes too).
     skip: BTreeSet<u64>,
     /// Slots with any vote.
     voted: BTreeSet<u64>,
@@ -31,7 +31,7 @@ impl CastVotes {
         for (slot, block) in &history.voted_notar {
             self.notar.entry(*slot).or_default().insert(*block);
         }
-        self.skip.extend(history.skipped.iter().copied());
+        self.skip.extend(history.first_round_skips());
         self.voted.extend(history.voted.iter().copied());
         self.voted
             .extend(history.voted_notar.iter().map(|(s, _)| *s));
@@ -485,5 +485,34 @@ pub(super) mod rpc_lite {
                 .await?
                 .as_u64()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use failover_identity::vote_history::VoteHistoryFile;
+
+    /// The old active's final vote history from a real Agave 4.2.2 drill: notarize votes for 92
+    /// and 93, then skip-fallback votes for both. The same history on both nodes (the handover)
+    /// is no double vote — the checker once reported it as one.
+    #[test]
+    fn a_handed_over_history_with_fallback_votes_is_no_conflict_but_a_first_round_skip_is() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/agave-4.2.2/vote_history-4DLFgvCexG2nuSMcEkELk8GtxkEfTV5VWw5VkpeTqCNi.bin");
+        let file = VoteHistoryFile::parse(&std::fs::read(path).unwrap()).unwrap();
+        let mut nodes = [CastVotes::default(), CastVotes::default()];
+        nodes[0].add(&file.history);
+        nodes[1].add(&file.history);
+        assert_eq!(CastVotes::conflicts(&nodes), Vec::<String>::new());
+
+        // The new active skipping slot 92 in the first round would be one.
+        let mut skipper = file.history.clone();
+        skipper.voted_notar.retain(|(slot, _)| *slot != 92);
+        nodes[1].add(&skipper);
+        assert_eq!(
+            CastVotes::conflicts(&nodes),
+            ["X notarized slot 92 on node 1 and skipped it on node 2"]
+        );
     }
 }
