@@ -1,6 +1,7 @@
 //! What every command-line program of the product shares at its edge: it ends quietly, with
 //! success, when whoever reads its output goes away (`failover-config check-manager … | head -1`),
-//! as `head`-friendly tools do, instead of Rust's panic on a broken pipe.
+//! as `head`-friendly tools do, instead of Rust's panic on a broken pipe; the reference's Go flag
+//! spellings; `--output text|json`; and the `completion` / `man` subcommands.
 
 /// Installs a panic hook that turns the standard library's "failed printing to stdout: Broken
 /// pipe" panic into a quiet exit 0; every other panic is reported as before. Call first in `main`.
@@ -92,5 +93,79 @@ mod tests {
         ]
         .map(std::ffi::OsString::from);
         assert_eq!(got, want);
+    }
+}
+
+/// How a one-shot command prints its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines (or a table) for people.
+    #[default]
+    Text,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+/// `--output text|json`, with `--json` kept as the older spelling of `--output json`.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct OutputArg {
+    /// How to print the answer: text for people, json (one object) for scripts.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Output::Text)]
+    pub output: Output,
+    /// The same as --output json (the older spelling).
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
+impl OutputArg {
+    pub fn is_json(&self) -> bool {
+        self.json || self.output == Output::Json
+    }
+}
+
+/// The subcommands every binary has for its installation: its shell completions and its man
+/// page, generated from its own flag definitions (the package installs both).
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum DocCommand {
+    /// Print a shell completion script
+    ///
+    /// For bash, zsh, fish, elvish or powershell, e.g.
+    /// `… completion --shell bash > /usr/share/bash-completion/completions/NAME`.
+    Completion {
+        #[arg(short, long, value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    ///
+    /// E.g. `… man > /usr/share/man/man1/NAME.1`.
+    Man,
+}
+
+impl DocCommand {
+    /// Writes what was asked for about `command` (the binary's `CommandFactory::command()`) to
+    /// standard output.
+    pub fn run(&self, mut command: clap::Command) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self {
+            DocCommand::Completion { shell } => {
+                let name = command.get_name().to_string();
+                clap_complete::generate(*shell, &mut command, name, &mut out);
+                Ok(())
+            }
+            DocCommand::Man => clap_mangen::Man::new(command).render(&mut out),
+        }
+    }
+
+    /// [`DocCommand::run`], as the binary's exit status.
+    pub fn exit(&self, command: clap::Command) -> std::process::ExitCode {
+        match self.run(command) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            // `… man | head`: the reader went away, as with every other output here.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -351,6 +351,14 @@ async fn tower_inspects_the_real_agave_tower_and_refuses_a_tampered_copy() {
     assert_eq!(report["last_voted_slot"], 196);
     assert_eq!(report["root"], 165);
     assert_eq!(report["bytes"], 2319);
+    // --output json is the same; --json was its older spelling and may not be mixed with it.
+    let out = run(&["tower", s(&fixture), "--output", "json"]).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        report
+    );
+    let out = run(&["tower", s(&fixture), "--output", "text", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     let dir = tempfile::tempdir().unwrap();
     let tampered = dir.path().join(fixture.file_name().unwrap());

@@ -20,6 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
+use crate::status::StatusReport;
 use crate::switch::Outcome;
 
 pub const CONTROL_SOCKET: &str = "manager.sock";
@@ -48,9 +49,19 @@ pub enum ControlRequest {
         #[serde(default)]
         now: bool,
     },
+    /// What `failover-manager status` shows, from the running manager's last heartbeat.
+    Status,
 }
 
-pub type ControlReply = oneshot::Sender<Result<Outcome, String>>;
+/// The running manager's answer to a [`ControlRequest`] that it could carry out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAnswer {
+    Switched(Outcome),
+    Status(Box<StatusReport>),
+}
+
+pub type ControlReply = oneshot::Sender<Result<ControlAnswer, String>>;
 
 /// The exclusive lock on a manager state dir. Dropping it (at process exit at the latest) lets
 /// another manager start there.
@@ -163,11 +174,29 @@ async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<ControlRe
     serde_json::from_str(&line).map_err(|e| format!("bad control request: {e}"))
 }
 
-/// Asks a running manager to do `request`; `None` when no manager is running there.
+/// Asks a running manager for a switch (`request` is a [`ControlRequest::Trigger`]); `None`
+/// when no manager is running there.
 pub async fn ask_running(
     state_dir: &Path,
     request: &ControlRequest,
 ) -> Option<Result<Outcome, String>> {
+    Some(match ask(state_dir, request).await? {
+        Ok(ControlAnswer::Switched(outcome)) => Ok(outcome),
+        Ok(other) => Err(format!("unexpected answer from the manager: {other:?}")),
+        Err(e) => Err(e),
+    })
+}
+
+/// Asks a running manager for its status; `None` when no manager is running there.
+pub async fn ask_status(state_dir: &Path) -> Option<Result<StatusReport, String>> {
+    Some(match ask(state_dir, &ControlRequest::Status).await? {
+        Ok(ControlAnswer::Status(report)) => Ok(*report),
+        Ok(other) => Err(format!("unexpected answer from the manager: {other:?}")),
+        Err(e) => Err(e),
+    })
+}
+
+async fn ask(state_dir: &Path, request: &ControlRequest) -> Option<Result<ControlAnswer, String>> {
     let stream = UnixStream::connect(socket_path(state_dir)).await.ok()?;
     let (read, mut write) = stream.into_split();
     let text = serde_json::to_string(request).expect("request serializes");

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observer;
 pub mod ssh;
+pub mod status;
 pub mod switch;
 pub mod vote_alert;
 

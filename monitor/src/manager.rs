@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::control::{self, ControlRequest, StateLock};
+use crate::control::{self, ControlAnswer, ControlRequest, StateLock};
 use crate::engine::{Action, Consensus, Engine, Hold, Reason, Rules, FENCE_AFTER_UNKNOWN};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
@@ -78,6 +78,10 @@ pub struct Manager {
     instance: String,
     /// What `GET /metrics` on `metrics_listen_addr` shows.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The last switch that was not a dry run (kept in `last-switch.json` too), for `status`.
+    last_switch: Option<Outcome>,
+    /// What the last heartbeat held back, each with why, for `status`.
+    pub(crate) holds: Vec<String>,
 }
 
 /// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
@@ -221,6 +225,8 @@ impl Manager {
             lock: None,
             instance: failover_agent::auth::Audience::new_agent_id(),
             metrics,
+            last_switch: None,
+            holds: Vec::new(),
         })
     }
 
@@ -599,6 +605,14 @@ impl Manager {
         if outcome.dry_run {
             return;
         }
+        self.last_switch = Some(outcome.clone());
+        if self.lock.is_some() {
+            let path = self.cfg.state_dir.join(crate::status::LAST_SWITCH_FILE);
+            let text = serde_json::to_vec_pretty(outcome).expect("an outcome serializes");
+            if let Err(e) = failover_identity::durable::write(&path, &text) {
+                warn!(error = %e, path = %path.display(), "cannot keep the last switch for status");
+            }
+        }
         if outcome.ok {
             self.engine.switched(self.observer.now());
             self.notifier.send(Event::FailoverComplete {
@@ -614,6 +628,65 @@ impl Manager {
                 error: outcome.error.clone().unwrap_or_default(),
                 rolled_back: outcome.rolled_back,
             });
+        }
+    }
+
+    /// What `status` shows: the last heartbeat's view of both nodes and the cluster, the term,
+    /// the last switch (from memory, else from the state dir) and the current holds.
+    pub fn status_report(&self, source: &str) -> crate::status::StatusReport {
+        use crate::status::{ClusterStatus, NodeStatus, StatusReport, LAST_SWITCH_FILE};
+        let last_switch = self.last_switch.clone().or_else(|| {
+            let text = std::fs::read(self.cfg.state_dir.join(LAST_SWITCH_FILE)).ok()?;
+            serde_json::from_slice(&text).ok()
+        });
+        let sample = self.last_sample.as_ref();
+        let view = sample.map(|s| &s.view);
+        let tip = view.and_then(|v| v.tip);
+        let nodes = (0..2)
+            .map(|i| {
+                let status = sample.and_then(|s| s.statuses[i].as_ref());
+                let report = view.and_then(|v| v.nodes[i].report.as_ref());
+                NodeStatus {
+                    name: self.describe(i),
+                    endpoint: self.commands[i].endpoint().into(),
+                    reachable: status.is_some(),
+                    error: sample.and_then(|s| s.errors[i].clone()),
+                    role: match status.and_then(|_| report?.holds_staked) {
+                        Some(true) => "active".into(),
+                        Some(false) => "passive".into(),
+                        None => "unknown".into(),
+                    },
+                    identity: status.and_then(|s| s.identity.clone()),
+                    slot: status.and_then(|s| s.slot),
+                    lag: status
+                        .and_then(|s| s.slot)
+                        .zip(tip)
+                        .map(|(slot, tip)| tip.saturating_sub(slot)),
+                    last_vote: status.and_then(|s| s.tower.last_vote),
+                    health: status.map(|s| s.health.to_string()),
+                    process_running: status.and_then(|s| s.process_running),
+                    promotable: status.is_some_and(|s| s.not_promotable.is_none())
+                        && report.is_some_and(|r| r.healthy),
+                    not_promotable: status.and_then(|s| s.not_promotable.clone()),
+                }
+            })
+            .collect();
+        StatusReport {
+            source: source.into(),
+            term: self.state.term,
+            nodes,
+            cluster: ClusterStatus {
+                consensus: view.map_or("unknown".into(), |v| v.consensus.to_string()),
+                tip,
+                last_vote: view.and_then(|v| v.last_vote),
+                vote_lag: view
+                    .and_then(|v| v.last_vote)
+                    .zip(tip)
+                    .map(|(vote, tip)| tip.saturating_sub(vote)),
+                stale_above: view.map_or(0, |v| self.engine.stale_threshold(v)),
+            },
+            last_switch,
+            holds: self.holds.clone(),
         }
     }
 
@@ -745,12 +818,17 @@ pub async fn run_with(
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
             Some(tower) = tower_rx.recv() => manager.save_backup(&tower),
             Some((request, reply)) = control_rx.recv() => {
-                let ControlRequest::Trigger { reason, force, dry_run, now } = request;
-                let answer = manager.trigger(&reason, force, dry_run, now).await;
+                let answer = match request {
+                    ControlRequest::Trigger { reason, force, dry_run, now } => {
+                        manager.trigger(&reason, force, dry_run, now).await.map(ControlAnswer::Switched)
+                    }
+                    ControlRequest::Status => Ok(ControlAnswer::Status(Box::new(manager.status_report("running manager")))),
+                };
                 let _ = reply.send(answer);
             }
             _ = ticks.tick() => {
                 let actions = manager.observe().await;
+                manager.holds.clear();
                 target_tx.send_if_modified(|t| {
                     let new = manager.tower_target();
                     std::mem::replace(t, new) != new
@@ -786,6 +864,7 @@ pub async fn run_with(
                         Action::Cleared { cause } => info!("resolved: {cause}"),
                         Action::Hold { reason, hold } => {
                             manager.metrics.held(&hold);
+                            manager.holds.push(format!("{reason}: {hold}"));
                             let key = (reason.kind(), std::mem::discriminant(&hold));
                             let changed = last_hold != Some(key);
                             if changed && !matches!(hold, Hold::AwaitingFence { .. }) || last_hold.is_none() {

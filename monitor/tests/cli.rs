@@ -36,8 +36,18 @@ async fn check_config_and_status() {
     let out = manager(&config, &["--status"]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("validator1 (127.0.0.2): Active"), "{text}");
-    assert!(text.contains("validator2 (127.0.0.3): Passive"), "{text}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    // NODE is "validatorN (IP)": the role is the third word, promotable the last.
+    assert_eq!(row("validator1 (127.0.0.2)")[2], "active", "{text}");
+    assert_eq!(row("validator2 (127.0.0.3)")[2], "passive", "{text}");
+    assert_eq!(row("validator2 (127.0.0.3)").last(), Some(&"yes"), "{text}");
+    assert!(text.contains("no manager runs on this state_dir"), "{text}");
 
     sys.manager_config["heartbeat_interval"] = "1".into();
     sys.manager_config["validator2"]["endpoint"] = "ftp://x".into();

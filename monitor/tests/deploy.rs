@@ -137,6 +137,10 @@ fn scripts_install_lays_out_a_root_the_units_run_from_and_is_idempotent() {
         "etc/sudoers.d/failover-agent",
         "usr/share/solana-failover/prometheus/failover-alerts.yml",
         "usr/share/solana-failover/grafana/failover-dashboard.json",
+        "usr/local/share/man/man1/failover-manager.1.gz",
+        "usr/local/share/bash-completion/completions/failover-agent",
+        "usr/local/share/zsh/vendor-completions/_failover-identity",
+        "usr/local/share/fish/vendor_completions.d/failover-config.fish",
     ] {
         assert!(root.join(file).is_file(), "{file} not installed:\n{first}");
     }
@@ -202,4 +206,52 @@ fn scripts_install_refuses_bad_arguments_and_installs_nothing() {
         assert!(!out.stderr.is_empty(), "{args:?}: no reason given");
     }
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+/// Each binary's completions and man page come from its own flag definitions: they name its
+/// subcommands and flags, and a shell or `man` accepts them.
+#[test]
+fn every_binary_prints_its_completions_and_its_man_page() {
+    let run = |bin: &str, args: &[&str]| {
+        let out = Command::new(bin_dir().join(bin))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin} {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (bin, flag) in [
+        ("failover-manager", "--trigger-failover"),
+        ("failover-agent", "--check-config"),
+        ("failover-identity", "verify"),
+        ("failover-config", "check-manager"),
+    ] {
+        let bash = run(bin, &["completion", "--shell", "bash"]);
+        assert!(bash.contains(flag), "{bin}: {flag} missing in\n{bash}");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("completion.bash");
+        std::fs::write(&script, &bash).unwrap();
+        let checked = Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(checked.status.success(), "{bin}: bash -n: {checked:?}");
+        let man = run(bin, &["man"]);
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH"),
+            "{bin}: not roff:\n{man}"
+        );
+        assert!(
+            man.contains(&flag.replace('-', "\\-")),
+            "{bin}: {flag} missing in its man page"
+        );
+    }
+    // An unknown shell is refused with the list of known ones.
+    let out = Command::new(bin_dir().join("failover-manager"))
+        .args(["completion", "--shell", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
 }

@@ -378,3 +378,73 @@ async fn a_healthy_planned_switch_logs_no_warning_and_no_rust() {
         assert!(!rust_speak(line), "manager logged Rust: {line}");
     }
 }
+
+/// `status` beside a running manager: its own view (last heartbeat, holds, the last switch with
+/// its phases), as a table or as JSON (`--output json`, and `--json` as the older spelling); once
+/// the manager has stopped, the command observes itself and still shows the last switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_the_running_managers_view_and_the_last_switch_as_table_or_json() {
+    let sys = system(|_, _| {}).await;
+    let manager = sys.spawn_manager(":").await;
+    sys.wait_active(0).await;
+    let outcome = e2e_support::switch_now(&sys.manager_state_dir(), "status drill").await;
+    sys.wait_active(1).await;
+
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)))
+    };
+    let config = manager.config.to_str().unwrap().to_string();
+    let report = json(
+        &Command::new(binary("failover-manager"))
+            .args(["status", "-c", &config, "--output", "json"])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(report["source"], "running manager", "{report}");
+    assert_eq!(report["term"], outcome.term, "{report}");
+    assert_eq!(report["last_switch"]["term"], outcome.term, "{report}");
+    assert_eq!(report["last_switch"]["reason"], "status drill", "{report}");
+    assert_eq!(
+        report["last_switch"]["phases"].as_array().unwrap().len(),
+        outcome.phases.len()
+    );
+    // The view of the heartbeat after the switch: the roles swapped.
+    let started = Instant::now();
+    let mut report = report;
+    while report["nodes"][1]["role"] != "active" {
+        assert!(started.elapsed() < PATIENCE, "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report = json(&manager_cli(&manager.config, &["--status", "--json"]).await);
+    }
+    assert_eq!(report["nodes"][0]["role"], "passive", "{report}");
+
+    let out = manager_cli(&manager.config, &["--status"]).await;
+    let table = text(&out);
+    assert!(table.contains("last switch: switch term"), "{table}");
+    assert!(table.contains("status drill"), "{table}");
+    assert!(table.contains("holds: none"), "{table}");
+    // --output belongs to the status; alone it is refused.
+    let out = manager_cli(&manager.config, &["--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Stopped (SIGTERM, awaited): the next status observes itself.
+    let config = manager.config.clone();
+    let mut manager = manager;
+    manager.signal("-TERM").await;
+    manager.child.wait().await.unwrap();
+    let report = json(&manager_cli(&config, &["--status", "--output", "json"]).await);
+    assert!(
+        report["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("this command"),
+        "{report}"
+    );
+    assert_eq!(
+        report["last_switch"]["term"], outcome.term,
+        "kept in the state dir: {report}"
+    );
+    sys.cluster.safety().assert_safe();
+}

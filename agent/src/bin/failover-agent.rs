@@ -19,11 +19,19 @@ use tracing::{error, info, warn};
         (status, become_active, become_passive, shutdown), moves the staked identity and its tower \
         through the validator's admin RPC in the safe order, and demotes its own validator when it \
         loses both the manager and the outside world.\n\n\
-        Start the passive server's agent first, then the active one's, then the manager."
+        Start the passive server's agent first, then the active one's, then the manager.",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    docs: Option<failover_config::cli::DocCommand>,
     /// The agent config (validator-config.json; the reference design's files load unchanged).
-    #[arg(long, value_name = "PATH", default_value = "validator-config.json")]
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "validator-config.json"
+    )]
     config: PathBuf,
     /// Validate the config, print the effective settings (secrets masked) and exit.
     #[arg(long)]
@@ -56,6 +64,9 @@ fn main() -> ExitCode {
         GO_FLAGS,
         GO_SWITCHES,
     ));
+    if let Some(docs) = &args.docs {
+        return docs.exit(<Args as clap::CommandFactory>::command());
+    }
     let mut cfg = match failover_config::load_agent(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use failover_config::{LoadError, Problem};
 
 /// Checks failover config files the way failover-agent and failover-manager will read them.
@@ -34,6 +34,8 @@ enum Command {
         /// The config file.
         path: PathBuf,
     },
+    #[command(flatten)]
+    Docs(failover_config::cli::DocCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::CheckManager { path } => {
             failover_config::load_manager(path).map(|c| (c.summary(), c.warnings))
         }
+        Command::Docs(docs) => return docs.exit(Args::command()),
     };
     match checked {
         Ok((summary, warnings)) => {

@@ -57,9 +57,8 @@ enum Command {
         /// The identity it must belong to (default: the pubkey in the file name).
         #[arg(long, value_name = "PUBKEY")]
         identity: Option<Pubkey>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: failover_config::cli::OutputArg,
     },
     /// Inspect an Agave (Alpenglow) vote history file: verify its signature and show its newest
     /// vote, root, hash and vote counts.
@@ -73,9 +72,8 @@ enum Command {
         /// The identity it must belong to (default: the pubkey in the file name).
         #[arg(long, value_name = "PUBKEY")]
         identity: Option<Pubkey>,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: failover_config::cli::OutputArg,
     },
     /// Switch a running validator's identity through its admin RPC, like
     /// `agave-validator set-identity`: the keypair comes from a file or, with no file or `-`, from
@@ -114,6 +112,8 @@ enum Command {
         #[command(flatten)]
         perms: PermsArg,
     },
+    #[command(flatten)]
+    Docs(failover_config::cli::DocCommand),
 }
 
 #[derive(Args)]
@@ -179,9 +179,8 @@ struct VerifyArgs {
     /// Deadline for each query of a validator or RPC node.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     timeout: f64,
-    /// Print one JSON object instead of lines.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: failover_config::cli::OutputArg,
     #[command(flatten)]
     perms: PermsArg,
 }
@@ -477,6 +476,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Docs(docs) => {
+            docs.run(<Cli as clap::CommandFactory>::command())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => verify(args),
         Command::New { outfile } => {
             let keypair = Keypair::generate();
@@ -490,22 +493,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tower {
             path,
             identity,
-            json,
+            output,
         } => inspect_vote_state(
             failover_identity::VoteStateKind::Tower,
             &path,
             identity,
-            json,
+            output.is_json(),
         ),
         Command::VoteHistory {
             path,
             identity,
-            json,
+            output,
         } => inspect_vote_state(
             failover_identity::VoteStateKind::VoteHistory,
             &path,
             identity,
-            json,
+            output.is_json(),
         ),
         Command::SetIdentity {
             target,
@@ -591,7 +594,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let first_failure = checks.iter().find_map(|c| c.failure);
     let exit_code = first_failure.map_or(0, |f| f as u8);
-    if args.json {
+    if args.output.is_json() {
         let report = Report {
             ok: first_failure.is_none(),
             exit_code,

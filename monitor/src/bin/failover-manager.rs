@@ -44,7 +44,12 @@ struct Cli {
 ))]
 struct RunArgs {
     /// The manager config (manager-config.json; the reference design's files load unchanged).
-    #[arg(long, value_name = "PATH", default_value = "manager-config.json")]
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "manager-config.json"
+    )]
     config: PathBuf,
     /// Planned switchover: move the staked identity from the active to the passive now (through
     /// the running manager when there is one). With --dry-run: print the plan, change nothing.
@@ -66,9 +71,12 @@ struct RunArgs {
     /// this state_dir (it would lose its agents) unless --force.
     #[arg(long)]
     shutdown_agent: bool,
-    /// Print both validators' state and exit (beside a running manager: it writes nothing).
+    /// Print both validators' state, the term, the last switch and the holds, and exit (the same
+    /// as the `status` subcommand).
     #[arg(long)]
     status: bool,
+    #[command(flatten)]
+    output: failover_config::cli::OutputArg,
     /// Decide and log, change nothing: as a daemon it never switches; with --trigger-failover
     /// it prints the plan the running manager would execute, phase by phase.
     #[arg(long, conflicts_with_all = ["status", "check_config", "shutdown_agent"])]
@@ -92,9 +100,32 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Both nodes, the term, the last switch and the holds (the same as --status)
+    ///
+    /// A table of both nodes (role, identity, slot, lag, last vote, health, promotable or why
+    /// not), the term, the last switch with its phases and the active holds. A running manager
+    /// answers from its last heartbeat; without one (or while it is busy switching) this command
+    /// observes once itself. Writes nothing.
+    Status(StatusArgs),
+    #[command(flatten)]
+    Docs(failover_config::cli::DocCommand),
     /// Watchtower-style alerts only: warn when the vote account's last vote lags the cluster or
     /// turns delinquent, and send an all-clear when it recovers. Needs no agents.
-    VoteAlert(VoteAlertArgs),
+    VoteAlert(Box<VoteAlertArgs>),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The manager config.
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "manager-config.json"
+    )]
+    config: PathBuf,
+    #[command(flatten)]
+    output: failover_config::cli::OutputArg,
 }
 
 #[derive(Args)]
@@ -166,10 +197,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::VoteAlert(args)) = cli.command {
-        return runtime.block_on(vote_alert(args));
+    let args = match cli.command {
+        Some(Command::VoteAlert(args)) => return runtime.block_on(vote_alert(*args)),
+        Some(Command::Docs(docs)) => return docs.exit(<Cli as clap::CommandFactory>::command()),
+        Some(Command::Status(status)) => RunArgs {
+            config: status.config,
+            status: true,
+            output: status.output,
+            ..cli.run
+        },
+        None => cli.run,
+    };
+    if args.output.is_json() && !args.status {
+        eprintln!("error: --output/--json apply to --status (or the status subcommand)");
+        return ExitCode::from(2);
     }
-    let args = cli.run;
     let mut cfg = match failover_config::load_manager(&args.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -318,12 +360,7 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
         });
     }
     if args.status {
-        let mut manager = Manager::read_only(cfg).await?;
-        manager.observe().await;
-        for line in manager.status_lines() {
-            println!("{line}");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return status(cfg, args.output.is_json()).await;
     }
     for w in &cfg.warnings {
         warn!("config: {w}");
@@ -333,6 +370,34 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
     }
     info!(version = env!("CARGO_PKG_VERSION"), "{}", cfg.summary());
     failover_monitor::run(cfg, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long `status` waits for a running manager's answer; it answers between heartbeats, so
+/// only a switch in progress keeps it longer.
+const STATUS_PATIENCE: Duration = Duration::from_secs(3);
+
+async fn status(cfg: failover_config::ManagerConfig, json: bool) -> anyhow::Result<ExitCode> {
+    use failover_monitor::control::ask_status;
+    let asked = tokio::time::timeout(STATUS_PATIENCE, ask_status(&cfg.state_dir)).await;
+    let report = match asked {
+        Ok(Some(Ok(report))) => report,
+        Ok(Some(Err(e))) => anyhow::bail!("the running manager: {e}"),
+        Ok(None) | Err(_) => {
+            let source = match asked {
+                Err(_) => "this command (the running manager is busy, probably switching)",
+                _ => "this command (no manager runs on this state_dir)",
+            };
+            let mut manager = Manager::read_only(cfg).await?;
+            manager.observe().await;
+            manager.status_report(source)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

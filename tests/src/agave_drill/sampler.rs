@@ -498,8 +498,9 @@ mod tests {
     /// is no double vote — the checker once reported it as one.
     #[test]
     fn a_handed_over_history_with_fallback_votes_is_no_conflict_but_a_first_round_skip_is() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/agave-4.2.2/vote_history-4DLFgvCexG2nuSMcEkELk8GtxkEfTV5VWw5VkpeTqCNi.bin");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../fixtures/agave-4.2.2/vote_history-4DLFgvCexG2nuSMcEkELk8GtxkEfTV5VWw5VkpeTqCNi.bin",
+        );
         let file = VoteHistoryFile::parse(&std::fs::read(path).unwrap()).unwrap();
         let mut nodes = [CastVotes::default(), CastVotes::default()];
         nodes[0].add(&file.history);
