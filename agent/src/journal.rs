@@ -183,6 +183,25 @@ impl Agent {
                     // the span in JSON logs).
                     let span = info_span!("step", step = step.action.name(), term = req.term, reason = %req.reason);
                     let task = async move {
+                        let hooks = agent.cfg.switch_hooks.clone();
+                        let mut env = vec![
+                            ("FAILOVER_STEP", req.action.name().to_string()),
+                            (
+                                "FAILOVER_ROLE",
+                                match req.action {
+                                    FailoverAction::BecomeActive => "active".to_string(),
+                                    FailoverAction::BecomePassive => "passive".to_string(),
+                                },
+                            ),
+                            ("FAILOVER_TERM", req.term.to_string()),
+                            ("FAILOVER_REASON", req.reason.clone()),
+                        ];
+                        spawn_hook(
+                            "pre_role_change_command",
+                            hooks.pre.clone(),
+                            env.clone(),
+                            hooks.timeout,
+                        );
                         let outcome = match req.action {
                             FailoverAction::BecomePassive => {
                                 agent.become_passive(req.term, &req.reason).await
@@ -199,6 +218,17 @@ impl Agent {
                         agent
                             .metrics
                             .step(step.action.name(), outcome.ok, &outcome.phases);
+                        let phases: Vec<String> = outcome
+                            .phases
+                            .iter()
+                            .map(|p| format!("{}={}", p.name, p.ms))
+                            .collect();
+                        env.extend([
+                            ("FAILOVER_OK", u8::from(outcome.ok).to_string()),
+                            ("FAILOVER_ERROR", outcome.error.clone().unwrap_or_default()),
+                            ("FAILOVER_PHASES", phases.join(" ")),
+                        ]);
+                        spawn_hook("post_role_change_command", hooks.post, env, hooks.timeout);
                         let _ = tx.send(Some(outcome));
                     };
                     tokio::spawn(task.instrument(span));
@@ -250,6 +280,22 @@ impl Agent {
                 error = outcome.error.as_deref().unwrap_or(""),
                 "the interrupted demotion is finished"
             );
+        });
+    }
+}
+
+/// Starts the operator's hook beside the step (it never delays or blocks it): with
+/// `FAILOVER_STEP`, `FAILOVER_ROLE` (the role the step gives this node), `FAILOVER_TERM`,
+/// `FAILOVER_REASON`, and after the step `FAILOVER_OK`, `FAILOVER_ERROR`, `FAILOVER_PHASES`.
+fn spawn_hook(
+    name: &'static str,
+    command: Option<String>,
+    env: Vec<(&'static str, String)>,
+    timeout: std::time::Duration,
+) {
+    if let Some(command) = command {
+        tokio::spawn(async move {
+            let _ = crate::commands::run_hook(name, &command, &env, timeout).await;
         });
     }
 }

@@ -12,7 +12,7 @@ mod agent;
 pub mod api;
 pub mod auth;
 pub mod client;
-mod commands;
+pub mod commands;
 pub mod consensus;
 pub mod http;
 mod journal;

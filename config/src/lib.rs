@@ -21,6 +21,7 @@ mod jsonc;
 mod manager;
 mod paths;
 mod secure;
+mod switch_hooks;
 mod tower_store;
 mod types;
 
@@ -45,6 +46,7 @@ pub use manager::{
     DEFAULT_STALE_VOTE_SLOT_THRESHOLD, DEFAULT_STATUS_REPORT_INTERVAL, DEFAULT_TELEGRAM_API_BASE,
 };
 pub use secure::{SecureMode, LEDGER_PLACEHOLDER};
+pub use switch_hooks::{SwitchHooks, DEFAULT_HOOK_TIMEOUT};
 pub use tower_store::{EtcdStore, TowerStore, DEFAULT_ETCD_DIAL_TIMEOUT, DEFAULT_ETCD_KEY_PREFIX};
 pub use types::{ConsensusSetting, HostPort, LogFormat, Secret};
 

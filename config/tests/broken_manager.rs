@@ -183,6 +183,27 @@ const MANAGER_CASES: &[Case] = &[
         "did you mean \"endpoint\"?",
     ),
     case(
+        "a pre-hook that must succeed, but no pre-hook",
+        |c| c["pre_switch_must_succeed"] = json!(true),
+        "pre_switch_must_succeed",
+        "true, but pre_switch_command is not set",
+    ),
+    case(
+        "a zero hook timeout",
+        |c| {
+            c["post_switch_command"] = json!("true");
+            c["hook_timeout"] = json!("0s")
+        },
+        "hook_timeout",
+        "greater than 0",
+    ),
+    case(
+        "an agent hook in the manager config",
+        |c| c["post_role_change_command"] = json!("true"),
+        "post_role_change_command",
+        "unknown field; it belongs in validator-config.json",
+    ),
+    case(
         "agent field in the manager config",
         |c| c["validator_identity"] = json!(IDENTITY),
         "validator_identity",

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod engine;
+pub mod hooks;
 pub mod manager;
 pub mod metrics;
 pub mod notify;

@@ -496,6 +496,18 @@ impl Manager {
             }
             warn!(%problem, "switching anyway (--force)");
         }
+        if !(dry_run || self.cfg.dry_run) {
+            let env = crate::hooks::pre_env(
+                "planned",
+                &self.describe(active),
+                &self.describe(passive),
+                reason,
+                self.state.term,
+            );
+            crate::hooks::planned_pre(&self.cfg.switch_hooks, &env)
+                .await
+                .map_err(|e| format!("cancelled: {e}; nothing was changed"))?;
+        }
         let leader = match now || dry_run {
             true => None,
             false => Some(self.leader_gap().await),
@@ -605,6 +617,15 @@ impl Manager {
         if outcome.dry_run {
             return;
         }
+        let kind = if reason == "planned" {
+            "planned"
+        } else {
+            "automatic"
+        };
+        crate::hooks::post(
+            &self.cfg.switch_hooks,
+            crate::hooks::post_env(kind, outcome),
+        );
         self.last_switch = Some(outcome.clone());
         if self.lock.is_some() {
             let path = self.cfg.state_dir.join(crate::status::LAST_SWITCH_FILE);
@@ -881,6 +902,8 @@ pub async fn run_with(
                             }
                             let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
                             let reason_label = reason.label();
+                            let from_name = from.map_or("nobody".to_string(), |i| manager.describe(i));
+                            crate::hooks::automatic_pre(&manager.cfg.switch_hooks, crate::hooks::pre_env("automatic", &from_name, &manager.describe(to), &reason.to_string(), manager.term()));
                             let outcome = manager.execute(Plan { from, to, reason: reason.to_string(), demotable, allow_migration: false, past_lockouts }, false).await;
                             manager.after_switch(&outcome, reason_label);
                             // A failure that retrying cannot fix (SSH refused, unknown host key) waits

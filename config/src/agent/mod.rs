@@ -92,6 +92,8 @@ pub(crate) const AGENT_ONLY_FIELDS: &[&str] = &[
     "peer_endpoint",
     "identity_symlink_command",
     "consensus",
+    "pre_role_change_command",
+    "post_role_change_command",
 ];
 
 /// The validated agent config. Built only by [`crate::parse_agent`] / [`crate::load_agent`].
@@ -146,6 +148,9 @@ pub struct AgentConfig {
     pub add_authorized_voter: bool,
     /// Reference shell commands that apply whatever the validator client.
     pub hooks: Hooks,
+    /// `pre_role_change_command`, `post_role_change_command`, `hook_timeout`: the operator's
+    /// commands around each switch step here. They never delay or block the step.
+    pub switch_hooks: crate::SwitchHooks,
     /// How commands from the manager are authenticated.
     pub auth: CommandAuth,
     /// `tower_store`: where towers travel. Default embedded.

@@ -143,6 +143,13 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
     if let Some(path) = &log_file {
         crate::paths::check_writable(diag, "log_file", path, false);
     }
+    let switch_hooks = crate::SwitchHooks::read(
+        &mut o,
+        "pre_role_change_command",
+        "post_role_change_command",
+        None,
+        diag,
+    );
     let hooks = Hooks {
         validator_restart_command: command(&mut o, "validator_restart_command", diag),
         agent_stop_command: command(&mut o, "agent_stop_command", diag),
@@ -317,6 +324,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<AgentConfig> 
         validator_identity: validator_identity?,
         log_file,
         log_format: log_format?,
+        switch_hooks: switch_hooks?,
         validator_client: validator_client?,
         ledger_path,
         tower_dir: tower_dir?,

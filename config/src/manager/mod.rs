@@ -102,6 +102,9 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "rpc_requests_per_second",
     "webhook_url",
     "metrics_listen_addr",
+    "pre_switch_command",
+    "post_switch_command",
+    "pre_switch_must_succeed",
     "fence_margin",
     "active_validator",
     "passive_validator",
@@ -186,6 +189,9 @@ pub struct ManagerConfig {
     /// `metrics_listen_addr`: where the manager serves Prometheus metrics (`GET /metrics`), as
     /// `IP:PORT` or `:PORT` (all addresses). Absent: no metrics listener.
     pub metrics_listen_addr: Option<std::net::SocketAddr>,
+    /// `pre_switch_command`, `post_switch_command`, `pre_switch_must_succeed`, `hook_timeout`:
+    /// the operator's commands around each switch.
+    pub switch_hooks: crate::SwitchHooks,
     /// `fence_margin`: added to an unreachable agent's self-fence timeout before the other node
     /// may be promoted. Default 5s.
     pub fence_margin: Duration,

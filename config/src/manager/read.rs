@@ -289,6 +289,13 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let metrics_listen_addr = o
         .get("metrics_listen_addr")
         .and_then(|f| f.listen_addr(diag));
+    let switch_hooks = crate::SwitchHooks::read(
+        &mut o,
+        "pre_switch_command",
+        "post_switch_command",
+        Some("pre_switch_must_succeed"),
+        diag,
+    );
     let fence_margin = or_default(o.get("fence_margin"), DEFAULT_FENCE_MARGIN, |f| {
         f.duration(diag)
     });
@@ -488,6 +495,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         rpc_requests_per_second: rpc_requests_per_second?,
         webhook_url,
         metrics_listen_addr,
+        switch_hooks: switch_hooks?,
         fence_margin: fence_margin?,
         warnings: Vec::new(),
     })
