@@ -169,3 +169,15 @@ impl DocCommand {
         }
     }
 }
+
+/// The `solana` CLI's cluster monikers (`-u`): `mainnet-beta`/`m`, `testnet`/`t`, `devnet`/`d`,
+/// `localhost`/`l`, as the RPC URL they name; anything else is returned as it is.
+pub fn cluster_url(value: &str) -> &str {
+    match value {
+        "m" | "mainnet-beta" => "https://api.mainnet-beta.solana.com",
+        "t" | "testnet" => "https://api.testnet.solana.com",
+        "d" | "devnet" => "https://api.devnet.solana.com",
+        "l" | "localhost" => "http://localhost:8899",
+        other => other,
+    }
+}

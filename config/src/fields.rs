@@ -356,9 +356,20 @@ impl<'a> Field<'a> {
         Some(duration)
     }
 
+    /// An RPC URL, or one of the `solana` CLI's cluster monikers (`mainnet-beta`, `testnet`,
+    /// `devnet`, `localhost` and their one-letter forms).
+    pub fn cluster_url(&self, diag: &mut Diagnostics) -> Option<Url> {
+        let text = crate::cli::cluster_url(self.str(diag)?);
+        self.parse_url(text, diag, &["http", "https"])
+    }
+
     /// An absolute URL with a host and one of the given schemes (`["http", "https"]`).
     pub fn url(&self, diag: &mut Diagnostics, schemes: &[&str]) -> Option<Url> {
         let text = self.str(diag)?;
+        self.parse_url(text, diag, schemes)
+    }
+
+    fn parse_url(&self, text: &str, diag: &mut Diagnostics, schemes: &[&str]) -> Option<Url> {
         let expected = schemes
             .iter()
             .map(|s| format!("{s}://"))

@@ -346,6 +346,33 @@ fn cluster_ws_is_derived_from_an_explicit_rpc_port() {
     assert_eq!(config.cluster_ws.as_str(), "ws://127.0.0.1:8900/");
 }
 
+/// `cluster_rpc` takes the solana CLI's monikers, like its `-u`.
+#[test]
+fn cluster_rpc_takes_the_solana_cli_monikers() {
+    let scenario = Scenario::new();
+    for (moniker, rpc, ws) in [
+        (
+            "testnet",
+            "https://api.testnet.solana.com/",
+            "wss://api.testnet.solana.com/",
+        ),
+        (
+            "m",
+            "https://api.mainnet-beta.solana.com/",
+            "wss://api.mainnet-beta.solana.com/",
+        ),
+        ("l", "http://localhost:8899/", "ws://localhost:8900/"),
+    ] {
+        let mut config = manager_base();
+        config["cluster_rpc"] = serde_json::json!(moniker);
+        config.as_object_mut().unwrap().remove("cluster_ws");
+        let config =
+            parse_manager(&scenario.resolve(&config.to_string()), Path::new("m.json")).unwrap();
+        assert_eq!(config.cluster_rpc.as_str(), rpc, "{moniker}");
+        assert_eq!(config.cluster_ws.as_str(), ws, "{moniker}");
+    }
+}
+
 #[test]
 fn debug_output_never_contains_the_telegram_token() {
     let scenario = Scenario::new();

@@ -167,7 +167,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     });
     let cluster_rpc = o
         .required("cluster_rpc", diag)
-        .and_then(|f| f.url(diag, &["http", "https"]));
+        .and_then(|f| f.cluster_url(diag));
     let heartbeat_interval = zero_is_default(
         o.get("heartbeat_interval"),
         Go(DEFAULT_HEARTBEAT_INTERVAL),

@@ -120,7 +120,7 @@ enum Command {
 #[group(required = true, multiple = false)]
 struct AdminTarget {
     /// Ledger directory of the validator (its admin socket is `<ledger>/admin.rpc`).
-    #[arg(long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH")]
     ledger: Option<PathBuf>,
     /// The validator's admin RPC socket.
     #[arg(long, value_name = "PATH")]
@@ -168,7 +168,7 @@ struct VerifyArgs {
     expect: Option<Pubkey>,
     /// Ledger directory of a running validator: its admin RPC (`<ledger>/admin.rpc`) must report
     /// this keypair as its identity.
-    #[arg(long, value_name = "PATH", conflicts_with = "admin_socket")]
+    #[arg(short, long, value_name = "PATH", conflicts_with = "admin_socket")]
     ledger: Option<PathBuf>,
     /// Admin RPC socket of a running validator (instead of --ledger).
     #[arg(long, value_name = "PATH")]

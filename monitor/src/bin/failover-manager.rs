@@ -130,8 +130,14 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct VoteAlertArgs {
-    /// Cluster JSON-RPC URL.
-    #[arg(long, value_name = "URL")]
+    /// Cluster JSON-RPC URL, or a moniker as the solana CLI takes it: mainnet-beta (m), testnet
+    /// (t), devnet (d), localhost (l).
+    #[arg(
+        short = 'u',
+        long,
+        visible_alias = "url",
+        value_name = "URL_OR_MONIKER"
+    )]
     rpc: String,
     /// The vote account to watch.
     #[arg(long, value_name = "PUBKEY")]
@@ -434,7 +440,7 @@ async fn vote_alert(args: VoteAlertArgs) -> ExitCode {
     };
     let (notifier, _task) = Notifier::start(NotifierConfig::new(telegram, args.webhook));
     let cfg = failover_monitor::vote_alert::VoteAlertConfig {
-        rpc_url: args.rpc,
+        rpc_url: failover_config::cli::cluster_url(&args.rpc).to_string(),
         vote_account: args.vote_account,
         threshold_slots: args.threshold,
         interval: args.interval,
