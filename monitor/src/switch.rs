@@ -471,28 +471,41 @@ impl Manager {
         let deadline = Instant::now() + GOSSIP_CONFIRM;
         // The new active's lease runs from its promotion: heartbeats go on while gossip catches
         // up (each acknowledges the one before, the confirm above first), or it fences itself.
-        let mut next_heartbeat = Instant::now();
-        let gossip = loop {
-            if Instant::now() >= next_heartbeat {
-                next_heartbeat = Instant::now() + self.cfg.heartbeat_interval;
-                if let Err(e) = self.observer.agent(plan.to).status(term).await {
+        // They run beside the gossip polls, not between them: a slow getClusterNodes (seconds on
+        // a big cluster's RPC node) must not stretch the gap between two heartbeats.
+        let agent = self.observer.agent(plan.to);
+        let heartbeats = async {
+            let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = agent.status(term).await {
                     warn!(
                         "heartbeat to {} while gossip catches up: {e}",
                         name(plan.to)
                     );
                 }
             }
-            match self.observer.gossip_holder().await {
-                Ok(Some(ip)) if ip == want => {
-                    break Ok(format!("gossip shows the staked identity at {ip}"))
+        };
+        let polls = async {
+            loop {
+                match self.observer.gossip_holder().await {
+                    Ok(Some(ip)) if ip == want => {
+                        break Ok(format!("gossip shows the staked identity at {ip}"))
+                    }
+                    _ if Instant::now() >= deadline => {
+                        break Err(format!(
+                            "gossip did not show the staked identity at {want} within \
+                             {GOSSIP_CONFIRM:?}"
+                        ))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-                _ if Instant::now() >= deadline => {
-                    break Err(format!(
-                    "gossip did not show the staked identity at {want} within {GOSSIP_CONFIRM:?}"
-                ))
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
+        };
+        let gossip: Result<String, String> = tokio::select! {
+            found = polls => found,
+            never = heartbeats => never,
         };
         if let Err(e) = &gossip {
             // The agent confirmed the identity; gossip lagging is worth a warning, not a rollback.
