@@ -242,11 +242,22 @@ impl Inbox {
     }
 
     pub(crate) async fn next_with(&mut self, needle: &str) -> anyhow::Result<(Instant, String)> {
+        self.next_with_within(needle, STEP).await
+    }
+
+    /// The next message containing `needle`, within `patience` in all (other messages do not
+    /// extend it).
+    pub(crate) async fn next_with_within(
+        &mut self,
+        needle: &str,
+        patience: Duration,
+    ) -> anyhow::Result<(Instant, String)> {
+        let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let msg = tokio::time::timeout(STEP, self.rx.recv())
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
                 .await
                 .map_err(|_| {
-                    anyhow::anyhow!("no manager message containing {needle:?} within {STEP:?}")
+                    anyhow::anyhow!("no manager message containing {needle:?} within {patience:?}")
                 })?
                 .ok_or_else(|| anyhow::anyhow!("webhook receiver closed"))?;
             if msg.1.contains(needle) {

@@ -195,6 +195,22 @@ impl Bed {
         }
     }
 
+    /// Where the manager's log ends now: [`Bed::manager_held_since`] reads what follows.
+    pub(super) fn manager_log_mark(&self) -> u64 {
+        std::fs::metadata(self.dir.join("manager.log")).map_or(0, |m| m.len())
+    }
+
+    /// The manager's last "not switching" line after `mark`: why a failover did not come.
+    pub(super) fn manager_held_since(&self, mark: u64) -> Option<String> {
+        let log = std::fs::read(self.dir.join("manager.log")).ok()?;
+        let after = log.get(mark as usize..)?;
+        String::from_utf8_lossy(after)
+            .lines()
+            .rev()
+            .find(|l| l.contains("not switching"))
+            .map(|l| l.trim().to_string())
+    }
+
     /// Whether node `i`'s agent (any of its starts) logged `needle`.
     pub(super) fn agent_logged(&self, i: usize, needle: &str) -> bool {
         let prefix = format!("agent-{}.", self.cluster.node(i).name);

@@ -24,8 +24,8 @@ const LEADER_SKIP_WINDOW: u64 = 40;
 const PATIENCE: Duration = Duration::from_secs(60);
 /// The isolation drill's name (its old active's final tower cannot be fetched).
 const ISOLATED: &str = "active isolated";
-/// How long the isolation drill waits for the switch: the agent self-fences 30 s after its last
-/// manager contact, the manager waits that plus its 5 s margin.
+/// How long the isolation drill waits for the switch: the cut-off agent's lease and the manager's
+/// margin (under 10 s with the defaults), with room for a loaded machine.
 const ISOLATION_PATIENCE: Duration = Duration::from_secs(90);
 /// How long the host-down drill waits for the switch (see `host_down`).
 const HOST_DOWN_PATIENCE: Duration = Duration::from_secs(300);
@@ -402,6 +402,7 @@ impl Bed {
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
+        let mark = self.manager_log_mark();
         let killed = Instant::now();
         self.cluster
             .script("stop-node", &name, &["--signal", "KILL"])
@@ -411,7 +412,12 @@ impl Bed {
             failover_message(&mut self.inbox, PATIENCE),
             wait_votes_from(&self.cluster, 1 - from, killed, PATIENCE)
         );
-        let (summary, detect_ms) = split_message(message, killed, &mut problems);
+        let (summary, detect_ms) = split_message(
+            message,
+            killed,
+            || self.manager_held_since(mark),
+            &mut problems,
+        );
         let usage = self.usage_since(&before);
         self.last_switch = Some(Instant::now());
         // Back as the passive, with the unstaked identity, under the sampler's eyes.
@@ -446,6 +452,7 @@ impl Bed {
         let agent = self.agents[from]
             .take()
             .ok_or_else(|| anyhow::anyhow!("the agent of {name} is not running"))?;
+        let mark = self.manager_log_mark();
         let died = Instant::now();
         // The validator first, by its pid and at once (cluster.sh takes a few hundred ms, during
         // which a validator with a dead agent casts votes no backup has: not a power cut), then
@@ -459,7 +466,12 @@ impl Bed {
             failover_message(&mut self.inbox, HOST_DOWN_PATIENCE),
             wait_votes_from(&self.cluster, 1 - from, died, HOST_DOWN_PATIENCE)
         );
-        let (summary, detect_ms) = split_message(message, died, &mut problems);
+        let (summary, detect_ms) = split_message(
+            message,
+            died,
+            || self.manager_held_since(mark),
+            &mut problems,
+        );
         let usage = self.usage_since(&before);
         self.last_switch = Some(Instant::now());
         self.bring_back_as_passive(from, &mut problems).await;
@@ -494,6 +506,7 @@ impl Bed {
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
+        let mark = self.manager_log_mark();
         let stopped = Instant::now();
         signal(pid, "STOP").await?;
         let mut problems = Vec::new();
@@ -501,7 +514,12 @@ impl Bed {
             failover_message(&mut self.inbox, PATIENCE),
             wait_votes_from(&self.cluster, 1 - from, stopped, PATIENCE)
         );
-        let (summary, detect_ms) = split_message(message, stopped, &mut problems);
+        let (summary, detect_ms) = split_message(
+            message,
+            stopped,
+            || self.manager_held_since(mark),
+            &mut problems,
+        );
         let usage = self.usage_since(&before);
         self.last_switch = Some(Instant::now());
         if runs_code(pid) {
@@ -628,6 +646,7 @@ impl Bed {
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
+        let mark = self.manager_log_mark();
         let isolated = Instant::now();
         let cut = Isolation::start(
             &node.ip,
@@ -683,7 +702,8 @@ impl Bed {
                 )
             }
             Err(e) => {
-                problems.push(format!("no failover: {e}"));
+                let held = self.manager_held_since(mark).unwrap_or_default();
+                problems.push(format!("no failover: {e}; last hold: {held}"));
                 (String::new(), None)
             }
         };
@@ -1039,10 +1059,12 @@ async fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The manager's failover message as (summary, fault → decision in ms), or the problem.
+/// The manager's failover message as (summary, fault → decision in ms), or the problem with
+/// `held`, the manager's last word on why it did not switch.
 fn split_message(
     message: anyhow::Result<(Instant, String)>,
     fault: Instant,
+    held: impl FnOnce() -> Option<String>,
     problems: &mut Vec<String>,
 ) -> (String, Option<u64>) {
     match message {
@@ -1053,7 +1075,11 @@ fn split_message(
             (message.replace('\n', " | "), Some(waited - switched))
         }
         Err(e) => {
-            problems.push(format!("no automatic failover: {e}"));
+            let held = held().map_or_else(
+                || "the manager logged no hold".to_string(),
+                |l| format!("last hold: {l}"),
+            );
+            problems.push(format!("no automatic failover: {e}; {held}"));
             (String::new(), None)
         }
     }
@@ -1065,9 +1091,12 @@ async fn failover_message(
     inbox: &mut crate::demo::Inbox,
     patience: Duration,
 ) -> anyhow::Result<(Instant, String)> {
-    tokio::time::timeout(patience, inbox.next_with("Failover complete"))
+    // Not `next_with`: its own 90 s per message would cut a longer patience short (the host-down
+    // drill's lockout wait is about 3.5 min).
+    inbox
+        .next_with_within("Failover complete", patience)
         .await
-        .map_err(|_| anyhow::anyhow!("no failover within {} s", patience.as_secs()))?
+        .map_err(|_| anyhow::anyhow!("no failover within {} s", patience.as_secs()))
 }
 
 /// Waits until `node` holds X and the vote account advanced since it did.
