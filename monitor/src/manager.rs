@@ -504,13 +504,19 @@ impl Manager {
                 reason,
                 self.state.term,
             );
-            crate::hooks::planned_pre(&self.cfg.switch_hooks, &env)
-                .await
-                .map_err(|e| format!("cancelled: {e}; nothing was changed"))?;
+            let (hook, answered) = self
+                .keeping_leases(crate::hooks::planned_pre(&self.cfg.switch_hooks, &env))
+                .await;
+            self.leases_kept(answered);
+            hook.map_err(|e| format!("cancelled: {e}; nothing was changed"))?;
         }
         let leader = match now || dry_run {
             true => None,
-            false => Some(self.leader_gap().await),
+            false => {
+                let (gap, answered) = self.keeping_leases(self.leader_gap()).await;
+                self.leases_kept(answered);
+                Some(gap)
+            }
         };
         let mut outcome = self
             .execute(
@@ -530,6 +536,45 @@ impl Manager {
         }
         self.after_switch(&outcome, "planned");
         Ok(outcome)
+    }
+
+    /// Runs `work` (a wait of a planned switch: its pre-hook, the leader gap) with both agents
+    /// heartbeated beside it, so that no lease lapses while nothing is observed; also says which
+    /// agents answered a heartbeat, for [`Manager::leases_kept`]. The heartbeats are not samples
+    /// (the next one judges).
+    async fn keeping_leases<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, [bool; 2]) {
+        let term = self.state.term;
+        let mut answered = [false, false];
+        let heartbeats = async {
+            let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (a, b) = tokio::join!(
+                    self.observer.agent(0).status(term),
+                    self.observer.agent(1).status(term)
+                );
+                answered[0] |= a.is_ok();
+                answered[1] |= b.is_ok();
+            }
+        };
+        let out = tokio::select! {
+            out = work => out,
+            never = heartbeats => never,
+        };
+        (out, answered)
+    }
+
+    /// An agent that answered a heartbeat of [`Manager::keeping_leases`] holds a lease from then;
+    /// it is taken to hold it from now, later than it does: the safe side for a fence wait.
+    fn leases_kept(&mut self, answered: [bool; 2]) {
+        for i in (0..2).filter(|&i| answered[i]) {
+            self.observer.lease_granted(i);
+        }
     }
 
     /// Waits, at most `planned_switch_leader_wait`, until the staked identity leads none of the

@@ -25,11 +25,7 @@ fn recorder(path: &Path) -> String {
 /// The variables a hook recorded, once it has run (hooks run beside the switch; their file is
 /// the only event there is to wait for).
 async fn recorded(path: &Path) -> Vec<(String, String)> {
-    let started = Instant::now();
-    while !path.exists() {
-        assert!(started.elapsed() < PATIENCE, "{} never ran", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    created(path).await;
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -159,4 +155,71 @@ async fn a_failing_or_hung_must_succeed_pre_hook_cancels_a_planned_switch_never_
     sys.wait_active(1).await;
     manager.stop().await;
     sys.cluster.safety().assert_safe();
+}
+
+/// The agents' lease gauges, scraped from their `/metrics`.
+async fn lease_expired(url: &str) -> bool {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("failover_agent_lease_expired "))
+        .unwrap_or_else(|| panic!("no lease gauge in {text}"));
+    line.ends_with(" 1")
+}
+
+/// A planned switch waits for its pre-hook (up to `hook_timeout`, 30 s by default), far longer
+/// than an agent's lease: the manager keeps both leases beside the wait, or the active's agent
+/// would be left to judge on its evidence alone (and fence itself on the first RPC hiccup)
+/// before the switch has even begun.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agents_keep_their_leases_while_a_planned_switch_waits_for_its_pre_hook() {
+    let mut sys = system(|_, _| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let (started, go) = (files.path().join("started"), files.path().join("go"));
+    sys.manager_config["pre_switch_command"] = json!(format!(
+        "touch {s}; while [ ! -e {g} ]; do sleep 0.05; done",
+        s = started.display(),
+        g = go.display()
+    ));
+    sys.manager_config["pre_switch_must_succeed"] = json!(true);
+    let manager = sys.start_manager().await;
+    sys.wait_active(0).await;
+    let state_dir = manager.state_dir.clone();
+    let switch =
+        tokio::spawn(async move { ask_running(&state_dir, &planned("maintenance")).await });
+    created(&started).await;
+
+    // Three lease lengths (the agents' manager_timeout is 1 s) inside the hook.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        for (i, agent) in sys.agents.iter().enumerate() {
+            assert!(
+                !lease_expired(&agent.url).await,
+                "agent {} lost its lease {:?} into the pre-hook",
+                i + 1,
+                window.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&go, "").unwrap();
+    let outcome = switch.await.unwrap().unwrap().unwrap();
+    assert!(outcome.ok, "{outcome:?}");
+    sys.wait_active(1).await;
+    manager.stop().await;
+    sys.cluster.safety().assert_safe();
+}
+
+/// Waits until a hook has created `path`.
+async fn created(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < PATIENCE, "{} never ran", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
