@@ -87,6 +87,10 @@ pub struct View {
     pub tip: Option<u64>,
     /// The vote account's last vote; `None` when unknown or not watched.
     pub last_vote: Option<u64>,
+    /// When the cluster's answer with `last_vote` arrived (`now` when unset). A fence counts
+    /// from the vote's progress, so it must be when the vote was read, not when the sample
+    /// ended: a sample waits up to `request_timeout` for an agent that no longer answers.
+    pub last_vote_at: Option<Duration>,
     /// The newest vote state the manager could hand over is older than `last_vote` (embedded
     /// store; the etcd record is checked by the switch itself).
     pub backup_behind_chain: bool,
@@ -524,7 +528,7 @@ impl Engine {
         if let Some(vote) = view.last_vote {
             match self.vote_progress {
                 Some((seen, _)) if vote <= seen => {}
-                _ => self.vote_progress = Some((vote, view.now)),
+                _ => self.vote_progress = Some((vote, view.last_vote_at.unwrap_or(view.now))),
             }
         }
         let vote_lag = lag(view.tip, view.last_vote).filter(|_| self.rules.watch_votes);

@@ -45,6 +45,8 @@ const STATE_FILE: &str = "manager-state.json";
 const TOWER_WAIT: Duration = Duration::from_millis(1_500);
 /// After a failed tower request, before the next one (the heartbeat reports the agent).
 const TOWER_RETRY: Duration = Duration::from_millis(250);
+/// The soonest the control loop looks again when a fence is about to pass.
+const FENCE_LOOK_MIN: Duration = Duration::from_millis(20);
 /// At shutdown, queued notifications get this long to go out.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -937,6 +939,12 @@ pub async fn run_with(
                                 warn!("not switching: {reason}, but {hold}");
                             }
                             last_hold = Some(key);
+                            // The next look when the fence has surely passed, not up to a heartbeat later.
+                            if let Hold::AwaitingFence { remaining } = hold {
+                                if remaining < heartbeat {
+                                    ticks.reset_after(remaining.max(FENCE_LOOK_MIN));
+                                }
+                            }
                         }
                         Action::Failover { from, to, reason, demotable, past_lockouts } => {
                             last_hold = None;

@@ -183,7 +183,7 @@ impl Observer {
                 self.cfg.request_timeout
             }
         };
-        let (s0, s1, tip, last_vote, gossip) = tokio::join!(
+        let (s0, s1, tip, (last_vote, last_vote_at), gossip) = tokio::join!(
             self.agents[0].status_within(term, within(0)),
             self.agents[1].status_within(term, within(1)),
             self.tip(),
@@ -249,6 +249,7 @@ impl Observer {
             consensus: self.consensus,
             tip,
             last_vote,
+            last_vote_at: Some(last_vote_at),
             // The manager, which holds the backups, fills this in.
             backup_behind_chain: false,
         };
@@ -315,7 +316,13 @@ impl Observer {
         }
     }
 
-    async fn last_vote(&self) -> Option<u64> {
+    /// The vote account's last vote, and when the answer came (the manager's clock).
+    async fn last_vote(&self) -> (Option<u64>, Duration) {
+        let vote = self.read_last_vote().await;
+        (vote, self.now())
+    }
+
+    async fn read_last_vote(&self) -> Option<u64> {
         let vote = self.cfg.vote_account?;
         self.limiter.acquire("getVoteAccounts").await;
         let config = RpcGetVoteAccountsConfig {

@@ -52,6 +52,7 @@ fn healthy(t: u64) -> View {
         consensus: Consensus::TowerBft,
         tip: Some(tip),
         last_vote: Some(tip - 1),
+        last_vote_at: None,
         backup_behind_chain: false,
     }
 }
@@ -612,6 +613,29 @@ fn an_unreachable_active_whose_votes_landed_recently_waits_its_fence_from_that_v
         "{held:?}"
     );
     let acted = run(rules(), &views, |_| {});
+    assert!(has_failover(&acted), "{acted:?}");
+}
+
+#[test]
+fn the_fence_counts_from_when_the_vote_was_read_not_from_the_end_of_the_sample() {
+    // As above, but each sample ends 2 s after the cluster answered (it waited for the silent
+    // agent): the last vote that moved was read at t=38, so the 30 s + 5 s fence ends at t=73.
+    let views = timeline(80, |t, v| {
+        agent0_silent_from(5)(t, v);
+        let tip = 1000 + t * 3;
+        v.last_vote = Some(if t <= 40 {
+            tip - 20
+        } else {
+            1000 + 40 * 3 - 20
+        });
+        v.last_vote_at = Some((S * t as u32).saturating_sub(2 * S));
+    });
+    let held = run(rules(), &views[..73], |_| {});
+    assert!(
+        matches!(hold_of(&held), Some(Hold::AwaitingFence { .. })),
+        "{held:?}"
+    );
+    let acted = run(rules(), &views[..74], |_| {});
     assert!(has_failover(&acted), "{acted:?}");
 }
 
