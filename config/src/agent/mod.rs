@@ -107,7 +107,8 @@ pub struct AgentConfig {
     pub local_rpc: Url,
     /// `process_name` (reference): the validator process to look for. Default `agave-validator`.
     pub process_name: String,
-    /// `manager_timeout` (reference): silence from the manager before the fencing check. Default 30s.
+    /// `manager_timeout` (reference): the lease: silence from the manager before the fencing
+    /// check. Default 3s (the reference: 30s).
     pub manager_timeout: Duration,
     /// `tower_settle`: the staked tower must stay unchanged this long after a demotion before it
     /// is copied. Default 800ms.
@@ -257,7 +258,7 @@ pub struct ConnectivityCheck {
     pub targets: Vec<HostPort>,
     /// `connectivity_failures_to_fence`: unreachable targets that mean "isolated" (1..=targets).
     pub failures_to_fence: usize,
-    /// `connectivity_timeout`: per-target connect timeout. Default 2s.
+    /// `connectivity_timeout`: per-target connect timeout. Default 1s.
     pub timeout: Duration,
 }
 

@@ -126,13 +126,13 @@ pub struct ManagerConfig {
     /// `cluster_ws`: the cluster's pubsub endpoint. Default derived from `cluster_rpc` (http→ws,
     /// https→wss, an explicit port plus one, as Agave's pubsub listens on RPC port + 1).
     pub cluster_ws: Url,
-    /// `heartbeat_interval` (reference): time between status polls. Default 5s.
+    /// `heartbeat_interval` (reference): time between status polls. Default 1s (the reference: 5s).
     pub heartbeat_interval: Duration,
     /// `misses_before_failover` (reference): failed polls before failover. Default 3.
     pub misses_before_failover: u32,
     /// `slot_diff_threshold` (reference): slots behind the cluster that count as unhealthy. Default 100.
     pub slot_diff_threshold: u64,
-    /// `request_timeout` (reference): timeout of a request to an agent. Default 8s.
+    /// `request_timeout` (reference): timeout of a request to an agent. Default 2s (the reference's example: 8s).
     pub request_timeout: Duration,
     /// `dry_run` (reference): decide and log, but do not switch. Default false.
     pub dry_run: bool,
@@ -157,7 +157,7 @@ pub struct ManagerConfig {
     /// `vote_account_pubkey` (reference): the shared vote account; absent disables vote-staleness
     /// checks.
     pub vote_account_pubkey: Option<Pubkey>,
-    /// `stale_vote_slot_threshold` (reference): slots the last vote may lag. Default 75.
+    /// `stale_vote_slot_threshold` (reference): slots the last vote may lag. Default 8 (the reference's example: 75).
     pub stale_vote_slot_threshold: u64,
     /// Secure identity mode (reference), present only when `secure_identity_mode` is true.
     pub secure: Option<SecureMode>,
@@ -193,7 +193,7 @@ pub struct ManagerConfig {
     /// the operator's commands around each switch.
     pub switch_hooks: crate::SwitchHooks,
     /// `fence_margin`: added to an unreachable agent's self-fence timeout before the other node
-    /// may be promoted. Default 5s.
+    /// may be promoted. Default 2s.
     pub fence_margin: Duration,
     /// Non-fatal findings: ignored legacy fields and risky settings.
     pub warnings: Vec<Problem>,
