@@ -29,6 +29,9 @@ pub struct Bed {
     pub(super) agents: [Option<Proc>; 2],
     agent_starts: u32,
     manager: Option<Proc>,
+    /// The running manager's log (a restart starts another).
+    manager_log: PathBuf,
+    manager_starts: u32,
     pub(super) manager_cfg: PathBuf,
     pub(super) manager_bin: PathBuf,
     pub(super) inbox: Inbox,
@@ -172,6 +175,8 @@ impl Bed {
             agents,
             agent_starts: 1,
             manager: Some(manager),
+            manager_log: dir.join("manager.log"),
+            manager_starts: 1,
             manager_cfg,
             manager_bin,
             inbox,
@@ -197,12 +202,12 @@ impl Bed {
 
     /// Where the manager's log ends now: [`Bed::manager_held_since`] reads what follows.
     pub(super) fn manager_log_mark(&self) -> u64 {
-        std::fs::metadata(self.dir.join("manager.log")).map_or(0, |m| m.len())
+        std::fs::metadata(&self.manager_log).map_or(0, |m| m.len())
     }
 
     /// The manager's last "not switching" line after `mark`: why a failover did not come.
     pub(super) fn manager_held_since(&self, mark: u64) -> Option<String> {
-        let log = std::fs::read(self.dir.join("manager.log")).ok()?;
+        let log = std::fs::read(&self.manager_log).ok()?;
         let after = log.get(mark as usize..)?;
         String::from_utf8_lossy(after)
             .lines()
@@ -239,6 +244,40 @@ impl Bed {
             anyhow::anyhow!("the agent of {} is not running", self.cluster.node(i).name)
         })?;
         agent.kill().await;
+        Ok(())
+    }
+
+    /// The largest `fence_after` an agent published to the manager, as the manager persisted it
+    /// (what a restarted manager waits for a node it has not heard since its start).
+    pub(super) fn persisted_fence_after(&self) -> anyhow::Result<Duration> {
+        let path = self.dir.join("manager").join("manager-state.json");
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        let ms = state["fence_after_ms"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("no fence_after_ms in {}", path.display()))?;
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// `kill -9` of the manager, then a new one on the same config and state dir (its log in
+    /// `manager.N.log`).
+    pub(super) async fn restart_manager(&mut self) -> anyhow::Result<()> {
+        if let Some(m) = self.manager.take() {
+            m.kill().await;
+        }
+        self.manager_starts += 1;
+        let log = self
+            .dir
+            .join(format!("manager.{}.log", self.manager_starts));
+        let manager = spawn(
+            "manager",
+            &self.manager_bin,
+            &["--config", self.manager_cfg.to_str().expect("UTF-8 path")],
+            &log,
+            "manager running",
+        )
+        .await?;
+        self.manager = Some(manager);
+        self.manager_log = log;
         Ok(())
     }
 

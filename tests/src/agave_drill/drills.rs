@@ -29,6 +29,8 @@ const ISOLATED: &str = "active isolated";
 const ISOLATION_PATIENCE: Duration = Duration::from_secs(90);
 /// How long the host-down drill waits for the switch (see `host_down`).
 const HOST_DOWN_PATIENCE: Duration = Duration::from_secs(300);
+/// How long after the host dies the manager-restarted drill kills the manager.
+const MANAGER_DIES_AFTER: Duration = Duration::from_secs(1);
 /// A restarted validator is caught up when its processed slot is this close to the network's.
 const CAUGHT_UP_SLOTS: u64 = 4;
 
@@ -481,6 +483,73 @@ impl Bed {
         let samples = sampler.stop();
         Ok(self.judge(
             "host down",
+            from,
+            1 - from,
+            problems,
+            summary,
+            detect_ms,
+            died,
+            recovered,
+            samples,
+            usage,
+        ))
+    }
+
+    /// The active's host dies and, a second later — inside the fence wait, before any decision —
+    /// the manager is killed (`kill -9`) and started again. The restarted manager has not heard
+    /// the dead agent since its start: it must wait the worst case, the largest `fence_after` it
+    /// persisted plus `fence_margin`, from its own start, and then promote the passive.
+    pub async fn manager_restarted(&mut self) -> anyhow::Result<DrillRun> {
+        self.past_cooldown().await;
+        let from = self.first_active().await?;
+        let name = self.cluster.node(from).name.clone();
+        self.inbox.drain();
+        let sampler = Sampler::start(&self.cluster);
+        tokio::time::sleep(BASELINE).await;
+        let before = self.reading();
+        let pid = self.validator_pid(from)?;
+        let agent = self.agents[from]
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the agent of {name} is not running"))?;
+        let died = Instant::now();
+        signal(pid, "KILL").await?;
+        agent.kill().await;
+        // The fault's schedule, not a synchronisation: the manager dies inside its fence wait.
+        tokio::time::sleep(MANAGER_DIES_AFTER).await;
+        let worst = self.persisted_fence_after()? + failover_config::DEFAULT_FENCE_MARGIN;
+        self.restart_manager().await?;
+        let restarted = Instant::now();
+        let mark = self.manager_log_mark();
+        let mut problems = Vec::new();
+        let (message, recovered) = tokio::join!(
+            failover_message(&mut self.inbox, HOST_DOWN_PATIENCE),
+            wait_votes_from(&self.cluster, 1 - from, died, HOST_DOWN_PATIENCE)
+        );
+        let (summary, detect_ms) = split_message(
+            message,
+            died,
+            || self.manager_held_since(mark),
+            &mut problems,
+        );
+        if let Some(decided) = detect_ms.map(|ms| died + Duration::from_millis(ms)) {
+            if decided < restarted + worst {
+                problems.push(format!(
+                    "the restarted manager decided {} ms after its start, before the worst case \
+                     {} ms",
+                    (decided - restarted).as_millis(),
+                    worst.as_millis()
+                ));
+            }
+        }
+        let usage = self.usage_since(&before);
+        self.last_switch = Some(Instant::now());
+        self.bring_back_as_passive(from, &mut problems).await;
+        if let Err(e) = self.restart_agent(from).await {
+            problems.push(format!("the agent did not come back: {e}"));
+        }
+        let samples = sampler.stop();
+        Ok(self.judge(
+            "manager restarted in a silence",
             from,
             1 - from,
             problems,

@@ -22,6 +22,9 @@ enum Drill {
     /// The active's host dies: `kill -9` of its validator and its agent at once; the manager
     /// promotes the passive once the lease and the last landed vote are past the fence.
     HostDown,
+    /// Host down, and a second later `kill -9` of the manager and a new one: the restarted
+    /// manager waits the worst-case fence from its own start, then promotes the passive.
+    ManagerRestarted,
     /// `kill -STOP` of the active validator: its agent kills it, the manager promotes the passive.
     HungValidator,
     /// A planned switch, then at once `kill -9` of the new active's validator, inside the
@@ -76,7 +79,7 @@ struct Args {
     /// creation loop).
     #[arg(long)]
     no_isolate: bool,
-    /// Leave the host-down drill out of `all` (CI on Agave 4.2.2 under Alpenglow: on the 3-node
+    /// Leave the host-down drills (host down, manager restarted) out of `all` (CI on Agave 4.2.2 under Alpenglow: on the 3-node
     /// loopback bed the passive gets its shreds through the active, so with the active dead its
     /// root stalls and the promotion's root wait rightly refuses; see BENCHMARKS.md).
     #[arg(long)]
@@ -175,6 +178,11 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
     if wanted(Drill::HostDown) && !(args.no_host_down && args.drill == Drill::All) {
         for _ in 0..args.runs {
             report(&mut runs, bed.host_down().await?);
+        }
+    }
+    if wanted(Drill::ManagerRestarted) && !(args.no_host_down && args.drill == Drill::All) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.manager_restarted().await?);
         }
     }
     if wanted(Drill::HungValidator) {
