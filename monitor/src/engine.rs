@@ -668,7 +668,15 @@ impl Engine {
             actions.push(hold(h));
             return actions;
         }
-        let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
+        // The cooldown guards against flapping, not against two voters (the fence rules below do
+        // that), and waiting it out while nobody votes costs votes: it does not apply when the
+        // active's validator is down, nobody holds X, or the active is unreachable with its votes
+        // stopped (then it is replaced only once its fence has surely passed).
+        let nobody_votes = match reason {
+            Reason::ValidatorDown | Reason::NoActive => true,
+            Reason::AgentUnreachable { .. } => !demotable && self.stale_samples >= 2,
+            Reason::SlotLag { .. } | Reason::VoteStale { .. } => false,
+        };
         if let Some(at) = self.last_switch.filter(|_| !nobody_votes) {
             let since = view.now.saturating_sub(at);
             if since < self.rules.cooldown {

@@ -953,7 +953,9 @@ pub async fn run_with(
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
-                            let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive);
+                            // Past an unreachable active only once its fence surely passed and its votes stopped.
+                            let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive)
+                                || matches!(reason, Reason::AgentUnreachable { .. }) && !demotable;
                             let reason_label = reason.label();
                             let from_name = from.map_or("nobody".to_string(), |i| manager.describe(i));
                             crate::hooks::automatic_pre(&manager.cfg.switch_hooks, crate::hooks::pre_env("automatic", &from_name, &manager.describe(to), &reason.to_string(), manager.term()));

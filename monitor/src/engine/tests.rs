@@ -325,6 +325,23 @@ fn a_new_active_whose_validator_died_is_replaced_within_the_cooldown() {
 }
 
 #[test]
+fn a_fenced_unreachable_active_is_replaced_within_the_cooldown() {
+    // The real 3.1.12 isolation drill of 2026-12-03: the active was cut off 6 s after a switch;
+    // its agent fenced it and its votes stopped, yet for the rest of the cooldown nobody voted
+    // ("nobody is voting ... no switch is possible: cooldown").
+    let views = timeline(60, |t, v| {
+        agent0_silent_from(5)(t, v);
+        stop_votes_from(5)(t, v);
+    });
+    let actions = run(rules(), &views, |e| e.switched(Duration::ZERO));
+    assert!(has_failover(&actions), "{actions:?}");
+    // Its votes still landing: the cooldown holds (and it would be two voters anyway).
+    let landing = timeline(60, agent0_silent_from(5));
+    let actions = run(rules(), &landing, |e| e.switched(Duration::ZERO));
+    assert!(!has_failover(&actions), "{actions:?}");
+}
+
+#[test]
 fn nobody_active_is_resolved_within_the_cooldown() {
     let views = timeline(10, |t, v| {
         v.nodes[0].report.as_mut().unwrap().holds_staked = Some(false);
