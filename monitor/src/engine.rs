@@ -87,10 +87,10 @@ pub struct View {
     pub tip: Option<u64>,
     /// The vote account's last vote; `None` when unknown or not watched.
     pub last_vote: Option<u64>,
-    /// When the cluster's answer with `last_vote` arrived (`now` when unset). A fence counts
-    /// from the vote's progress, so it must be when the vote was read, not when the sample
-    /// ended: a sample waits up to `request_timeout` for an agent that no longer answers.
-    pub last_vote_at: Option<Duration>,
+    /// When the cluster's answer with `last_vote` arrived. A fence counts from the vote's
+    /// progress, so it must be when the vote was read, not when the sample ended (`now`): a
+    /// sample waits up to `request_timeout` for an agent that no longer answers.
+    pub last_vote_at: Duration,
     /// The newest vote state the manager could hand over is older than `last_vote` (embedded
     /// store; the etcd record is checked by the switch itself).
     pub backup_behind_chain: bool,
@@ -122,6 +122,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A switch for this reason is wanted while nobody votes with the staked identity: its
+    /// validator is down, nobody holds it, or its holder is unreachable and, when such a switch
+    /// is proposed, fenced with its votes stopped. The cooldown does not hold such a switch back,
+    /// and a failed one is retried soon.
+    pub fn while_nobody_votes(&self, demotable: bool) -> bool {
+        match self {
+            Reason::ValidatorDown | Reason::NoActive => true,
+            Reason::AgentUnreachable { .. } => !demotable,
+            Reason::SlotLag { .. } | Reason::VoteStale { .. } => false,
+        }
+    }
+
     /// The kind of reason, without its numbers (for saying a standing problem once).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -528,7 +540,7 @@ impl Engine {
         if let Some(vote) = view.last_vote {
             match self.vote_progress {
                 Some((seen, _)) if vote <= seen => {}
-                _ => self.vote_progress = Some((vote, view.last_vote_at.unwrap_or(view.now))),
+                _ => self.vote_progress = Some((vote, view.last_vote_at)),
             }
         }
         let vote_lag = lag(view.tip, view.last_vote).filter(|_| self.rules.watch_votes);
@@ -669,14 +681,10 @@ impl Engine {
             return actions;
         }
         // The cooldown guards against flapping, not against two voters (the fence rules below do
-        // that), and waiting it out while nobody votes costs votes: it does not apply when the
-        // active's validator is down, nobody holds X, or the active is unreachable with its votes
-        // stopped (then it is replaced only once its fence has surely passed).
-        let nobody_votes = match reason {
-            Reason::ValidatorDown | Reason::NoActive => true,
-            Reason::AgentUnreachable { .. } => !demotable && self.stale_samples >= 2,
-            Reason::SlotLag { .. } | Reason::VoteStale { .. } => false,
-        };
+        // that), and waiting it out while nobody votes costs votes. An unreachable active whose
+        // votes still land keeps it (the fence rules would hold the switch anyway).
+        let nobody_votes =
+            reason.while_nobody_votes(demotable) && (demotable || self.stale_samples >= 2);
         if let Some(at) = self.last_switch.filter(|_| !nobody_votes) {
             let since = view.now.saturating_sub(at);
             if since < self.rules.cooldown {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::control::{self, ControlAnswer, ControlRequest, StateLock};
-use crate::engine::{Action, Consensus, Engine, Hold, Reason, Rules, FENCE_AFTER_UNKNOWN};
+use crate::engine::{Action, Consensus, Engine, Hold, Rules, FENCE_AFTER_UNKNOWN};
 use crate::notify::{Event, Notifier, NotifierConfig};
 use crate::observer::{Observer, ObserverConfig, Sample};
 use crate::switch::{Outcome, PhaseTime, Plan};
@@ -953,9 +953,7 @@ pub async fn run_with(
                             if failed.is_some_and(|(k, until)| k == key && now < until) {
                                 continue;
                             }
-                            // Past an unreachable active only once its fence surely passed and its votes stopped.
-                            let nobody_votes = matches!(reason, Reason::ValidatorDown | Reason::NoActive)
-                                || matches!(reason, Reason::AgentUnreachable { .. }) && !demotable;
+                            let nobody_votes = reason.while_nobody_votes(demotable);
                             let reason_label = reason.label();
                             let from_name = from.map_or("nobody".to_string(), |i| manager.describe(i));
                             crate::hooks::automatic_pre(&manager.cfg.switch_hooks, crate::hooks::pre_env("automatic", &from_name, &manager.describe(to), &reason.to_string(), manager.term()));

@@ -249,7 +249,7 @@ impl Observer {
             consensus: self.consensus,
             tip,
             last_vote,
-            last_vote_at: Some(last_vote_at),
+            last_vote_at,
             // The manager, which holds the backups, fills this in.
             backup_behind_chain: false,
         };

@@ -132,7 +132,8 @@ pub struct ManagerConfig {
     pub misses_before_failover: u32,
     /// `slot_diff_threshold` (reference): slots behind the cluster that count as unhealthy. Default 100.
     pub slot_diff_threshold: u64,
-    /// `request_timeout` (reference): timeout of a request to an agent. Default 2s (the reference's example: 8s).
+    /// `request_timeout` (reference): timeout of a request to an agent. Default 2s (the
+    /// reference's example: 8s).
     pub request_timeout: Duration,
     /// `dry_run` (reference): decide and log, but do not switch. Default false.
     pub dry_run: bool,
@@ -157,7 +158,8 @@ pub struct ManagerConfig {
     /// `vote_account_pubkey` (reference): the shared vote account; absent disables vote-staleness
     /// checks.
     pub vote_account_pubkey: Option<Pubkey>,
-    /// `stale_vote_slot_threshold` (reference): slots the last vote may lag. Default 8 (the reference's example: 75).
+    /// `stale_vote_slot_threshold` (reference): slots the last vote may lag. Default 8 (the
+    /// reference's example: 75).
     pub stale_vote_slot_threshold: u64,
     /// Secure identity mode (reference), present only when `secure_identity_mode` is true.
     pub secure: Option<SecureMode>,

@@ -52,7 +52,7 @@ fn healthy(t: u64) -> View {
         consensus: Consensus::TowerBft,
         tip: Some(tip),
         last_vote: Some(tip - 1),
-        last_vote_at: None,
+        last_vote_at: S * t as u32,
         backup_behind_chain: false,
     }
 }
@@ -95,6 +95,13 @@ fn stop_votes_from(from: u64) -> impl Fn(u64, &mut View) {
         if t >= from {
             v.last_vote = Some(1000 + from * 3);
         }
+    }
+}
+
+/// Votes land lagging the tip by 20 slots (past the threshold) until heartbeat `until`, then none.
+fn votes_land_until(until: u64) -> impl Fn(u64, &mut View) {
+    move |t, v| {
+        v.last_vote = Some(1000 + t.min(until) * 3 - 20);
     }
 }
 
@@ -616,12 +623,7 @@ fn an_unreachable_active_whose_votes_landed_recently_waits_its_fence_from_that_v
     // past its lease keeps voting while its votes land, so the fence counts from the last one.
     let views = timeline(80, |t, v| {
         agent0_silent_from(5)(t, v);
-        let tip = 1000 + t * 3;
-        v.last_vote = Some(if t <= 40 {
-            tip - 20
-        } else {
-            1000 + 40 * 3 - 20
-        });
+        votes_land_until(40)(t, v);
     });
     // t=70: 65 s since its last answer, 30 s since its last vote landed (< 30 s + 5 s).
     let held = run(rules(), &views[..71], |_| {});
@@ -639,13 +641,8 @@ fn the_fence_counts_from_when_the_vote_was_read_not_from_the_end_of_the_sample()
     // agent): the last vote that moved was read at t=38, so the 30 s + 5 s fence ends at t=73.
     let views = timeline(80, |t, v| {
         agent0_silent_from(5)(t, v);
-        let tip = 1000 + t * 3;
-        v.last_vote = Some(if t <= 40 {
-            tip - 20
-        } else {
-            1000 + 40 * 3 - 20
-        });
-        v.last_vote_at = Some((S * t as u32).saturating_sub(2 * S));
+        votes_land_until(40)(t, v);
+        v.last_vote_at = (S * t as u32).saturating_sub(2 * S);
     });
     let held = run(rules(), &views[..73], |_| {});
     assert!(

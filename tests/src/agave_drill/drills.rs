@@ -439,28 +439,36 @@ impl Bed {
         ))
     }
 
+    /// Node `from`'s host loses power: `kill -9` of its validator by its pid, then of its agent,
+    /// within a millisecond; returns the instant of the cut. The validator first and at once
+    /// (cluster.sh takes a few hundred ms, during which a validator with a dead agent casts votes
+    /// no backup has: not a power cut).
+    async fn power_cut(&mut self, from: usize) -> anyhow::Result<Instant> {
+        let pid = self.validator_pid(from)?;
+        let agent = self.agents[from].take().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the agent of {} is not running",
+                self.cluster.node(from).name
+            )
+        })?;
+        let at = Instant::now();
+        signal(pid, "KILL").await?;
+        agent.kill().await;
+        Ok(at)
+    }
+
     /// The active's host dies: its validator (`kill -9`) and its agent at once. The manager must
     /// promote the passive once the dead node's lease and its last landed vote are past the
     /// published fence. Both come back afterwards, the validator as the passive.
     pub async fn host_down(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
         let from = self.first_active().await?;
-        let name = self.cluster.node(from).name.clone();
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
-        let pid = self.validator_pid(from)?;
-        let agent = self.agents[from]
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("the agent of {name} is not running"))?;
         let mark = self.manager_log_mark();
-        let died = Instant::now();
-        // The validator first, by its pid and at once (cluster.sh takes a few hundred ms, during
-        // which a validator with a dead agent casts votes no backup has: not a power cut), then
-        // the agent, within a millisecond.
-        signal(pid, "KILL").await?;
-        agent.kill().await;
+        let died = self.power_cut(from).await?;
         let mut problems = Vec::new();
         // When its last vote landed after the manager's last tower backup, the switch waits out
         // the lockouts (516 slots, about 3.5 min of 400 ms slots) instead of the fence alone.
@@ -502,18 +510,11 @@ impl Bed {
     pub async fn manager_restarted(&mut self) -> anyhow::Result<DrillRun> {
         self.past_cooldown().await;
         let from = self.first_active().await?;
-        let name = self.cluster.node(from).name.clone();
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
-        let pid = self.validator_pid(from)?;
-        let agent = self.agents[from]
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("the agent of {name} is not running"))?;
-        let died = Instant::now();
-        signal(pid, "KILL").await?;
-        agent.kill().await;
+        let died = self.power_cut(from).await?;
         // The fault's schedule, not a synchronisation: the manager dies inside its fence wait.
         tokio::time::sleep(MANAGER_DIES_AFTER).await;
         let worst = self.persisted_fence_after()? + failover_config::DEFAULT_FENCE_MARGIN;
