@@ -4,7 +4,7 @@
 
 mod e2e_support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,14 @@ async fn a_planned_switch_shows_in_prometheus_with_its_phases() {
         .unwrap();
     query_until(&prometheus, "up == 1", |r| r.len() == 3).await;
 
+    // Under load an agent may fence itself before the manager's first heartbeat (its 1 s lease
+    // ran out with no vote seen to land) and the manager then makes a start-up switch: this
+    // switch's phases are what the counts gain from here.
+    let before = phase_counts(&scrape(&manager_url).await);
+    let steps_before = [
+        steps_ok(&scrape(&sys.agents[0].url).await, "become_passive"),
+        steps_ok(&scrape(&sys.agents[1].url).await, "become_active"),
+    ];
     let outcome = e2e_support::switch_now(&manager.state_dir, "maintenance").await;
     sys.wait_active(1).await;
 
@@ -80,19 +88,22 @@ async fn a_planned_switch_shows_in_prometheus_with_its_phases() {
     )
     .await;
     assert_eq!(switches.len(), 1);
-    // Every phase the manager reported, as a histogram series of one observation.
+    // Every phase the manager reported, as one more observation of its histogram series.
+    let expected = |name: &str| (before.get(name).copied().unwrap_or(0) + 1).to_string();
+    let counted = |r: &[serde_json::Value], name: &str| {
+        r.iter()
+            .any(|s| s["metric"]["phase"] == name && s["value"][1] == expected(name).as_str())
+    };
     let phases = query_until(
         &prometheus,
         "failover_manager_switch_phase_duration_seconds_count",
-        |r| r.len() == outcome.phases.len(),
+        |r| outcome.phases.iter().all(|p| counted(r, &p.name)),
     )
     .await;
     for phase in &outcome.phases {
         assert!(
-            phases
-                .iter()
-                .any(|s| s["metric"]["phase"] == phase.name.as_str() && s["value"][1] == "1"),
-            "phase {} missing in {phases:?}; the switch: {}",
+            counted(&phases, &phase.name),
+            "phase {} not counted once more than {before:?} in {phases:?}; the switch: {}",
             phase.name,
             outcome.summary()
         );
@@ -104,12 +115,25 @@ async fn a_planned_switch_shows_in_prometheus_with_its_phases() {
         |r| r.len() == 1 && r[0]["metric"]["node"] == "validator2",
     )
     .await;
-    query_until(
-        &prometheus,
-        r#"failover_agent_switch_steps_total{outcome="ok"}"#,
-        |r| r.len() == 2,
-    )
-    .await;
+    // The step each agent ran in this switch, once more than before it.
+    for (agent, step) in [(0, "become_passive"), (1, "become_active")] {
+        let instance = sys.agents[agent]
+            .url
+            .trim_start_matches("http://")
+            .to_string();
+        let expected = (steps_before[agent] + 1).to_string();
+        query_until(
+            &prometheus,
+            &format!(r#"failover_agent_switch_steps_total{{outcome="ok",step="{step}"}}"#),
+            |r| {
+                r.iter().any(|s| {
+                    s["metric"]["instance"] == instance.as_str()
+                        && s["value"][1] == expected.as_str()
+                })
+            },
+        )
+        .await;
+    }
 
     // The alert rules load and evaluate without error on these series.
     let started = Instant::now();
@@ -181,6 +205,35 @@ fn dashboard_queries() -> Vec<String> {
 }
 
 /// The metric families an exposition declares (`# TYPE name kind`).
+/// The samples of `name` in an exposition: (its labels as written, its value).
+fn samples<'a>(exposition: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, u64)> {
+    exposition.lines().filter_map(move |l| {
+        let (labels, value) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+        Some((labels, value.trim().parse().ok()?))
+    })
+}
+
+/// `failover_manager_switch_phase_duration_seconds_count` by phase.
+fn phase_counts(exposition: &str) -> HashMap<String, u64> {
+    samples(
+        exposition,
+        "failover_manager_switch_phase_duration_seconds_count",
+    )
+    .filter_map(|(labels, n)| {
+        let phase = labels.strip_prefix("phase=\"")?.strip_suffix('"')?;
+        Some((phase.to_string(), n))
+    })
+    .collect()
+}
+
+/// How many `step`s an agent ran to completion.
+fn steps_ok(exposition: &str, step: &str) -> u64 {
+    let labels = format!(r#"step="{step}",outcome="ok""#);
+    samples(exposition, "failover_agent_switch_steps_total")
+        .find(|(l, _)| *l == labels)
+        .map_or(0, |(_, n)| n)
+}
+
 fn families(exposition: &str) -> HashSet<String> {
     exposition
         .lines()
