@@ -138,6 +138,23 @@ impl AgentProcess {
     }
 }
 
+/// A failing test shows what each agent logged: its fence and switch decisions are half the story.
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!(
+                "--- agent {} logged {} lines; the last 40:",
+                self.url,
+                log.len()
+            );
+            for line in log.iter().rev().take(40).rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 pub struct System {
     pub cluster: Cluster,
     pub dir: tempfile::TempDir,
