@@ -10,7 +10,7 @@ use failover_config::{AgentConfig, TowerStore};
 use failover_identity::{Pubkey, VoteStateKind};
 use solana_commitment_config::CommitmentConfig;
 use tokio::sync::Mutex as AsyncMutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::*;
 use crate::auth::{Audience, Verifier};
@@ -461,12 +461,9 @@ impl Agent {
         if self.last_backup.lock().expect("backup").as_deref() == Some(local.sha256.as_str()) {
             return;
         }
-        // Never beside a switch step, and never for a term that has moved on or demoted this
-        // node: a vote state read before a demotion must not land after its final one (in the
-        // same term, etcd's fence lets it through). The next heartbeat backs up what is current.
-        let Ok(_switching) = self.switching.try_lock() else {
-            return;
-        };
+        // Never for a term that has moved on or demoted this node. A backup read before a
+        // demotion may still arrive after its final vote state: etcd keeps the newer one
+        // (`put_backup`), so no lock here makes a demotion wait for a slow etcd.
         {
             let state = self.state.lock().await;
             if state.state.term != term || state.state.demoted_in_term.is_some_and(|t| t >= term) {
@@ -477,18 +474,23 @@ impl Agent {
             info!(sha256 = %local.sha256, "[dry-run] would back the {} up to etcd", local.kind);
             return;
         }
+        crate::pause::point(&self.cfg.state_dir, "etcd_backup").await;
         let result = match self.etcd().await {
             Ok(Some(etcd)) => etcd
-                .put_tower(term, &self.record(term, local))
+                .put_backup(term, &self.record(term, local))
                 .await
                 .map_err(|e| e.to_string()),
             Ok(None) => return,
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => *self.last_backup.lock().expect("backup") = Some(local.sha256.clone()),
+            Ok(outcome) => {
+                debug!(?outcome, last_vote = ?local.last_vote, "{} backup to etcd", local.kind);
+                *self.last_backup.lock().expect("backup") = Some(local.sha256.clone());
+            }
             Err(e) => warn!(error = %e, "{} backup to etcd failed", local.kind),
         }
+        crate::pause::point(&self.cfg.state_dir, "etcd_backup_done").await;
     }
 }
 

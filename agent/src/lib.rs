@@ -20,6 +20,7 @@ pub mod keys;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod pause;
 pub mod process;
 mod routes;
 pub mod state;

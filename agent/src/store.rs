@@ -47,6 +47,23 @@ pub struct EtcdTowers {
     timeout: Duration,
 }
 
+/// What [`EtcdTowers::put_backup`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Backup {
+    Stored,
+    /// etcd holds this vote state or a newer one of the same term (or got one meanwhile).
+    Kept,
+}
+
+/// Whether a last vote is past another (a vote state with no vote is past nothing).
+fn newer(mine: Option<u64>, stored: Option<u64>) -> bool {
+    match (mine, stored) {
+        (Some(mine), Some(stored)) => mine > stored,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 fn pad(term: u64) -> String {
     format!("{term:020}")
 }
@@ -146,6 +163,61 @@ impl EtcdTowers {
                 current: self.term().await?,
                 mine: term,
             })
+        }
+    }
+
+    /// Backs up the active's vote state between switches: written only while etcd's term is not
+    /// newer than `term`, and only over a record of an older term or of an older last vote —
+    /// checked and written in one transaction on the record's revision. A backup read before a
+    /// demotion so never replaces the demotion's final vote state, in whatever order the two
+    /// writes arrive, and a demotion never waits for a backup.
+    pub async fn put_backup(&self, term: u64, record: &StoredTower) -> Result<Backup, StoreError> {
+        let mut kv = self.client.kv_client();
+        let found = tokio::time::timeout(self.timeout, kv.get(self.tower_key.as_str(), None))
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))??;
+        let revision = match found.kvs().first() {
+            None => 0,
+            Some(kv) => {
+                let stored: StoredTower =
+                    serde_json::from_slice(kv.value()).map_err(|e| StoreError::Malformed {
+                        key: self.tower_key.clone(),
+                        detail: e.to_string(),
+                    })?;
+                if stored.term > term {
+                    return Err(StoreError::Fenced {
+                        current: stored.term,
+                        mine: term,
+                    });
+                }
+                if stored.term == term && !newer(record.tower.last_vote, stored.tower.last_vote) {
+                    return Ok(Backup::Kept);
+                }
+                kv.mod_revision()
+            }
+        };
+        let value = serde_json::to_vec(record).expect("record serializes");
+        let txn = Txn::new()
+            .when([
+                Compare::value(
+                    self.term_key.as_str(),
+                    CompareOp::Less,
+                    pad(term.saturating_add(1)),
+                ),
+                Compare::mod_revision(self.tower_key.as_str(), CompareOp::Equal, revision),
+            ])
+            .and_then([TxnOp::put(self.tower_key.as_str(), value, None)]);
+        if self.txn(txn).await?.succeeded() {
+            return Ok(Backup::Stored);
+        }
+        // The term moved on, or another write came between the read and this one: the next
+        // heartbeat looks again.
+        match self.term().await? {
+            current if current > term => Err(StoreError::Fenced {
+                current,
+                mine: term,
+            }),
+            _ => Ok(Backup::Kept),
         }
     }
 

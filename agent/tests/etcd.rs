@@ -9,6 +9,7 @@ use failover_agent::api::{FailoverAction, FailoverRequest, Role};
 use failover_agent::store::{EtcdTowers, StoreError};
 use failover_config::EtcdStore;
 use failover_sim::etcd::EtcdServer;
+use failover_sim::pause::PausePoint;
 use support::{bed_with, command, PATIENCE};
 
 fn store_config(endpoint: &str) -> EtcdStore {
@@ -108,5 +109,67 @@ async fn without_etcd_promotion_fails_cleanly_and_the_node_stays_passive() {
     assert!(!active.ok);
     assert_eq!(active.phases[0].name, "tower");
     assert_ne!(bed.cluster.identity(1), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+}
+
+/// A heartbeat's backup and a demotion of the same term, the backup's write arriving last — the
+/// watchdog's own fence demotes at the agent's current term, beside a heartbeat that is slow to
+/// finish: etcd keeps the demotion's final vote state (a promotion would otherwise install an
+/// older one), and the demotion does not wait for the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_that_arrives_after_the_demotion_leaves_the_final_vote_state_in_etcd() {
+    failover_agent::pause::enable();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(dir.path()).await.unwrap();
+    let endpoint = etcd.endpoint();
+    let bed = bed_with(|_, c| {
+        c["tower_store"] = serde_json::json!({"kind": "etcd", "endpoints": [endpoint], "key_prefix": "/solana/tower/active"});
+    })
+    .await;
+    let store = EtcdTowers::connect(&store_config(&etcd.endpoint()))
+        .await
+        .unwrap();
+    store.raise_term(1).await.unwrap();
+
+    // A heartbeat has read the active's vote state and is about to back it up.
+    let points = failover_agent::pause::dir(&bed.agents[0].state_dir);
+    let write = PausePoint::arm(&points, "etcd_backup").unwrap();
+    let written = PausePoint::arm(&points, "etcd_backup_done").unwrap();
+    let client = bed.client(0);
+    let heartbeat = tokio::spawn(async move { client.status(1).await });
+    let held = write.reached(PATIENCE).await.unwrap();
+    // The validator votes on, so that the final vote state is not the one the backup read.
+    let read = bed.cluster.vote_account().last_vote;
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_vote > read + 1)
+        .await
+        .unwrap();
+
+    // The demotion of the same term stores the final vote state meanwhile.
+    let passive = tokio::time::timeout(
+        Duration::from_secs(10),
+        bed.client(0)
+            .failover(&request(FailoverAction::BecomePassive, 1, None)),
+    )
+    .await
+    .expect("the demotion waited for the backup")
+    .unwrap();
+    assert!(passive.ok, "{passive:#?}");
+    let last = passive.tower.unwrap();
+    assert_eq!(
+        store.get_tower().await.unwrap().unwrap().tower.sha256,
+        last.sha256
+    );
+
+    // Then the backup's write arrives.
+    held.release().await;
+    written.reached(PATIENCE).await.unwrap().release().await;
+    heartbeat.await.unwrap().unwrap();
+    let stored = store.get_tower().await.unwrap().unwrap();
+    assert_eq!(
+        stored.tower.sha256, last.sha256,
+        "etcd holds a vote state of last vote {:?}, not the final one of {:?}",
+        stored.tower.last_vote, last.last_vote
+    );
     bed.cluster.safety().assert_safe();
 }

@@ -154,6 +154,13 @@ async fn run(cfg: failover_config::AgentConfig) -> anyhow::Result<()> {
     if cfg.dry_run {
         warn!("DRY RUN: every action is logged and none is taken");
     }
+    if failover_agent::pause::enabled() {
+        warn!(
+            dir = %failover_agent::pause::dir(&cfg.state_dir).display(),
+            "pause points on ({}=1): a test can hold this agent at chosen steps; never in production",
+            failover_agent::pause::ENV
+        );
+    }
     let state = StateFile::load(&cfg.state_dir)?;
     info!(term = state.state.term, path = %state.path().display(), "state loaded");
     let listen = cfg.listen_addr;

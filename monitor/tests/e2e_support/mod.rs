@@ -282,6 +282,7 @@ pub async fn spawn_agent(config: &Path, url: String) -> AgentProcess {
     let mut child = Command::new(binary("failover-agent"))
         .arg("--config")
         .arg(config)
+        .env(failover_agent::pause::ENV, "1")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -383,6 +384,12 @@ impl System {
             task,
             state_dir,
         }
+    }
+
+    /// Arms pause point `name` of agent `i` (`failover_agent::pause`).
+    pub fn pause_point(&self, i: usize, name: &str) -> failover_sim::pause::PausePoint {
+        let state_dir = self.dir.path().join(format!("agent{}", i + 1));
+        failover_sim::pause::PausePoint::arm(&failover_agent::pause::dir(&state_dir), name).unwrap()
     }
 
     pub fn staked(&self) -> failover_identity::Pubkey {
