@@ -84,6 +84,9 @@ pub struct Manager {
     last_switch: Option<Outcome>,
     /// What the last heartbeat held back, each with why, for `status`.
     pub(crate) holds: Vec<String>,
+    /// Whom the tower follower asks (see [`Manager::tower_target`]), set after every observation:
+    /// also those of a planned switch, which keeps the control loop busy for up to a minute.
+    follow: watch::Sender<Option<(usize, u64)>>,
 }
 
 /// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
@@ -229,6 +232,7 @@ impl Manager {
             metrics,
             last_switch: None,
             holds: Vec::new(),
+            follow: watch::Sender::new(None),
         })
     }
 
@@ -361,6 +365,13 @@ impl Manager {
         }
     }
 
+    /// Keeps the tower follower's newest tower.
+    fn keep_followed(&mut self, tower: Option<VoteStateBlob>) {
+        if let Some(tower) = tower {
+            self.save_backup(&tower);
+        }
+    }
+
     pub(crate) fn saved_backup(&self) -> Option<VoteStateBlob> {
         self.state.tower.clone()
     }
@@ -426,6 +437,9 @@ impl Manager {
         let actions = self.engine.step(&sample.view);
         self.metrics.sampled(&sample, self.state.term);
         self.last_sample = Some(sample);
+        let target = self.tower_target();
+        self.follow
+            .send_if_modified(|t| std::mem::replace(t, target) != target);
         actions
     }
 
@@ -510,14 +524,15 @@ impl Manager {
                 .keeping_leases(crate::hooks::planned_pre(&self.cfg.switch_hooks, &env))
                 .await;
             self.leases_kept(answered);
-            hook.map_err(|e| format!("cancelled: {e}; nothing was changed"))?;
+            hook.map_err(|i| self.stopped_answering(i, "the pre-switch hook"))?
+                .map_err(|e| format!("cancelled: {e}; nothing was changed"))?;
         }
         let leader = match now || dry_run {
             true => None,
             false => {
                 let (gap, answered) = self.keeping_leases(self.leader_gap()).await;
                 self.leases_kept(answered);
-                Some(gap)
+                Some(gap.map_err(|i| self.stopped_answering(i, "the wait for a leader gap"))?)
             }
         };
         let mut outcome = self
@@ -541,16 +556,19 @@ impl Manager {
     }
 
     /// Runs `work` (a wait of a planned switch: its pre-hook, the leader gap) with both agents
-    /// heartbeated beside it, so that no lease lapses while nothing is observed; also says which
-    /// agents answered a heartbeat, for [`Manager::leases_kept`]. The heartbeats are not samples
-    /// (the next one judges).
+    /// heartbeated beside it, so that no lease lapses while nothing is observed, and says when
+    /// each agent last answered, for [`Manager::leases_kept`]. The heartbeats are not samples (the
+    /// next one judges), but an agent that misses `misses_before_failover` of them in a row ends
+    /// the wait (`Err` of its index): the switch it waited for cannot be made, and a failure must
+    /// not wait up to a minute to be judged.
     async fn keeping_leases<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-    ) -> (T, [bool; 2]) {
+    ) -> (Result<T, usize>, [Option<Duration>; 2]) {
         let term = self.state.term;
-        let mut answered = [false, false];
+        let mut answered = [None, None];
         let heartbeats = async {
+            let mut missed = [0u32; 2];
             let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -560,23 +578,45 @@ impl Manager {
                     self.observer.agent(0).status(term),
                     self.observer.agent(1).status(term)
                 );
-                answered[0] |= a.is_ok();
-                answered[1] |= b.is_ok();
+                for (i, ok) in [a.is_ok(), b.is_ok()].into_iter().enumerate() {
+                    if ok {
+                        answered[i] = Some(self.observer.now());
+                        missed[i] = 0;
+                    } else {
+                        missed[i] += 1;
+                        if missed[i] >= self.cfg.misses_before_failover {
+                            return i;
+                        }
+                    }
+                }
             }
         };
         let out = tokio::select! {
-            out = work => out,
-            never = heartbeats => never,
+            out = work => Ok(out),
+            gone = heartbeats => Err(gone),
         };
         (out, answered)
     }
 
-    /// An agent that answered a heartbeat of [`Manager::keeping_leases`] holds a lease from then;
-    /// it is taken to hold it from now, later than it does: the safe side for a fence wait.
-    fn leases_kept(&mut self, answered: [bool; 2]) {
-        for i in (0..2).filter(|&i| answered[i]) {
-            self.observer.lease_granted(i);
+    /// An agent that answered a heartbeat of [`Manager::keeping_leases`] holds a lease from then
+    /// (the answer's arrival, later than the lease began: the safe side for a fence wait).
+    fn leases_kept(&mut self, answered: [Option<Duration>; 2]) {
+        for (i, at) in answered.into_iter().enumerate() {
+            if let Some(at) = at {
+                self.observer.lease_granted_at(i, at);
+            }
         }
+    }
+
+    /// Why a planned switch stopped before it changed anything: node `i`'s agent went silent.
+    fn stopped_answering(&self, i: usize, during: &str) -> String {
+        let text = format!(
+            "cancelled: {}'s agent stopped answering during {during}; nothing was changed \
+             (the manager goes on watching it)",
+            self.describe(i)
+        );
+        warn!("{text}");
+        text
     }
 
     /// Waits, at most `planned_switch_leader_wait`, until the staked identity leads none of the
@@ -859,15 +899,16 @@ pub async fn run_with(
 
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (target_tx, target_rx) = watch::channel(None);
-    let (tower_tx, mut tower_rx) = mpsc::channel(8);
+    // The newest tower only: while the loop is busy (a planned switch's waits can last a minute)
+    // older ones are of no use, and a queue of them would be taken before the current one.
+    let (tower_tx, mut tower_rx) = watch::channel(None);
     let follower = tokio::spawn(follow_tower(
         [
             manager.observer.agent(0).clone(),
             manager.observer.agent(1).clone(),
         ],
         manager.saved_backup().map(|t| t.sha256),
-        target_rx,
+        manager.follow.subscribe(),
         tower_tx,
         manager.cfg.request_timeout,
     ));
@@ -884,7 +925,10 @@ pub async fn run_with(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
-            Some(tower) = tower_rx.recv() => manager.save_backup(&tower),
+            Ok(()) = tower_rx.changed() => {
+                let tower = tower_rx.borrow_and_update().clone();
+                manager.keep_followed(tower);
+            }
             Some((request, reply)) = control_rx.recv() => {
                 let answer = match request {
                     ControlRequest::Trigger { reason, force, dry_run, now } => {
@@ -895,12 +939,12 @@ pub async fn run_with(
                 let _ = reply.send(answer);
             }
             _ = ticks.tick() => {
+                if tower_rx.has_changed().unwrap_or(false) {
+                    let tower = tower_rx.borrow_and_update().clone();
+                    manager.keep_followed(tower);
+                }
                 let actions = manager.observe().await;
                 manager.holds.clear();
-                target_tx.send_if_modified(|t| {
-                    let new = manager.tower_target();
-                    std::mem::replace(t, new) != new
-                });
                 let mut saw_critical = false;
                 for action in actions {
                     match action {
@@ -998,7 +1042,7 @@ async fn follow_tower(
     agents: [AgentClient; 2],
     mut known: Option<String>,
     mut target: watch::Receiver<Option<(usize, u64)>>,
-    towers: mpsc::Sender<VoteStateBlob>,
+    towers: watch::Sender<Option<VoteStateBlob>>,
     request_timeout: Duration,
 ) {
     // Held for less than the client's own timeout, so a quiet tower is not an error.
@@ -1014,7 +1058,7 @@ async fn follow_tower(
             Ok(answer) => {
                 if let Some(tower) = answer.tower {
                     known = Some(tower.sha256.clone());
-                    if towers.send(tower).await.is_err() {
+                    if towers.send(Some(tower)).is_err() {
                         return;
                     }
                 }

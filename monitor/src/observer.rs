@@ -161,9 +161,13 @@ impl Observer {
     /// A command that can start a lease (`become_active`) to agent `i` has returned or been given
     /// up on: its lease, if any, began before now, so fence waits for it count from here.
     pub fn lease_granted(&mut self, i: usize) {
-        let now = self.now();
+        self.lease_granted_at(i, self.now());
+    }
+
+    /// Agent `i` answered at `at` (this observer's clock) outside a sample.
+    pub fn lease_granted_at(&mut self, i: usize, at: Duration) {
         let node = &mut self.nodes[i];
-        node.last_answer = Some(node.last_answer.map_or(now, |t| t.max(now)));
+        node.last_answer = Some(node.last_answer.map_or(at, |t| t.max(at)));
     }
 
     /// Reads everything once.

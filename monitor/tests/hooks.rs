@@ -215,6 +215,58 @@ async fn the_agents_keep_their_leases_while_a_planned_switch_waits_for_its_pre_h
     sys.cluster.safety().assert_safe();
 }
 
+/// The active's host dies while a planned switch waits for its pre-hook: the wait ends once its
+/// agent misses `misses_before_failover` heartbeats — the switch is cancelled, nothing changed —
+/// and the manager fails over as for any dead host, instead of judging it only when the hook
+/// gives up (here after a minute).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_dies_while_a_planned_switch_waits_for_its_pre_hook_is_replaced_at_once() {
+    let mut sys = system(|_, _| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let started = files.path().join("started");
+    sys.manager_config["pre_switch_command"] =
+        json!(format!("touch {s}; sleep 60", s = started.display()));
+    sys.manager_config["hook_timeout"] = json!("60s");
+    let manager = sys.start_manager().await;
+    sys.wait_active(0).await;
+    let state_dir = manager.state_dir.clone();
+    let switch =
+        tokio::spawn(async move { ask_running(&state_dir, &planned("maintenance")).await });
+    created(&started).await;
+
+    // Power cut: validator1, then its agent.
+    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    sys.agents[0].kill().await;
+    let answer = switch.await.unwrap().unwrap();
+    let error = answer.expect_err("the switch cannot go on without the active's agent");
+    assert!(
+        error.contains("stopped answering during the pre-switch hook"),
+        "{error}"
+    );
+    // The follower kept the tower through the hook's wait, so the manager holds the final one
+    // and need not wait out the lockouts of votes it never saw (a minute and more).
+    let staked = sys.staked();
+    let active = sys
+        .cluster
+        .wait_until(PATIENCE, |w| {
+            w.holders(&staked) == vec![1] && w.vote.last_voter == Some(1)
+        })
+        .await;
+    assert!(
+        active.is_ok(),
+        "not replaced; messages: {:#?}",
+        sys.receiver.inbox.all()
+    );
+    let (_, text) = sys.receiver.wait_for("Failover complete").await;
+    assert!(text.contains("active agent unreachable"), "{text}");
+    assert!(
+        !text.contains("lockouts"),
+        "waited out the lockouts: {text}"
+    );
+    manager.stop().await;
+    sys.cluster.safety().assert_safe();
+}
+
 /// Waits until a hook has created `path`.
 async fn created(path: &Path) {
     let started = Instant::now();
