@@ -15,6 +15,7 @@
 mod agent;
 pub mod cli;
 mod duration;
+mod election;
 mod errors;
 mod fields;
 mod jsonc;
@@ -37,6 +38,10 @@ pub use agent::{
     DEFAULT_MANAGER_TIMEOUT, DEFAULT_PROCESS_NAME, DEFAULT_TOWER_SETTLE, TOWER_FILE_PLACEHOLDER,
 };
 pub use duration::{format_duration, parse_duration};
+pub use election::{
+    Election, DEFAULT_ELECTION_KEY_PREFIX, DEFAULT_ELECTION_LEASE_TTL, MAX_ELECTION_LEASE_TTL,
+    MIN_ELECTION_LEASE_TTL,
+};
 pub use errors::{ConfigErrors, LoadError, Problem};
 pub use manager::{
     ManagerConfig, Telegram, ValidatorEndpoint, DEFAULT_ALPENGLOW_STALE_VOTE_SLOT_THRESHOLD,

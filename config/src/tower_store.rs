@@ -118,17 +118,7 @@ fn read_etcd(
     };
     let key_prefix = match key_prefix {
         None => Some(DEFAULT_ETCD_KEY_PREFIX.to_string()),
-        Some(field) => field.str(diag).and_then(|prefix| {
-            if prefix.starts_with('/') && !prefix.contains(char::is_whitespace) {
-                Some(prefix.to_string())
-            } else {
-                diag.error(
-                    &field.path,
-                    format!("{prefix:?} must start with '/' and contain no spaces"),
-                );
-                None
-            }
-        }),
+        Some(field) => self::key_prefix(&field, diag),
     };
     let dial_timeout = match dial_timeout {
         None => Some(DEFAULT_ETCD_DIAL_TIMEOUT),
@@ -141,8 +131,22 @@ fn read_etcd(
     }))
 }
 
+/// An etcd key prefix: starts with `/`, no spaces.
+pub(crate) fn key_prefix(field: &Field<'_>, diag: &mut Diagnostics) -> Option<String> {
+    let prefix = field.str(diag)?;
+    if prefix.starts_with('/') && !prefix.contains(char::is_whitespace) {
+        Some(prefix.to_string())
+    } else {
+        diag.error(
+            &field.path,
+            format!("{prefix:?} must start with '/' and contain no spaces"),
+        );
+        None
+    }
+}
+
 /// One etcd endpoint: an `http(s)://` URL, or `host:port` read as `http://host:port`.
-fn etcd_endpoint(item: &Field<'_>, diag: &mut Diagnostics) -> Option<Url> {
+pub(crate) fn etcd_endpoint(item: &Field<'_>, diag: &mut Diagnostics) -> Option<Url> {
     let text = item.str(diag)?;
     if text.contains("://") {
         return item.url(diag, &["http", "https"]);

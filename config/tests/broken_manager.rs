@@ -204,6 +204,33 @@ const MANAGER_CASES: &[Case] = &[
         "unknown field; it belongs in validator-config.json",
     ),
     case(
+        "election without endpoints",
+        |c| c["election"] = json!({}),
+        "election.endpoints",
+        "required field is missing",
+    ),
+    case(
+        "election lease shorter than etcd allows",
+        |c| c["election"] = json!({"endpoints": ["127.0.0.1:2379"], "lease_ttl": "1500ms"}),
+        "election.lease_ttl",
+        "is not a whole number of seconds from 2s to 60s",
+    ),
+    case(
+        "election on another etcd than the tower store",
+        |c| {
+            c["tower_store"] = json!({"kind": "etcd", "endpoints": ["127.0.0.1:2379"]});
+            c["election"] = json!({"endpoints": ["127.0.0.2:2379"]});
+        },
+        "election.endpoints",
+        "must be the same as tower_store.endpoints",
+    ),
+    case(
+        "misspelt election field",
+        |c| c["election"] = json!({"endpoints": ["127.0.0.1:2379"], "lease_tll": "3s"}),
+        "election.lease_tll",
+        "did you mean",
+    ),
+    case(
         "agent field in the manager config",
         |c| c["validator_identity"] = json!(IDENTITY),
         "validator_identity",

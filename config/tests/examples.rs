@@ -337,6 +337,34 @@ fn etcd_tower_store_is_typed() {
     assert_eq!(etcd.dial_timeout, Duration::from_millis(500));
 }
 
+/// Several managers share the vote state only through etcd: with the embedded tower store each
+/// would keep its own copy, and a new leader would not have the last one's.
+#[test]
+fn an_election_is_typed_and_warns_without_the_etcd_tower_store() {
+    let scenario = Scenario::new();
+    let mut config = manager_base();
+    config["election"] = serde_json::json!({"endpoints": ["127.0.0.1:2379"], "lease_ttl": "5s"});
+    let embedded = parse_manager(&scenario.resolve(&config.to_string()), Path::new("m.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let election = embedded.election.as_ref().expect("election read");
+    assert_eq!(election.lease_ttl, Duration::from_secs(5));
+    assert_eq!(election.key_prefix, "/solana/failover/manager");
+    assert!(
+        warning_paths(&embedded.warnings).contains(&"tower_store"),
+        "{:?}",
+        embedded.warnings
+    );
+
+    config["tower_store"] = serde_json::json!({"kind": "etcd", "endpoints": ["127.0.0.1:2379"]});
+    let etcd = parse_manager(&scenario.resolve(&config.to_string()), Path::new("m.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !warning_paths(&etcd.warnings).contains(&"tower_store"),
+        "{:?}",
+        etcd.warnings
+    );
+}
+
 #[test]
 fn cluster_ws_is_derived_from_an_explicit_rpc_port() {
     let scenario = Scenario::new();

@@ -112,6 +112,7 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
     "startup_grace_period",
     "consensus",
     "alpenglow_stale_vote_slot_threshold",
+    "election",
 ];
 
 /// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
@@ -197,6 +198,9 @@ pub struct ManagerConfig {
     /// `fence_margin`: added to an unreachable agent's self-fence timeout before the other node
     /// may be promoted. Default 2s.
     pub fence_margin: Duration,
+    /// `election`: several managers, one leading through etcd. Absent: this manager is the only
+    /// one and always acts.
+    pub election: Option<crate::Election>,
     /// Non-fatal findings: ignored legacy fields and risky settings.
     pub warnings: Vec<Problem>,
 }

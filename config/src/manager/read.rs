@@ -14,7 +14,7 @@ use crate::duration::Go;
 use crate::fields::{Diagnostics, Field, Object};
 use crate::paths::{check, Expect};
 use crate::secure::{self, Secure};
-use crate::tower_store;
+use crate::tower_store::{self, TowerStore};
 use crate::types::ConsensusSetting;
 use crate::types::{is_dns_name, Secret};
 use crate::{or_default, zero_is_default};
@@ -245,6 +245,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let legacy_signing = signing_field.is_none() && !o.has("sign_commands");
     let sign_commands = or_default(o.get("sign_commands"), !legacy_signing, |f| f.bool(diag));
     let tower_store = tower_store::read(&mut o, diag);
+    let election = crate::election::read(&mut o, diag);
     let consensus = or_default(o.get("consensus"), ConsensusSetting::Auto, |f| {
         ConsensusSetting::read(f, diag)
     });
@@ -342,6 +343,27 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
                 ),
             );
         }
+    }
+    // The term is claimed in one etcd transaction guarded by the leader key: both must live in
+    // the same etcd cluster.
+    if let (Some(Some(election)), Some(TowerStore::Etcd(store))) = (&election, &tower_store) {
+        if election.endpoints != store.endpoints {
+            diag.error(
+                "election.endpoints",
+                "must be the same as tower_store.endpoints: the term is kept in the tower store's \
+                 etcd and claimed there under the leader's lease",
+            );
+        }
+    }
+    // Each manager keeps its own copy of the embedded store's tower: a new leader on another
+    // server starts without the copy the last one took, and after a host dies it can only fail
+    // over once the chain's vote state has outlived every lockout.
+    if let (Some(Some(_)), Some(TowerStore::Embedded)) = (&election, &tower_store) {
+        diag.warn(
+            "tower_store",
+            "embedded with an election: each manager keeps its own tower copy, so a new leader \
+             does not have the last one's; use the etcd tower store with several managers",
+        );
     }
     if misses_before_failover == Some(1) {
         diag.warn(
@@ -497,6 +519,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         metrics_listen_addr,
         switch_hooks: switch_hooks?,
         fence_margin: fence_margin?,
+        election: election?,
         warnings: Vec::new(),
     })
 }
