@@ -25,6 +25,9 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long a consensus reading is reused (the validator's RPC is asked at most this often).
 const CONSENSUS_FRESH: Duration = Duration::from_secs(2);
+/// How often [`Agent::back_up_each_save`] looks at the vote-state file (a stat while it is
+/// unchanged; Agave rewrites it once per vote).
+const ETCD_BACKUP_LOOK: Duration = Duration::from_millis(10);
 
 /// The running agent.
 pub struct Agent {
@@ -49,6 +52,9 @@ pub struct Agent {
     pub(crate) last_demoted: Mutex<Option<VoteStateBlob>>,
     /// etcd: the hash last backed up, so unchanged files are not rewritten every ping.
     last_backup: Mutex<Option<String>>,
+    /// Whether the last heartbeat found the validator holding the staked identity (for
+    /// [`Agent::back_up_each_save`], which reads no identity of its own).
+    active_at_last_status: std::sync::atomic::AtomicBool,
     /// (path, modified time, length, sha256) of the vote-state file when `/tower` last read it:
     /// an unchanged file is not read and verified again for a manager that already holds it.
     seen_file: Mutex<Option<(PathBuf, SystemTime, u64, String)>>,
@@ -140,6 +146,7 @@ impl Agent {
             last_fence: tokio::sync::watch::channel(None).0,
             last_demoted: Mutex::new(last_demoted),
             last_backup: Mutex::new(None),
+            active_at_last_status: std::sync::atomic::AtomicBool::new(false),
             seen_file: Mutex::new(None),
             consensus: Mutex::new(None),
             shutdown,
@@ -404,6 +411,8 @@ impl Agent {
             self.validator.health(),
             self.consensus(false)
         );
+        self.active_at_last_status
+            .store(role == Role::Active, std::sync::atomic::Ordering::Relaxed);
         self.metrics.holds_staked_identity.set(match role {
             Role::Active => 1,
             Role::Passive => 0,
@@ -423,12 +432,10 @@ impl Agent {
         }
         let term = self.term().await;
         let mut backup = None;
+        // With the etcd store `back_up_each_save` copies each save; a heartbeat never waits for etcd.
         if role == Role::Active {
-            if let Some(local) = &local {
-                match &self.cfg.tower_store {
-                    TowerStore::Embedded => backup = Some(local.blob(&staked)),
-                    TowerStore::Etcd(_) => self.backup_to_etcd(term, local).await,
-                }
+            if let (Some(local), TowerStore::Embedded) = (&local, &self.cfg.tower_store) {
+                backup = Some(local.blob(&staked));
             }
         } else {
             backup = self.last_demoted.lock().expect("demoted").clone();
@@ -454,6 +461,44 @@ impl Agent {
             last_fence: self.last_fence.borrow().clone(),
             fence_after_ms: self.fence_after().as_millis() as u64,
             dry_run: self.cfg.dry_run,
+        }
+    }
+
+    /// With the etcd store, while the last heartbeat found this node active: every vote state the
+    /// validator saves goes to etcd as it is saved — what the manager's tower follower does with
+    /// the embedded store. When the host dies, etcd is then behind the chain by at most the vote
+    /// saved just before it was sent, not by every vote since the last heartbeat (which made the
+    /// manager wait out the lockouts of votes it never saw, minutes on Agave).
+    pub async fn back_up_each_save(self: Arc<Self>) {
+        let staked = self.staked();
+        let mut seen: Option<(PathBuf, SystemTime, u64)> = None;
+        loop {
+            tokio::time::sleep(ETCD_BACKUP_LOOK).await;
+            if !self
+                .active_at_last_status
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                continue;
+            }
+            let kind = self.kind_for(self.consensus(false).await);
+            let Some(path) = self.file_of(kind).map(Path::to_path_buf) else {
+                continue;
+            };
+            let Some(stamp) = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| Some((path.clone(), m.modified().ok()?, m.len())))
+            else {
+                continue;
+            };
+            if seen.as_ref() == Some(&stamp) {
+                continue;
+            }
+            let Ok(local) = vote_state::read(kind, &path, &staked) else {
+                continue;
+            };
+            seen = Some(stamp);
+            let term = self.term().await;
+            self.backup_to_etcd(term, &local).await;
         }
     }
 

@@ -42,6 +42,9 @@ pub enum ClientError {
     },
     #[error("agent {url} answered something unreadable: {detail}")]
     Malformed { url: String, detail: String },
+    /// The caller decided not to send it (an elected manager that no longer leads).
+    #[error("not sent to agent {url}: {why}")]
+    NotSent { url: String, why: String },
 }
 
 impl ClientError {
@@ -56,7 +59,11 @@ impl ClientError {
     /// The request surely never reached the agent (no connection could be made to it), so
     /// whatever it asked for did not happen.
     pub fn never_delivered(&self) -> bool {
-        matches!(self, ClientError::Unreachable { source, .. } if source.is_connect())
+        match self {
+            ClientError::Unreachable { source, .. } => source.is_connect(),
+            ClientError::NotSent { .. } => true,
+            _ => false,
+        }
     }
 
     /// The agent's term when it refused an older one.

@@ -416,6 +416,8 @@ pub async fn run(
     let mut stop = agent.shutdown.subscribe();
     agent.finish_interrupted_demotion().await;
     let watchdog = tokio::spawn(crate::watchdog::run(agent.clone()));
+    let etcd_backups = matches!(agent.cfg.tower_store, failover_config::TowerStore::Etcd(_))
+        .then(|| tokio::spawn(agent.clone().back_up_each_save()));
     let allowed = agent.cfg.allowed_ips.clone();
     let result = crate::http::serve(listener, app(agent.clone()), allowed, async move {
         tokio::select! {
@@ -425,6 +427,9 @@ pub async fn run(
     })
     .await;
     watchdog.abort();
+    if let Some(task) = etcd_backups {
+        task.abort();
+    }
     info!("agent stopped");
     result
 }

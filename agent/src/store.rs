@@ -44,7 +44,19 @@ pub struct EtcdTowers {
     client: Client,
     tower_key: String,
     term_key: String,
+    /// Where the largest `fence_after` any agent published is kept, for the next elected
+    /// manager (see [`EtcdTowers::raise_fence_after`]).
+    fence_after_key: String,
     timeout: Duration,
+}
+
+/// What [`EtcdTowers::claim_term`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller raised etcd's term to the one it asked for: the term is its own.
+    Taken,
+    /// etcd's term was already at least the one asked for (another manager's switch).
+    Lost { current: u64 },
 }
 
 /// What [`EtcdTowers::put_backup`] did.
@@ -88,6 +100,7 @@ impl EtcdTowers {
             client,
             tower_key: format!("{prefix}/tower"),
             term_key: format!("{prefix}/term"),
+            fence_after_key: format!("{prefix}/fence_after_ms"),
             timeout: timeout * 2,
         };
         let init = Txn::new()
@@ -132,18 +145,66 @@ impl EtcdTowers {
             })
     }
 
-    /// Raises the term to `term` unless it is already at least that (the manager's move at the
-    /// start of every switch). Returns the term now in etcd.
-    pub async fn raise_term(&self, term: u64) -> Result<u64, StoreError> {
+    /// Claims `term` for one switch (the manager's move at the start of every switch): written
+    /// only while etcd's term is below it, in one transaction, so of two managers that computed
+    /// the same next term exactly one gets it — and the other learns the term it lost to.
+    ///
+    /// `guard`: further comparisons the claim needs (an elected manager's: the leader key is still
+    /// its own); when one fails, the claim is [`Claim::Lost`] with etcd's term below `term`.
+    pub async fn claim_term(
+        &self,
+        term: u64,
+        guard: impl IntoIterator<Item = Compare>,
+    ) -> Result<Claim, StoreError> {
+        let compares: Vec<Compare> = std::iter::once(Compare::value(
+            self.term_key.as_str(),
+            CompareOp::Less,
+            pad(term),
+        ))
+        .chain(guard)
+        .collect();
+        let txn = Txn::new().when(compares).and_then([TxnOp::put(
+            self.term_key.as_str(),
+            pad(term),
+            None,
+        )]);
+        if self.txn(txn).await?.succeeded() {
+            return Ok(Claim::Taken);
+        }
+        Ok(Claim::Lost {
+            current: self.term().await?,
+        })
+    }
+
+    /// Records that an agent published `fence_after` (ms), unless etcd holds a larger one: a
+    /// manager elected later, which never heard the agents, waits at least this long for an
+    /// unreachable one instead of a worst case.
+    pub async fn raise_fence_after(&self, ms: u64) -> Result<(), StoreError> {
+        let key = self.fence_after_key.as_str();
+        let larger = Txn::new()
+            .when([Compare::value(key, CompareOp::Less, pad(ms))])
+            .and_then([TxnOp::put(key, pad(ms), None)]);
+        // A missing key compares as nothing at all: it takes the first value.
         let txn = Txn::new()
-            .when([Compare::value(
-                self.term_key.as_str(),
-                CompareOp::Less,
-                pad(term),
-            )])
-            .and_then([TxnOp::put(self.term_key.as_str(), pad(term), None)]);
-        self.txn(txn).await?;
-        self.term().await
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, pad(ms), None)])
+            .or_else([TxnOp::txn(larger)]);
+        self.txn(txn).await.map(drop)
+    }
+
+    /// The largest `fence_after` (ms) recorded by [`EtcdTowers::raise_fence_after`].
+    pub async fn fence_after(&self) -> Result<Option<u64>, StoreError> {
+        let Some(value) = self.get_value(&self.fence_after_key).await? else {
+            return Ok(None);
+        };
+        std::str::from_utf8(&value)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Malformed {
+                key: self.fence_after_key.clone(),
+                detail: "not a number".into(),
+            })
     }
 
     /// Writes the tower, fenced: only while etcd's term is not newer than `term`.

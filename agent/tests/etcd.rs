@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use failover_agent::api::{FailoverAction, FailoverRequest, Role};
-use failover_agent::store::{EtcdTowers, StoreError};
+use failover_agent::store::{Claim, EtcdTowers, StoreError};
 use failover_config::EtcdStore;
 use failover_sim::etcd::EtcdServer;
 use failover_sim::pause::PausePoint;
@@ -37,18 +37,30 @@ async fn the_tower_travels_through_etcd_fenced_by_the_term() {
     let store = EtcdTowers::connect(&store_config(&etcd.endpoint()))
         .await
         .unwrap();
-    assert_eq!(store.raise_term(1).await.unwrap(), 1);
+    assert_eq!(store.claim_term(1, []).await.unwrap(), Claim::Taken);
 
-    // A heartbeat backs the active's tower up to etcd.
+    // A heartbeat finds the node active: from then on each tower it saves goes to etcd.
     let status = bed.client(0).status(1).await.unwrap();
     assert_eq!(status.role, Role::Active);
     assert!(
         status.tower_backup.is_none(),
         "etcd store: the tower is not relayed"
     );
-    let backed_up = store.get_tower().await.unwrap().expect("tower in etcd");
-    assert_eq!(Some(&backed_up.tower.sha256), status.tower.sha256.as_ref());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let backed_up = loop {
+        if let Some(record) = store.get_tower().await.unwrap() {
+            break record;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no tower in etcd");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(backed_up.term, 1);
+    assert!(
+        backed_up.tower.last_vote >= status.tower.last_vote,
+        "etcd holds last vote {:?}, the heartbeat saw {:?}",
+        backed_up.tower.last_vote,
+        status.tower.last_vote
+    );
 
     // Demote: the final tower goes to etcd; promote: it comes from etcd, checked by its hash.
     let passive = bed
@@ -73,7 +85,7 @@ async fn the_tower_travels_through_etcd_fenced_by_the_term() {
     bed.cluster.safety().assert_safe();
 
     // Fencing: once etcd's term is 5, a writer holding term 1 cannot overwrite the tower.
-    store.raise_term(5).await.unwrap();
+    assert_eq!(store.claim_term(5, []).await.unwrap(), Claim::Taken);
     let record = store.get_tower().await.unwrap().unwrap();
     match store.put_tower(1, &record).await {
         Err(StoreError::Fenced {
@@ -83,7 +95,34 @@ async fn the_tower_travels_through_etcd_fenced_by_the_term() {
         other => panic!("expected fencing, got {other:?}"),
     }
     // And the term never goes down.
-    assert_eq!(store.raise_term(2).await.unwrap(), 5);
+    assert_eq!(
+        store.claim_term(2, []).await.unwrap(),
+        Claim::Lost { current: 5 }
+    );
+}
+
+/// Two managers that computed the same next term (each from what it saw, `max + 1`) both claim it
+/// through etcd at once: exactly one gets it, the other learns the term it lost to. The etcd raise
+/// used to report "etcd holds my term" to both, and both switched in one term.
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_managers_claiming_the_same_term_exactly_one_gets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start(dir.path()).await.unwrap();
+    let config = store_config(&etcd.endpoint());
+    let (a, b) = (
+        EtcdTowers::connect(&config).await.unwrap(),
+        EtcdTowers::connect(&config).await.unwrap(),
+    );
+    for term in 1..=20 {
+        let (x, y) = tokio::join!(a.claim_term(term, []), b.claim_term(term, []));
+        let mut claims = [x.unwrap(), y.unwrap()];
+        claims.sort_by_key(|c| matches!(c, Claim::Lost { .. }));
+        assert_eq!(
+            claims,
+            [Claim::Taken, Claim::Lost { current: term }],
+            "term {term}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,9 +168,10 @@ async fn a_backup_that_arrives_after_the_demotion_leaves_the_final_vote_state_in
     let store = EtcdTowers::connect(&store_config(&etcd.endpoint()))
         .await
         .unwrap();
-    store.raise_term(1).await.unwrap();
+    assert_eq!(store.claim_term(1, []).await.unwrap(), Claim::Taken);
 
-    // A heartbeat has read the active's vote state and is about to back it up.
+    // A heartbeat finds the node active; its backup task has read the vote state and is about
+    // to write it to etcd.
     let points = failover_agent::pause::dir(&bed.agents[0].state_dir);
     let write = PausePoint::arm(&points, "etcd_backup").unwrap();
     let written = PausePoint::arm(&points, "etcd_backup_done").unwrap();

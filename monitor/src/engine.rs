@@ -426,6 +426,12 @@ fn lag(tip: Option<u64>, slot: Option<u64>) -> Option<u64> {
 }
 
 impl Engine {
+    /// The `fence_after` to assume for an agent not heard since this engine started: what the
+    /// agents published to an earlier manager (see [`Rules::fence_after_unknown`]).
+    pub fn assume_fence_after(&mut self, fence_after: Duration) {
+        self.rules.fence_after_unknown = fence_after;
+    }
+
     pub fn new(rules: Rules) -> Self {
         Self {
             rules,

@@ -6,6 +6,7 @@
 //! rule can be tested without IO.
 
 pub mod control;
+pub mod election;
 pub mod engine;
 pub mod hooks;
 pub mod manager;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failover_agent::api::VoteStateBlob;
-use failover_agent::store::EtcdTowers;
+use failover_agent::store::{Claim, EtcdTowers};
 use failover_agent::vote_state::verify_blob;
 use failover_agent::{AgentClient, CommandSigner};
 use failover_config::{ManagerConfig, TowerStore};
@@ -29,6 +29,8 @@ use crate::switch::{Outcome, PhaseTime, Plan};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a failed switch, wait this long before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// A manager whose leading session ended starts the next one no sooner.
+const LEAD_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// A planned switch reads this many slots of leader schedule beyond its window at a time.
 const LEADER_LOOKAHEAD: u64 = 400;
 /// How often a planned switch looks at the tip while it waits for a leader gap.
@@ -87,6 +89,10 @@ pub struct Manager {
     /// Whom the tower follower asks (see [`Manager::tower_target`]), set after every observation:
     /// also those of a planned switch, which keeps the control loop busy for up to a minute.
     follow: watch::Sender<Option<(usize, u64)>>,
+    /// With an `election`: where this manager stands; it sends no command unless it leads.
+    standing: Option<crate::election::Standing>,
+    /// With an `election` and the embedded tower store: where the term is claimed.
+    terms: Option<EtcdTowers>,
 }
 
 /// The keys the manager starts with, loaded and checked — by the start and by `--check-config`
@@ -146,17 +152,23 @@ impl Manager {
     /// holds it), loads keys and state, builds the clients, starts the pubsub tip watcher.
     pub async fn new(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
         let lock = StateLock::acquire(&cfg.state_dir)?;
-        let mut manager = Self::build(cfg, notifier).await?;
+        let mut manager = Self::build(cfg, notifier, None).await?;
         manager.lock = Some(lock);
         Ok(manager)
     }
 
     /// A manager that only observes and never writes its state (beside a running one).
     pub async fn read_only(cfg: ManagerConfig) -> anyhow::Result<Self> {
-        Self::build(cfg, Notifier::disabled()).await
+        Self::build(cfg, Notifier::disabled(), None).await
     }
 
-    async fn build(cfg: ManagerConfig, notifier: Notifier) -> anyhow::Result<Self> {
+    /// `metrics`: the series to keep counting in (a manager that leads again after following
+    /// goes on with its own); new ones otherwise.
+    async fn build(
+        cfg: ManagerConfig,
+        notifier: Notifier,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> anyhow::Result<Self> {
         let Keys {
             signer,
             secure: secure_key,
@@ -186,10 +198,12 @@ impl Manager {
             client(&cfg.validator1, COMMAND_TIMEOUT),
             client(&cfg.validator2, COMMAND_TIMEOUT),
         ];
-        let metrics = Arc::new(crate::metrics::Metrics::new(
-            [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
-            notifier.deliveries(),
-        ));
+        let metrics = metrics.unwrap_or_else(|| {
+            Arc::new(crate::metrics::Metrics::new(
+                [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
+                notifier.deliveries(),
+            ))
+        });
         let observer = Observer::new(
             ObserverConfig {
                 cluster_rpc: cfg.cluster_rpc.to_string(),
@@ -233,6 +247,8 @@ impl Manager {
             last_switch: None,
             holds: Vec::new(),
             follow: watch::Sender::new(None),
+            standing: None,
+            terms: None,
         })
     }
 
@@ -309,8 +325,14 @@ impl Manager {
     }
 
     /// The next term: above everything this manager and the agents have seen; persisted, and
-    /// raised in etcd, before any agent hears it.
+    /// claimed in etcd (one switch per term), before any agent hears it.
     pub(crate) async fn next_term(&mut self) -> Result<u64, String> {
+        let guard = match &self.standing {
+            Some(standing) => Some(standing.guard().ok_or_else(|| {
+                format!("this manager no longer leads ({})", standing.describe())
+            })?),
+            None => None,
+        };
         let agents_max = self
             .last_sample
             .as_ref()
@@ -323,19 +345,119 @@ impl Manager {
                     .unwrap_or(0)
             })
             .unwrap_or(0);
-        let term = self.state.term.max(agents_max) + 1;
+        let store = self.term_store().await?;
+        let etcd_term = match &store {
+            Some(store) => store.term().await.map_err(|e| e.to_string())?,
+            None => 0,
+        };
+        let term = self.state.term.max(agents_max).max(etcd_term) + 1;
         self.state.term = term;
         self.save_state()
             .map_err(|e| format!("cannot persist term {term}: {e}"))?;
-        if let Some(etcd) = self.etcd().await? {
-            let now = etcd.raise_term(term).await.map_err(|e| e.to_string())?;
-            if now != term {
-                return Err(format!(
-                    "etcd holds term {now}, above {term}: another manager is switching"
-                ));
+        if let Some(store) = store {
+            let guard = guard.iter().flat_map(|g| g.compares());
+            match store
+                .claim_term(term, guard)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Claim::Taken => {}
+                Claim::Lost { current } if current < term => {
+                    return Err(format!(
+                        "etcd refused term {term}: this manager no longer holds the leader key; \
+                         nothing was changed"
+                    ));
+                }
+                Claim::Lost { current } => {
+                    // The next switch starts above it.
+                    self.state.term = self.state.term.max(current);
+                    if let Err(e) = self.save_state() {
+                        warn!(error = %e, "cannot persist etcd's term {current}");
+                    }
+                    return Err(format!(
+                        "etcd already holds term {current} (this switch wanted {term}): another \
+                         manager is switching, or did; nothing was changed"
+                    ));
+                }
             }
         }
         Ok(term)
+    }
+
+    /// Where terms are claimed: the etcd tower store's term, or with only an `election`, the
+    /// election's etcd; `None` for a lone manager with the embedded store (its state dir).
+    async fn term_store(&mut self) -> Result<Option<EtcdTowers>, String> {
+        if let Some(store) = self.etcd().await? {
+            return Ok(Some(store));
+        }
+        let Some(election) = &self.cfg.election else {
+            return Ok(None);
+        };
+        if self.terms.is_none() {
+            let config = failover_config::EtcdStore {
+                endpoints: election.endpoints.clone(),
+                key_prefix: election.key_prefix.clone(),
+                dial_timeout: election.dial_timeout,
+            };
+            let store = EtcdTowers::connect(&config)
+                .await
+                .map_err(|e| format!("election etcd: {e}"))?;
+            self.terms = Some(store);
+        }
+        Ok(self.terms.clone())
+    }
+
+    /// What `status` names as its source: the running manager, and where it stands.
+    fn source(&self) -> String {
+        match &self.standing {
+            Some(standing) => format!("running manager, {}", standing.describe()),
+            None => "running manager".into(),
+        }
+    }
+
+    /// Why this manager may not send a command now (an elected manager that does not lead).
+    pub(crate) fn may_not_act(&self) -> Option<String> {
+        let standing = self.standing.as_ref()?;
+        (!standing.leading())
+            .then(|| format!("this manager no longer leads ({})", standing.describe()))
+    }
+
+    /// With an election: keeps the largest `fence_after` the agents published in etcd, for the
+    /// next leader, which may never hear an agent that died with this one.
+    async fn publish_fence_after(&mut self) {
+        let Some(ms) = self.state.fence_after_ms else {
+            return;
+        };
+        let result = match self.term_store().await {
+            Ok(Some(store)) => store.raise_fence_after(ms).await.map_err(|e| e.to_string()),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "cannot keep the agents' fence_after in etcd");
+        }
+    }
+
+    /// A new leader: what the managers before it learnt of the agents' `fence_after`, the wait
+    /// for an agent it has not heard (instead of a worst case).
+    async fn learn_fence_after(&mut self) {
+        let stored = match self.term_store().await {
+            Ok(Some(store)) => store.fence_after().await.map_err(|e| e.to_string()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let stored = stored.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the agents' fence_after from etcd");
+            None
+        });
+        let Some(known) = stored.max(self.state.fence_after_ms) else {
+            return;
+        };
+        self.state.fence_after_ms = Some(known);
+        if let Err(e) = self.save_state() {
+            warn!(error = %e, "cannot persist the agents' fence_after");
+        }
+        self.engine.assume_fence_after(Duration::from_millis(known));
     }
 
     /// The vote state stored in etcd, if it verifies.
@@ -412,6 +534,7 @@ impl Manager {
                 warn!(error = %e, "cannot persist the adopted term");
             }
         }
+        let mut raised = false;
         for status in sample.statuses.iter().flatten() {
             if let Some(tower) = &status.tower_backup {
                 self.save_backup(tower);
@@ -425,10 +548,23 @@ impl Manager {
                 if let Err(e) = self.save_state() {
                     warn!(error = %e, "cannot persist the agents' fence_after");
                 }
+                raised = true;
             }
         }
-        if matches!(self.cfg.tower_store, TowerStore::Embedded) {
-            let held = self.state.tower.as_ref().and_then(|t| t.last_vote);
+        if raised && self.standing.is_some() {
+            self.publish_fence_after().await;
+        }
+        // Whether the newest vote state held is older than the chain's last vote (then a switch
+        // past an unreachable active waits out the lockouts): with the etcd store, etcd's record,
+        // read only while an agent is not answering.
+        let held = match self.cfg.tower_store {
+            TowerStore::Embedded => Some(self.state.tower.as_ref().and_then(|t| t.last_vote)),
+            TowerStore::Etcd(_) if sample.view.nodes.iter().any(|n| n.misses > 0) => {
+                Some(self.etcd_backup().await.and_then(|t| t.last_vote))
+            }
+            TowerStore::Etcd(_) => None,
+        };
+        if let Some(held) = held {
             sample.view.backup_behind_chain = sample
                 .view
                 .last_vote
@@ -870,33 +1006,142 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let (notifier, _sender) = Notifier::start(NotifierConfig::from_manager(&cfg));
     let socket_path = control::socket_path(&cfg.state_dir);
-    let heartbeat = cfg.heartbeat_interval;
-    let status_every = cfg.status_report_interval;
-    // `new` takes the state-dir lock: the only manager here until `manager` is dropped, after
-    // the notifications are flushed.
-    let mut manager = Manager::new(cfg, notifier.clone()).await?;
+    // The only manager on this state dir until the end, also while it follows another.
+    let mut lock = Some(StateLock::acquire(&cfg.state_dir)?);
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
+        notifier.deliveries(),
+    ));
     let (control_tx, mut control_rx) = mpsc::channel(8);
-    let control = control::bind(&manager.cfg.state_dir)?;
+    let control = control::bind(&cfg.state_dir)?;
     let control_task = tokio::spawn(control::serve(control, control_tx));
-    let metrics_task = match manager.cfg.metrics_listen_addr {
+    let metrics_task = match cfg.metrics_listen_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("metrics_listen_addr {addr}: cannot listen: {e}"))?;
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
-                manager.metrics.clone(),
+                metrics.clone(),
             )))
         }
         None => None,
     };
+    let election = cfg
+        .election
+        .as_ref()
+        .map(|e| crate::election::Election::start(e, election_name()));
     info!(
-        term = manager.term(),
+        election = election.as_ref().map(|e| e.standing().me().to_string()),
         "manager running; control socket {}",
         socket_path.display()
     );
     ready();
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    loop {
+        if let Some(election) = &election {
+            if !follow(election.standing(), &mut control_rx, &mut shutdown).await {
+                break;
+            }
+        }
+        // A fresh session per leadership: what an earlier one observed may be stale by now.
+        let mut manager =
+            Manager::build(cfg.clone(), notifier.clone(), Some(metrics.clone())).await?;
+        manager.lock = lock.take();
+        manager.standing = election.as_ref().map(|e| e.standing());
+        info!(term = manager.term(), "{}", manager.source());
+        let ended = lead(&mut manager, &mut control_rx, &mut shutdown).await;
+        lock = manager.lock.take();
+        if ended == Ended::Shutdown {
+            break;
+        }
+        warn!("this manager no longer leads: it stops acting and follows");
+        // Still elected (its term claim failed): not at once again.
+        tokio::select! {
+            _ = shutdown.as_mut() => break,
+            _ = tokio::time::sleep(LEAD_AGAIN_AFTER) => {}
+        }
+    }
+    control_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    if !notifier.flush_within(SHUTDOWN_FLUSH).await {
+        warn!("stopping with notifications undelivered after {SHUTDOWN_FLUSH:?}");
+    }
+    // Held through the flush: a second manager on this state dir is refused until this one is gone.
+    drop(lock);
+    info!("manager stopped");
+    Ok(())
+}
 
+/// How a leading session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    NoLongerLeading,
+}
+
+/// This manager's name in the election: host and process, for operators reading who leads.
+fn election_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!(
+        "{host} pid {} ({})",
+        std::process::id(),
+        failover_agent::auth::Audience::new_agent_id()
+    )
+}
+
+/// While another manager leads: answers the control socket (switches are the leader's), until
+/// this one leads (`true`) or shuts down (`false`).
+async fn follow(
+    mut standing: crate::election::Standing,
+    control_rx: &mut mpsc::Receiver<(ControlRequest, control::ControlReply)>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => return false,
+            _ = standing.until_leading() => return true,
+            Some((request, reply)) = control_rx.recv() => {
+                let what = match request {
+                    ControlRequest::Trigger { .. } => "switches are made by the leading manager",
+                    ControlRequest::Status => "the leading manager reports the validators",
+                };
+                let _ = reply.send(Err(format!("this manager does not lead ({}): {what}", standing.describe())));
+            }
+        }
+    }
+}
+
+/// One leading session: heartbeats, judgement and switches, until shutdown or, with an
+/// election, until this manager no longer leads.
+async fn lead(
+    manager: &mut Manager,
+    control_rx: &mut mpsc::Receiver<(ControlRequest, control::ControlReply)>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Ended {
+    let heartbeat = manager.cfg.heartbeat_interval;
+    let status_every = manager.cfg.status_report_interval;
+    let notifier = manager.notifier.clone();
+    // A new leader's first act: a term of its own, which its heartbeats carry to the agents, so
+    // that they refuse every command of an earlier leader (one paused mid-switch, say).
+    if manager.standing.is_some() {
+        match manager.next_term().await {
+            Ok(term) => {
+                info!(term, "leading in term {term}: the agents refuse every earlier leader's command once they hear it");
+                manager.learn_fence_after().await;
+            }
+            Err(e) => {
+                warn!("cannot claim a term as the new leader: {e}");
+                return Ended::NoLongerLeading;
+            }
+        }
+    }
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The newest tower only: while the loop is busy (a planned switch's waits can last a minute)
@@ -920,10 +1165,18 @@ pub async fn run_with(
     // The standing hold, by kind (its numbers change every heartbeat): said once.
     let mut last_hold: Option<(&'static str, std::mem::Discriminant<Hold>)> = None;
     let mut critical = false;
-    tokio::pin!(shutdown);
-    loop {
+    let standing = manager.standing.clone();
+    let lost = async move {
+        match standing {
+            Some(mut standing) => standing.until_not_leading().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
+    let ended = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut *shutdown => break Ended::Shutdown,
+            _ = &mut lost => break Ended::NoLongerLeading,
             _ = report.tick() => notifier.send(Event::Status { lines: manager.status_lines() }),
             Ok(()) = tower_rx.changed() => {
                 let tower = tower_rx.borrow_and_update().clone();
@@ -934,7 +1187,7 @@ pub async fn run_with(
                     ControlRequest::Trigger { reason, force, dry_run, now } => {
                         manager.trigger(&reason, force, dry_run, now).await.map(ControlAnswer::Switched)
                     }
-                    ControlRequest::Status => Ok(ControlAnswer::Status(Box::new(manager.status_report("running manager")))),
+                    ControlRequest::Status => Ok(ControlAnswer::Status(Box::new(manager.status_report(&manager.source())))),
                 };
                 let _ = reply.send(answer);
             }
@@ -1022,18 +1275,9 @@ pub async fn run_with(
                 critical = saw_critical;
             }
         }
-    }
-    control_task.abort();
+    };
     follower.abort();
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    let _ = std::fs::remove_file(&socket_path);
-    if !notifier.flush_within(SHUTDOWN_FLUSH).await {
-        warn!("stopping with notifications undelivered after {SHUTDOWN_FLUSH:?}");
-    }
-    info!("manager stopped");
-    Ok(())
+    ended
 }
 
 /// Keeps one held `/tower` request open to the active's agent (`target`: which node, at which

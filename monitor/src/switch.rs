@@ -587,6 +587,14 @@ impl Manager {
         let mut delivered = false;
         let mut until: Option<Instant> = None;
         loop {
+            if let Some(why) = self.may_not_act() {
+                let error = ClientError::NotSent {
+                    url: self.commands[i].endpoint().to_string(),
+                    why,
+                };
+                warn!("{error}");
+                return Err(NoAnswer { error, delivered });
+            }
             let attempt = match until {
                 None => self.commands[i].failover(request).await,
                 Some(until) => {

@@ -305,6 +305,11 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
                 info!(dry_run = args.dry_run, "asked the running manager");
                 answer
             }
+            None if cfg.election.is_some() => Err(
+                "no manager runs on this state dir, and with an `election` only the leading \
+                 manager switches: run this where it runs (its status names it)"
+                    .to_string(),
+            ),
             None => {
                 info!("no manager running here: doing it myself");
                 let (notifier, _task) = Notifier::start(NotifierConfig::from_manager(&cfg));

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::post;
@@ -104,6 +104,18 @@ impl Inbox {
             .iter()
             .filter(|(_, t)| t.contains(needle))
             .count()
+    }
+
+    /// How many different messages contain `needle` (Telegram and the webhook get the same
+    /// ones, in either order).
+    pub fn messages(&self, needle: &str) -> usize {
+        let texts: std::collections::BTreeSet<String> = self
+            .all()
+            .into_iter()
+            .filter(|(_, t)| t.contains(needle))
+            .map(|(_, t)| t)
+            .collect();
+        texts.len()
     }
 }
 
@@ -458,7 +470,30 @@ impl ManagerProcess {
     }
 
     pub fn logged(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.times_logged(needle) > 0
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn times_logged(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (at most `within`) until the manager has logged `needle` `times` times in all.
+    pub async fn wait_logged(&self, needle: &str, times: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.times_logged(needle) < times {
+            assert!(
+                Instant::now() < deadline,
+                "the manager did not log {needle:?} {times} times within {within:?}; its log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -466,12 +501,21 @@ impl System {
     /// Writes the manager config and starts `failover-manager --config` on it under `sh -c
     /// "<prefix>; exec …"` (e.g. `umask 000`); waits until its control socket is up.
     pub async fn spawn_manager(&self, prefix: &str) -> ManagerProcess {
-        let config = self.dir.path().join("manager-config.json");
-        std::fs::write(
-            &config,
-            serde_json::to_string_pretty(&self.manager_config).unwrap(),
-        )
-        .unwrap();
+        self.spawn_manager_with(&self.manager_config, "manager-config.json", prefix)
+            .await
+    }
+
+    /// [`System::spawn_manager`] with `config`, written to `file` in the test's directory (one
+    /// of several managers).
+    pub async fn spawn_manager_with(
+        &self,
+        config: &Value,
+        file: &str,
+        prefix: &str,
+    ) -> ManagerProcess {
+        let config_value = config;
+        let config = self.dir.path().join(file);
+        std::fs::write(&config, serde_json::to_string_pretty(config_value).unwrap()).unwrap();
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("{prefix}\nexec \"$0\" --config \"$1\""))
