@@ -62,17 +62,37 @@ impl Guard {
 pub struct Election {
     view: Standing,
     task: tokio::task::JoinHandle<()>,
+    /// Keeps this manager registered under `<key_prefix>/managers/` (for `status`).
+    roster_task: tokio::task::JoinHandle<()>,
 }
 
 impl Election {
     /// Starts campaigning as `me` (a name operators recognise: host and process).
     pub fn start(cfg: &failover_config::Election, me: String) -> Self {
-        let key = format!("{}/leader", cfg.key_prefix.trim_end_matches('/'));
+        let prefix = cfg.key_prefix.trim_end_matches('/');
+        let key = format!("{prefix}/leader");
         let (tx, state) = watch::channel(Leadership::Unknown { error: None });
         let task = tokio::spawn(campaign(cfg.clone(), key.clone(), me.clone(), tx));
+        let (roster_tx, roster) = watch::channel(None);
+        let roster_task = tokio::spawn(register(
+            cfg.clone(),
+            Registration {
+                members: format!("{prefix}/managers/"),
+                leader: key.clone(),
+                me: me.clone(),
+            },
+            roster_tx,
+        ));
         Self {
-            view: Standing { key, me, state },
+            view: Standing {
+                key,
+                me,
+                state,
+                roster,
+                ttl: cfg.lease_ttl,
+            },
             task,
+            roster_task,
         }
     }
 
@@ -88,6 +108,16 @@ pub struct Standing {
     key: String,
     me: String,
     state: watch::Receiver<Leadership>,
+    roster: watch::Receiver<Option<Roster>>,
+    ttl: Duration,
+}
+
+/// The registered managers and the leader key, as etcd last answered.
+#[derive(Clone, Debug)]
+struct Roster {
+    leader: Option<String>,
+    names: Vec<String>,
+    read: Instant,
 }
 
 impl Standing {
@@ -143,6 +173,22 @@ impl Standing {
         }
     }
 
+    /// Who leads and who follows, for `status`; `None` before etcd first answered.
+    pub fn managers(&self) -> Option<crate::status::Managers> {
+        let roster = self.roster.borrow().clone()?;
+        Some(crate::status::Managers {
+            me: self.me.clone(),
+            followers: roster
+                .names
+                .iter()
+                .filter(|n| Some(*n) != roster.leader.as_ref())
+                .cloned()
+                .collect(),
+            leader: roster.leader,
+            current: roster.read.elapsed() < self.ttl,
+        })
+    }
+
     /// One line for `status`.
     pub fn describe(&self) -> String {
         match &*self.state.borrow() {
@@ -170,6 +216,7 @@ impl Standing {
 impl Drop for Election {
     fn drop(&mut self) {
         self.task.abort();
+        self.roster_task.abort();
     }
 }
 
@@ -358,6 +405,109 @@ async fn renew(
             Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
             Ok(Ok(None)) => return "etcd closed the lease renewal stream".into(),
             Ok(Err(e)) => return format!("lease renewal failed: {e}"),
+            Err(_) => return format!("lease renewal unanswered within {look:?}"),
+        }
+    }
+}
+
+/// Where a manager registers and what it reads back for `status`.
+struct Registration {
+    /// The prefix every manager's key is under.
+    members: String,
+    leader: String,
+    me: String,
+}
+
+/// Keeps `<key_prefix>/managers/<me>` under a lease of its own (gone a TTL after this manager
+/// is), and every third of the TTL reads the registered managers and the leader key back. Apart
+/// from the campaign: a status read never delays a renewal, and a registration that fails
+/// changes nothing about who leads.
+async fn register(
+    cfg: failover_config::Election,
+    at: Registration,
+    tx: watch::Sender<Option<Roster>>,
+) {
+    let look = cfg.lease_ttl / 3;
+    loop {
+        if let Ok(client) = connect(&cfg).await {
+            let why = stay_registered(&client, &at, cfg.lease_ttl, &tx).await;
+            tracing::debug!(me = at.me, "manager registration lapsed: {why}");
+        }
+        tokio::time::sleep(look).await;
+    }
+}
+
+async fn stay_registered(
+    client: &Client,
+    at: &Registration,
+    ttl: Duration,
+    tx: &watch::Sender<Option<Roster>>,
+) -> String {
+    let look = ttl / 3;
+    let mut c = client.clone();
+    let lease = match tokio::time::timeout(look, c.lease_grant(ttl.as_secs() as i64, None)).await {
+        Ok(Ok(grant)) => grant.id(),
+        Ok(Err(e)) => return e.to_string(),
+        Err(_) => return format!("lease grant unanswered within {look:?}"),
+    };
+    let key = format!("{}{}", at.members, at.me);
+    let put = c.put(
+        key.as_str(),
+        at.me.as_str(),
+        Some(PutOptions::new().with_lease(lease)),
+    );
+    match tokio::time::timeout(look, put).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return e.to_string(),
+        Err(_) => return format!("registration unanswered within {look:?}"),
+    }
+    let (mut keeper, mut stream) = match tokio::time::timeout(look, c.lease_keep_alive(lease)).await
+    {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return e.to_string(),
+        Err(_) => return format!("lease renewal unanswered within {look:?}"),
+    };
+    let read = Txn::new().and_then([
+        TxnOp::get(at.leader.as_str(), None),
+        TxnOp::get(
+            at.members.as_str(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        ),
+    ]);
+    let mut ticks = tokio::time::interval(look);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let answer = match tokio::time::timeout(look, c.txn(read.clone())).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return e.to_string(),
+            Err(_) => return format!("roster read unanswered within {look:?}"),
+        };
+        let values = |i: usize| -> Vec<String> {
+            match answer.op_responses().get(i) {
+                Some(etcd_client::TxnOpResponse::Get(get)) => get
+                    .kvs()
+                    .iter()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut names = values(1);
+        names.sort();
+        tx.send_replace(Some(Roster {
+            leader: values(0).into_iter().next(),
+            names,
+            read: Instant::now(),
+        }));
+        if let Err(e) = keeper.keep_alive().await {
+            return e.to_string();
+        }
+        match tokio::time::timeout(look, stream.message()).await {
+            Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+            Ok(Ok(Some(_))) => return "the registration's lease expired".into(),
+            Ok(Ok(None)) => return "etcd closed the lease renewal stream".into(),
+            Ok(Err(e)) => return e.to_string(),
             Err(_) => return format!("lease renewal unanswered within {look:?}"),
         }
     }

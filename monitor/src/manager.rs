@@ -931,6 +931,7 @@ impl Manager {
             },
             last_switch,
             holds: self.holds.clone(),
+            managers: self.standing.as_ref().and_then(|s| s.managers()),
         }
     }
 
@@ -1036,12 +1037,19 @@ pub async fn run_with(
         "manager running; control socket {}",
         socket_path.display()
     );
+    if failover_agent::pause::enabled() {
+        warn!(
+            dir = %failover_agent::pause::dir(&cfg.state_dir).display(),
+            "pause points on ({}=1): a test can hold this manager at chosen steps; never in production",
+            failover_agent::pause::ENV
+        );
+    }
     ready();
     let shutdown = std::pin::pin!(shutdown);
     let mut shutdown = shutdown;
     loop {
         if let Some(election) = &election {
-            if !follow(election.standing(), &mut control_rx, &mut shutdown).await {
+            if !follow(&cfg, election.standing(), &mut control_rx, &mut shutdown).await {
                 break;
             }
         }
@@ -1096,9 +1104,11 @@ fn election_name() -> String {
     )
 }
 
-/// While another manager leads: answers the control socket (switches are the leader's), until
-/// this one leads (`true`) or shuts down (`false`).
+/// While another manager leads: answers the control socket (switches are the leader's; a status
+/// is one observation of its own, beside the loop), until this one leads (`true`) or shuts down
+/// (`false`).
 async fn follow(
+    cfg: &ManagerConfig,
     mut standing: crate::election::Standing,
     control_rx: &mut mpsc::Receiver<(ControlRequest, control::ControlReply)>,
     shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
@@ -1107,15 +1117,41 @@ async fn follow(
         tokio::select! {
             _ = shutdown.as_mut() => return false,
             _ = standing.until_leading() => return true,
-            Some((request, reply)) = control_rx.recv() => {
-                let what = match request {
-                    ControlRequest::Trigger { .. } => "switches are made by the leading manager",
-                    ControlRequest::Status => "the leading manager reports the validators",
-                };
-                let _ = reply.send(Err(format!("this manager does not lead ({}): {what}", standing.describe())));
-            }
+            Some((request, reply)) = control_rx.recv() => match request {
+                ControlRequest::Trigger { .. } => {
+                    let _ = reply.send(Err(format!(
+                        "this manager does not lead ({}): switches are made by the leading manager",
+                        standing.describe()
+                    )));
+                }
+                ControlRequest::Status => {
+                    tokio::spawn(follower_status(cfg.clone(), standing.clone(), reply));
+                }
+            },
         }
     }
+}
+
+/// A follower's `status`: one observation, as the command makes without a manager (its first
+/// heartbeat to each agent acknowledges nothing, so no lease is renewed by it), with who leads.
+async fn follower_status(
+    cfg: ManagerConfig,
+    standing: crate::election::Standing,
+    reply: control::ControlReply,
+) {
+    let answer = match Manager::read_only(cfg).await {
+        Ok(mut manager) => {
+            manager.observe().await;
+            let mut report = manager.status_report(&format!(
+                "{}; one observation by this follower",
+                standing.describe()
+            ));
+            report.managers = standing.managers();
+            Ok(ControlAnswer::Status(Box::new(report)))
+        }
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let _ = reply.send(answer);
 }
 
 /// One leading session: heartbeats, judgement and switches, until shutdown or, with an

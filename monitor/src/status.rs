@@ -23,6 +23,53 @@ pub struct StatusReport {
     pub last_switch: Option<Outcome>,
     /// What the running manager held back on its last heartbeat, each with why.
     pub holds: Vec<String>,
+    /// With an `election`: who leads and who stands by, as etcd last told the answering manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managers: Option<Managers>,
+}
+
+/// The managers of an `election`, from their registrations in etcd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Managers {
+    /// The manager that answered.
+    pub me: String,
+    /// `None`: nobody holds the leader key (an election under way, or etcd without quorum).
+    pub leader: Option<String>,
+    /// Every other registered manager, in name order.
+    pub followers: Vec<String>,
+    /// `false`: etcd has not answered within a lease; the names are its last answer.
+    pub current: bool,
+}
+
+impl Managers {
+    /// One line for the table.
+    pub fn line(&self) -> String {
+        let this = |name: &str| {
+            if name == self.me {
+                format!("{name} (this one)")
+            } else {
+                name.to_string()
+            }
+        };
+        let followers = if self.followers.is_empty() {
+            "none".to_string()
+        } else {
+            self.followers
+                .iter()
+                .map(|f| this(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "managers: leader {}; followers {followers}{}\n",
+            self.leader.as_deref().map_or("NONE".to_string(), this),
+            if self.current {
+                ""
+            } else {
+                " (etcd not answering: its last answer)"
+            }
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,6 +115,9 @@ impl StatusReport {
     /// The table for people.
     pub fn table(&self) -> String {
         let mut out = format!("term {} (from the {})\n", self.term, self.source);
+        if let Some(managers) = &self.managers {
+            out += &managers.line();
+        }
         let c = &self.cluster;
         out += &format!(
             "cluster: {}; tip {}, vote account last vote {} (lag {}, stale above {} slots)\n\n",
@@ -209,8 +259,18 @@ mod tests {
             },
             last_switch: None,
             holds: vec!["no failover: the passive is unreachable".into()],
+            managers: Some(Managers {
+                me: "m2 pid 7".into(),
+                leader: Some("m1 pid 3".into()),
+                followers: vec!["m2 pid 7".into(), "m3 pid 9".into()],
+                current: true,
+            }),
         };
         let table = report.table();
+        assert!(
+            table.contains("managers: leader m1 pid 3; followers m2 pid 7 (this one), m3 pid 9\n"),
+            "{table}"
+        );
         let lines: Vec<&str> = table.lines().collect();
         let header = lines.iter().position(|l| l.starts_with("NODE")).unwrap();
         let role_at = lines[header].find("ROLE").unwrap();

@@ -350,6 +350,10 @@ impl Manager {
             self.save_backup(t);
         }
 
+        // The old active is demoted (or fenced) and nobody holds X yet: where a fault test kills
+        // the manager to leave a switch half done.
+        failover_agent::pause::point(&self.cfg.state_dir, "switch_demoted").await;
+
         // 4. Promote.
         let embedded = matches!(self.cfg.tower_store, failover_config::TowerStore::Embedded);
         let request = command(
