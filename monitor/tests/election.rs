@@ -9,7 +9,7 @@ use std::time::Duration;
 use e2e_support::{system, ManagerProcess, System, PATIENCE};
 use failover_agent::store::{Claim, EtcdTowers};
 use failover_monitor::election::Election;
-use failover_sim::etcd::EtcdServer;
+use failover_sim::etcd::{EtcdCluster, EtcdServer};
 use failover_sim::pause::PausePoint;
 use failover_sim::Fault;
 use serde_json::{json, Value};
@@ -56,6 +56,53 @@ async fn ha_with_etcd_store() -> System {
         "dial_timeout": "1s",
     });
     sys
+}
+
+/// The simulated cluster and both agents, the managers electing through a three-member etcd.
+struct Ha3 {
+    sys: System,
+    etcd: EtcdCluster,
+    _dir: tempfile::TempDir,
+}
+
+async fn ha3() -> Ha3 {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdCluster::start(dir.path()).await.unwrap();
+    let mut sys = system(|_, _| {}).await;
+    sys.manager_config["election"] = json!({
+        "endpoints": etcd.endpoints(),
+        "lease_ttl": format!("{}s", TTL.as_secs()),
+        "dial_timeout": "1s",
+    });
+    Ha3 {
+        sys,
+        etcd,
+        _dir: dir,
+    }
+}
+
+/// [`spawn`], the manager talking to etcd through `endpoints` only.
+async fn spawn_through(sys: &System, name: &str, endpoints: &[String]) -> ManagerProcess {
+    let mut config = config_for(sys, name);
+    config["election"]["endpoints"] = json!(endpoints);
+    sys.spawn_manager_with(
+        &config,
+        &format!("{name}.json"),
+        &format!("export {}=1", failover_agent::pause::ENV),
+    )
+    .await
+}
+
+/// When `manager` first logged `needle` (its log lines start with an RFC 3339 UTC time of fixed
+/// width, so they compare as text).
+fn first_logged(manager: &ManagerProcess, needle: &str) -> Option<String> {
+    manager
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(needle))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
 }
 
 /// The shared config with a state dir of `name`'s own (managers run on different servers).
@@ -450,4 +497,109 @@ async fn a_term_claim_under_a_lapsed_lease_is_refused_by_etcd() {
         store.claim_term(2, guard.compares()).await.unwrap(),
         Claim::Taken
     );
+}
+
+/// Three managers over a three-member etcd, the cluster losing its quorum (two members
+/// SIGSTOPped): the leader stops leading within its lease, nobody leads, nobody switches, and the
+/// active keeps voting; quorum back, one leads again.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_quorum_nobody_leads_and_the_active_keeps_voting() {
+    let ha = ha3().await;
+    let sys = &ha.sys;
+    let (a, b) = pair(sys).await;
+    let c = spawn(sys, "c").await;
+    c.wait_logged(FOLLOWING, 1, PATIENCE).await;
+    sys.wait_active(0).await;
+    a.wait_logged("leading in term", 1, PATIENCE).await;
+    ha.etcd.members[1].pause().unwrap();
+    ha.etcd.members[2].pause().unwrap();
+    a.wait_logged("stopped leading", 1, TTL + PATIENCE).await;
+    sys.slots(60).await;
+    let staked = sys.staked();
+    assert_eq!(sys.cluster.identity(0), Some(staked));
+    assert_eq!(
+        sys.cluster.with_world(|w| w.vote.last_voter),
+        Some(0),
+        "the active stopped voting without a manager"
+    );
+    assert_eq!(b.times_logged(ELECTED) + c.times_logged(ELECTED), 0);
+    assert_eq!(a.times_logged(ELECTED), 1);
+    assert_eq!(sys.receiver.inbox.messages("Failover complete"), 0);
+
+    ha.etcd.members[1].resume().unwrap();
+    ha.etcd.members[2].resume().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while a.times_logged(ELECTED) + b.times_logged(ELECTED) + c.times_logged(ELECTED) < 2 {
+        assert!(std::time::Instant::now() < deadline, "nobody leads again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sys.slots(10).await;
+    assert_eq!(sys.cluster.identity(0), Some(staked));
+    sys.cluster.safety().assert_safe();
+}
+
+/// The leader cut from etcd while the cluster keeps its quorum (each manager talks to one
+/// member; the leader's is SIGSTOPped): it stops leading before another manager leads, the
+/// successor fails over a crashed active, and the cut one, its member back, only follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_from_etcd_stops_before_its_successor_starts() {
+    let mut ha = ha3().await;
+    let sys = &mut ha.sys;
+    let endpoints = ha.etcd.endpoints();
+    let a = spawn_through(sys, "a", &endpoints[0..1]).await;
+    a.wait_logged(ELECTED, 1, PATIENCE).await;
+    let b = spawn_through(sys, "b", &endpoints[1..2]).await;
+    let c = spawn_through(sys, "c", &endpoints[2..3]).await;
+    b.wait_logged(FOLLOWING, 1, PATIENCE).await;
+    c.wait_logged(FOLLOWING, 1, PATIENCE).await;
+    sys.wait_active(0).await;
+    a.wait_logged("leading in term", 1, PATIENCE).await;
+
+    ha.etcd.members[0].pause().unwrap();
+    let deadline = std::time::Instant::now() + TAKEOVER;
+    let (successor, other) = loop {
+        if b.logged(ELECTED) {
+            break (&b, &c);
+        }
+        if c.logged(ELECTED) {
+            break (&c, &b);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took over within {TAKEOVER:?}; a: {:#?}",
+            a.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let stopped = first_logged(&a, "stopped leading").expect("the cut leader stopped leading");
+    let elected = first_logged(successor, ELECTED).unwrap();
+    assert!(
+        stopped < elected,
+        "the cut leader stopped at {stopped}, after its successor led at {elected}"
+    );
+    let switches_before = a.times_logged("switch decided");
+    sys.cluster.fault(0, Fault::Crash).await.unwrap();
+    let staked = sys.staked();
+    sys.cluster
+        .wait_until(PATIENCE, |w| {
+            w.holders(&staked) == vec![1] && w.vote.last_voter == Some(1)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "not replaced ({e}); successor: {:#?}",
+                successor.log.lock().unwrap()
+            )
+        });
+    sys.receiver.wait_for("Failover complete").await;
+
+    ha.etcd.members[0].resume().unwrap();
+    a.wait_logged(FOLLOWING, 1, PATIENCE).await;
+    sys.slots(10).await;
+    assert_eq!(a.times_logged("switch decided"), switches_before);
+    assert_eq!(a.times_logged(ELECTED), 1);
+    assert_eq!(other.times_logged(ELECTED), 0);
+    assert_eq!(sys.receiver.inbox.messages("Failover complete"), 1);
+    assert_eq!(sys.cluster.identity(1), Some(staked));
+    sys.cluster.safety().assert_safe();
 }

@@ -1,5 +1,6 @@
-//! A real etcd for whole-system tests: one single-member etcd 3.4 on loopback, started in a
-//! directory the test owns, with fault hooks (pause, resume, kill) for the manager's store tests.
+//! A real etcd for whole-system tests: a single-member etcd 3.4 on loopback ([`EtcdServer`]) or
+//! three members forming one cluster ([`EtcdCluster`]), started in a directory the test owns,
+//! each with fault hooks (pause, resume, kill) for the manager's store and election tests.
 //!
 //! It must not bind anything but 127.0.0.1, wait for readiness by sleeping, or signal any process
 //! but the one it started: every signal goes to the pid it spawned, and only while that pid is its
@@ -77,42 +78,15 @@ impl EtcdServer {
                 .with_context(|| format!("remove {} left by a failed start", data_dir.display()))?;
         }
 
-        let mut command = Command::new("etcd");
-        command
-            .arg("--name")
-            .arg(NAME)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .arg("--initial-cluster")
-            .arg(format!("{NAME}={peer_url}"))
-            .args(["--initial-cluster-state", "new"])
-            .arg("--initial-cluster-token")
-            .arg(format!("{NAME}-{client_port}"))
-            .args(["--heartbeat-interval", HEARTBEAT_MS])
-            .args(["--election-timeout", ELECTION_TIMEOUT_MS])
-            // zap is the structured logger of 3.4 (capnslog, the default, is deprecated); it
-            // writes to stderr, which goes to the log file.
-            .args([
-                "--logger",
-                "zap",
-                "--log-outputs",
-                "stderr",
-                "--log-level",
-                "info",
-            ]);
-        // etcd reads its flags from `ETCD_*` variables too: one left in the environment would
-        // apply wherever no flag is given (TLS or auth settings, say).
-        // `ETCD_UNSUPPORTED_ARCH` is kept: etcd 3.4 needs it to run on arm64.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("ETCD_") && key != "ETCD_UNSUPPORTED_ARCH" {
-                command.env_remove(&*key);
-            }
-        }
+        let command = member_command(Member {
+            name: NAME,
+            data_dir: &data_dir,
+            client: &client_url,
+            peer: &peer_url,
+            initial_cluster: &format!("{NAME}={peer_url}"),
+            token: &format!("{NAME}-{client_port}"),
+            timing: (HEARTBEAT_MS, ELECTION_TIMEOUT_MS),
+        });
         let process = OwnedProcess::spawn(
             "etcd",
             command,
@@ -203,6 +177,146 @@ impl EtcdServer {
     /// what dropping does, with errors reported instead of printed.
     pub fn stop(&self) -> anyhow::Result<()> {
         self.process.stop().map(drop)
+    }
+}
+
+/// What one member is started with.
+struct Member<'a> {
+    name: &'a str,
+    data_dir: &'a Path,
+    client: &'a str,
+    peer: &'a str,
+    initial_cluster: &'a str,
+    token: &'a str,
+    /// Raft's heartbeat interval and election timeout, in ms.
+    timing: (&'a str, &'a str),
+}
+
+/// The `etcd` command line of one member, on loopback only.
+fn member_command(m: Member<'_>) -> Command {
+    let mut command = Command::new("etcd");
+    command
+        .arg("--name")
+        .arg(m.name)
+        .arg("--data-dir")
+        .arg(m.data_dir)
+        .args(["--listen-client-urls", m.client])
+        .args(["--advertise-client-urls", m.client])
+        .args(["--listen-peer-urls", m.peer])
+        .args(["--initial-advertise-peer-urls", m.peer])
+        .args(["--initial-cluster", m.initial_cluster])
+        .args(["--initial-cluster-state", "new"])
+        .args(["--initial-cluster-token", m.token])
+        .args(["--heartbeat-interval", m.timing.0])
+        .args(["--election-timeout", m.timing.1])
+        // zap is the structured logger of 3.4 (capnslog, the default, is deprecated); it
+        // writes to stderr, which goes to the log file.
+        .args([
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+            "--log-level",
+            "info",
+        ]);
+    // etcd reads its flags from `ETCD_*` variables too: one left in the environment would
+    // apply wherever no flag is given (TLS or auth settings, say).
+    // `ETCD_UNSUPPORTED_ARCH` is kept: etcd 3.4 needs it to run on arm64.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("ETCD_") && key != "ETCD_UNSUPPORTED_ARCH" {
+            command.env_remove(&*key);
+        }
+    }
+    command
+}
+
+/// Raft timing for three members on loopback sharing two cores with a test: slower than a
+/// single member's, so that a busy machine does not make them re-elect all the time.
+const CLUSTER_HEARTBEAT_MS: &str = "25";
+const CLUSTER_ELECTION_TIMEOUT_MS: &str = "500";
+
+/// A three-member etcd cluster on loopback: each member an [`EtcdServer`] with its own fault
+/// hooks, so a test can take one away (the cluster keeps its quorum) or two (it loses it).
+pub struct EtcdCluster {
+    pub members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Starts three members with their data in `<dir>/etcd-<i>` and logs in `<dir>/etcd-<i>.log`,
+    /// and returns once each answers `/health` healthy (which needs a raft leader).
+    pub async fn start(dir: &Path) -> anyhow::Result<EtcdCluster> {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut port_taken = None;
+        for _ in 0..process::PORT_ATTEMPTS {
+            match Self::start_once(dir).await? {
+                Ok(cluster) => return Ok(cluster),
+                Err(err) => port_taken = Some(err),
+            }
+        }
+        Err(port_taken.expect("at least one attempt"))
+    }
+
+    /// `Ok(Err(..))`: a port was taken before a member bound it; the members started are gone.
+    async fn start_once(dir: &Path) -> anyhow::Result<anyhow::Result<EtcdCluster>> {
+        let ports = free_loopback_ports::<6>()?;
+        let name = |i: usize| format!("{NAME}-{i}");
+        let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        let initial_cluster = (0..3)
+            .map(|i| format!("{}={}", name(i), peer(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("{NAME}-cluster-{}", ports[0]);
+        let mut members = Vec::new();
+        for i in 0..3 {
+            let client = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[2 * i]));
+            let data_dir = dir.join(format!("etcd-{i}"));
+            if data_dir.exists() {
+                fs::remove_dir_all(&data_dir).with_context(|| {
+                    format!("remove {} left by a failed start", data_dir.display())
+                })?;
+            }
+            let command = member_command(Member {
+                name: &name(i),
+                data_dir: &data_dir,
+                client: &format!("http://{client}"),
+                peer: &peer(i),
+                initial_cluster: &initial_cluster,
+                token: &token,
+                timing: (CLUSTER_HEARTBEAT_MS, CLUSTER_ELECTION_TIMEOUT_MS),
+            });
+            let process = OwnedProcess::spawn(
+                "etcd",
+                command,
+                &dir.join(format!("etcd-{i}.log")),
+                "etcd not found: install the Debian package etcd-server",
+            )?;
+            members.push(EtcdServer {
+                process,
+                client,
+                data_dir,
+            });
+        }
+        for member in &members {
+            let client = member.client;
+            if let Err(err) =
+                poll_until(&member.process, START_TIMEOUT, || probe_health(client)).await
+            {
+                if members
+                    .iter()
+                    .any(|m| m.process.exited() && m.process.log_mentions("address already in use"))
+                {
+                    return Ok(Err(err));
+                }
+                return Err(err.context(format!("start the etcd member on {client}")));
+            }
+        }
+        Ok(Ok(EtcdCluster { members }))
+    }
+
+    /// Every member's client URL, for a client that may use any of them.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdServer::endpoint).collect()
     }
 }
 
