@@ -13,7 +13,10 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -378,12 +381,9 @@ async fn renew(
     tx: &watch::Sender<Leadership>,
 ) -> String {
     let look = ttl / 3;
-    let mut c = client.clone();
-    let (mut keeper, mut stream) = match tokio::time::timeout(look, c.lease_keep_alive(lease)).await
-    {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return format!("cannot renew the lease: {e}"),
-        Err(_) => return format!("lease renewal unanswered within {look:?}"),
+    let (mut keeper, mut stream) = match keep_alive(client, lease, look).await {
+        Ok(pair) => pair,
+        Err(why) => return why,
     };
     let mut ticks = tokio::time::interval(look);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -391,22 +391,48 @@ async fn renew(
     loop {
         ticks.tick().await;
         let sent = Instant::now();
-        if let Err(e) = keeper.keep_alive().await {
-            return format!("cannot renew the lease: {e}");
-        }
-        match tokio::time::timeout(look, stream.message()).await {
-            Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
-                let granted = Duration::from_secs(answer.ttl() as u64).min(ttl);
+        match renew_once(&mut keeper, &mut stream, look).await {
+            Ok(granted) => {
                 tx.send_replace(Leadership::Leading {
                     lease,
-                    until: sent + granted - stand_down(ttl),
+                    until: sent + granted.min(ttl) - stand_down(ttl),
                 });
             }
-            Ok(Ok(Some(_))) => return "etcd says the lease has expired".into(),
-            Ok(Ok(None)) => return "etcd closed the lease renewal stream".into(),
-            Ok(Err(e)) => return format!("lease renewal failed: {e}"),
-            Err(_) => return format!("lease renewal unanswered within {look:?}"),
+            Err(why) => return why,
         }
+    }
+}
+
+/// Opens the renewal stream of `lease`.
+async fn keep_alive(
+    client: &Client,
+    lease: i64,
+    within: Duration,
+) -> Result<(LeaseKeeper, LeaseKeepAliveStream), String> {
+    let mut c = client.clone();
+    match tokio::time::timeout(within, c.lease_keep_alive(lease)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(format!("cannot renew the lease: {e}")),
+        Err(_) => Err(format!("lease renewal unanswered within {within:?}")),
+    }
+}
+
+/// One renewal: the TTL etcd granted from now, or why there was none.
+async fn renew_once(
+    keeper: &mut LeaseKeeper,
+    stream: &mut LeaseKeepAliveStream,
+    within: Duration,
+) -> Result<Duration, String> {
+    keeper
+        .keep_alive()
+        .await
+        .map_err(|e| format!("cannot renew the lease: {e}"))?;
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(Ok(Some(answer))) if answer.ttl() > 0 => Ok(Duration::from_secs(answer.ttl() as u64)),
+        Ok(Ok(Some(_))) => Err("etcd says the lease has expired".into()),
+        Ok(Ok(None)) => Err("etcd closed the lease renewal stream".into()),
+        Ok(Err(e)) => Err(format!("lease renewal failed: {e}")),
+        Err(_) => Err(format!("lease renewal unanswered within {within:?}")),
     }
 }
 
@@ -461,11 +487,9 @@ async fn stay_registered(
         Ok(Err(e)) => return e.to_string(),
         Err(_) => return format!("registration unanswered within {look:?}"),
     }
-    let (mut keeper, mut stream) = match tokio::time::timeout(look, c.lease_keep_alive(lease)).await
-    {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return e.to_string(),
-        Err(_) => return format!("lease renewal unanswered within {look:?}"),
+    let (mut keeper, mut stream) = match keep_alive(client, lease, look).await {
+        Ok(pair) => pair,
+        Err(why) => return why,
     };
     let read = Txn::new().and_then([
         TxnOp::get(at.leader.as_str(), None),
@@ -500,15 +524,8 @@ async fn stay_registered(
             names,
             read: Instant::now(),
         }));
-        if let Err(e) = keeper.keep_alive().await {
-            return e.to_string();
-        }
-        match tokio::time::timeout(look, stream.message()).await {
-            Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
-            Ok(Ok(Some(_))) => return "the registration's lease expired".into(),
-            Ok(Ok(None)) => return "etcd closed the lease renewal stream".into(),
-            Ok(Err(e)) => return e.to_string(),
-            Err(_) => return format!("lease renewal unanswered within {look:?}"),
+        if let Err(why) = renew_once(&mut keeper, &mut stream, look).await {
+            return why;
         }
     }
 }

@@ -85,12 +85,7 @@ async fn ha3() -> Ha3 {
 async fn spawn_through(sys: &System, name: &str, endpoints: &[String]) -> ManagerProcess {
     let mut config = config_for(sys, name);
     config["election"]["endpoints"] = json!(endpoints);
-    sys.spawn_manager_with(
-        &config,
-        &format!("{name}.json"),
-        &format!("export {}=1", failover_agent::pause::ENV),
-    )
-    .await
+    spawn_with(sys, name, &config).await
 }
 
 /// When `manager` first logged `needle` (its log lines start with an RFC 3339 UTC time of fixed
@@ -105,6 +100,33 @@ fn first_logged(manager: &ManagerProcess, needle: &str) -> Option<String> {
         .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
 }
 
+/// Long past any lease with nobody leading: the agents heard no manager, but the active's votes
+/// land, it keeps X, and nothing switched.
+async fn the_active_votes_on_unmanaged(sys: &System) {
+    sys.slots(60).await;
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
+    assert_eq!(
+        sys.cluster.with_world(|w| w.vote.last_voter),
+        Some(0),
+        "the active stopped voting without a manager"
+    );
+    assert_eq!(sys.receiver.inbox.messages("Failover complete"), 0);
+}
+
+/// Waits until `managers` together have logged their election `times` times.
+async fn until_elected(managers: &[&ManagerProcess], times: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while managers
+        .iter()
+        .map(|m| m.times_logged(ELECTED))
+        .sum::<usize>()
+        < times
+    {
+        assert!(std::time::Instant::now() < deadline, "nobody leads again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The shared config with a state dir of `name`'s own (managers run on different servers).
 fn config_for(sys: &System, name: &str) -> Value {
     let mut config = sys.manager_config.clone();
@@ -112,13 +134,18 @@ fn config_for(sys: &System, name: &str) -> Value {
     config
 }
 
-async fn spawn(sys: &System, name: &str) -> ManagerProcess {
+/// Starts manager `name` on `config`, with pause points on.
+async fn spawn_with(sys: &System, name: &str, config: &Value) -> ManagerProcess {
     sys.spawn_manager_with(
-        &config_for(sys, name),
+        config,
         &format!("{name}.json"),
         &format!("export {}=1", failover_agent::pause::ENV),
     )
     .await
+}
+
+async fn spawn(sys: &System, name: &str) -> ManagerProcess {
+    spawn_with(sys, name, &config_for(sys, name)).await
 }
 
 /// Arms pause point `point` of manager `name` (`failover_agent::pause`).
@@ -431,26 +458,13 @@ async fn without_etcd_nobody_leads_and_the_active_keeps_voting() {
     sys.wait_active(0).await;
     ha.etcd.pause().unwrap();
     a.wait_logged("stopped leading", 1, TTL + PATIENCE).await;
-    // Long past any lease: the agents heard no manager, but the active's votes land.
-    sys.slots(60).await;
-    let staked = sys.staked();
-    assert_eq!(sys.cluster.identity(0), Some(staked));
-    assert_eq!(
-        sys.cluster.with_world(|w| w.vote.last_voter),
-        Some(0),
-        "the active stopped voting without a manager"
-    );
+    the_active_votes_on_unmanaged(sys).await;
     assert_eq!(b.times_logged(ELECTED), 0);
-    assert_eq!(sys.receiver.inbox.messages("Failover complete"), 0);
 
     ha.etcd.resume().unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while a.times_logged(ELECTED) + b.times_logged(ELECTED) < 2 {
-        assert!(std::time::Instant::now() < deadline, "nobody leads again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_elected(&[&a, &b], 2).await;
     sys.slots(10).await;
-    assert_eq!(sys.cluster.identity(0), Some(staked));
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
     sys.cluster.safety().assert_safe();
 }
 
@@ -514,27 +528,15 @@ async fn without_a_quorum_nobody_leads_and_the_active_keeps_voting() {
     ha.etcd.members[1].pause().unwrap();
     ha.etcd.members[2].pause().unwrap();
     a.wait_logged("stopped leading", 1, TTL + PATIENCE).await;
-    sys.slots(60).await;
-    let staked = sys.staked();
-    assert_eq!(sys.cluster.identity(0), Some(staked));
-    assert_eq!(
-        sys.cluster.with_world(|w| w.vote.last_voter),
-        Some(0),
-        "the active stopped voting without a manager"
-    );
+    the_active_votes_on_unmanaged(sys).await;
     assert_eq!(b.times_logged(ELECTED) + c.times_logged(ELECTED), 0);
     assert_eq!(a.times_logged(ELECTED), 1);
-    assert_eq!(sys.receiver.inbox.messages("Failover complete"), 0);
 
     ha.etcd.members[1].resume().unwrap();
     ha.etcd.members[2].resume().unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while a.times_logged(ELECTED) + b.times_logged(ELECTED) + c.times_logged(ELECTED) < 2 {
-        assert!(std::time::Instant::now() < deadline, "nobody leads again");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_elected(&[&a, &b, &c], 2).await;
     sys.slots(10).await;
-    assert_eq!(sys.cluster.identity(0), Some(staked));
+    assert_eq!(sys.cluster.identity(0), Some(sys.staked()));
     sys.cluster.safety().assert_safe();
 }
 
