@@ -65,8 +65,21 @@ pub(crate) async fn spawn(
     log: &Path,
     ready: &str,
 ) -> anyhow::Result<Proc> {
+    spawn_with_env(name, bin, args, &[], log, ready).await
+}
+
+/// [`spawn`] with `env` added to its environment.
+pub(crate) async fn spawn_with_env(
+    name: &'static str,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+    ready: &str,
+) -> anyhow::Result<Proc> {
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -114,6 +127,8 @@ pub(crate) struct AgentSetup<'a> {
     pub reachable: &'a str,
     /// The validator's `--identity` symlink, when the reference's symlink hooks should repoint it.
     pub identity_link: Option<&'a Path>,
+    /// Where its vote-state backups go besides its state dir (the agent's `tower_store`).
+    pub tower_store: Option<&'a Value>,
 }
 
 /// Where `start_agent` writes the config of agent `name`.
@@ -147,6 +162,9 @@ pub(crate) async fn start_agent(bin: &Path, dir: &Path, a: AgentSetup<'_>) -> an
             link.display()
         )
         .into();
+    }
+    if let Some(store) = a.tower_store {
+        config["tower_store"] = store.clone();
     }
     let path = agent_config_path(dir, a.name);
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
@@ -351,6 +369,7 @@ pub async fn run(
                 // Loopback only: the reachable target is the demo's own webhook listener.
                 reachable: webhook.trim_start_matches("http://"),
                 identity_link: Some(&node.identity_link),
+                tower_store: None,
             },
         )
         .await?;

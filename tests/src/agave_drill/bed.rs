@@ -1,6 +1,8 @@
 //! The test bed around a real cluster: an agent per failover node and the manager (real
-//! processes, default detection settings, embedded tower store), a webhook inbox for the manager's
-//! messages, counting relays in front of the RPC endpoints, and CPU/RSS readings of our processes.
+//! processes, default detection settings, embedded tower store) — or two managers electing their
+//! leader through a real etcd, which then also keeps the vote-state backups —, a webhook inbox for
+//! the managers' messages, counting relays in front of the RPC endpoints, and CPU/RSS readings of
+//! our processes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,27 +14,69 @@ use serde_json::json;
 use super::proxy::CountingProxy;
 use super::RealCluster;
 use crate::demo::{
-    agent_config_path, free_port, sibling, spawn, start_agent, start_inbox, start_manager,
+    agent_config_path, free_port, sibling, spawn, spawn_with_env, start_agent, start_inbox,
     AgentSetup, Inbox, Proc,
 };
+use crate::etcd::EtcdServer;
 
 /// The manager's cooldown between automatic switches in the bed: long enough that one drill's
 /// switch is never followed by another inside its own run (a validator restarted after a kill
 /// may take tens of seconds before X's votes land again), short enough for back-to-back drills.
 const COOLDOWN: Duration = Duration::from_secs(30);
 
+/// How long a manager may take to log that it leads or follows after its start.
+const ELECTION_PATIENCE: Duration = Duration::from_secs(30);
+/// What a manager logs when it wins the election, and when another one leads.
+pub(super) const ELECTED: &str = "elected: this manager leads";
+pub(super) const FOLLOWING: &str = "another manager leads";
+/// What a leader logs once its leading session has claimed its term: from then on it acts.
+pub(super) const LEADING: &str = "leading in term";
+
+/// Who watches the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Managers {
+    /// One manager with the embedded tower store: the reference's setup.
+    One,
+    /// Two managers (one per "server") electing their leader through a real single-member etcd
+    /// on loopback, which also keeps the agents' vote-state backups; their pause points are on
+    /// (`FAILOVER_PAUSE_POINTS=1`), so a drill can hold the leader at a step of a switch.
+    TwoOverEtcd,
+}
+
+/// One manager process of the bed and its files.
+pub(super) struct Manager {
+    proc: Option<Proc>,
+    /// `manager` or `manager-2`: its state dir, and the stem of its config and log names.
+    name: String,
+    pub(super) cfg: PathBuf,
+    /// The running process's log (a restart starts another).
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Manager {
+    pub(super) fn state_dir(&self, bed_dir: &Path) -> PathBuf {
+        bed_dir.join(&self.name)
+    }
+
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+}
+
 /// Agents, the manager and their instruments on a real cluster.
 pub struct Bed {
     pub cluster: RealCluster,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     agent_bin: PathBuf,
     pub(super) agents: [Option<Proc>; 2],
     agent_starts: u32,
-    manager: Option<Proc>,
-    /// The running manager's log (a restart starts another).
-    manager_log: PathBuf,
-    manager_starts: u32,
-    pub(super) manager_cfg: PathBuf,
+    /// One manager, or two over etcd.
+    pub(super) managers: Vec<Manager>,
+    /// Which of `managers` leads (the only one with `Managers::One`).
+    pub(super) leader: usize,
+    /// The etcd the two managers elect through.
+    etcd: Option<EtcdServer>,
     pub(super) manager_bin: PathBuf,
     pub(super) inbox: Inbox,
     inbox_task: tokio::task::JoinHandle<()>,
@@ -77,6 +121,32 @@ pub struct Reading {
     local_requests: [u64; 2],
 }
 
+/// Waits (at most `within`) until the log at `path` has a line with `needle` after byte `mark`;
+/// returns when it was seen.
+pub(super) async fn logged(
+    path: &Path,
+    needle: &str,
+    mark: u64,
+    within: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = std::fs::read(path).unwrap_or_default();
+        if log
+            .get(mark as usize..)
+            .is_some_and(|after| String::from_utf8_lossy(after).contains(needle))
+        {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no {needle:?} within {within:?} in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// RSS (KiB) and CPU time (clock ticks) of a process.
 fn proc_usage(pid: Option<u32>) -> Option<(u64, u64)> {
     let pid = pid?;
@@ -96,14 +166,25 @@ fn proc_usage(pid: Option<u32>) -> Option<(u64, u64)> {
 }
 
 impl Bed {
-    /// Starts an agent per failover node and the manager.
-    pub async fn start(cluster: RealCluster, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts an agent per failover node and the manager(s).
+    pub async fn start(
+        cluster: RealCluster,
+        dir: &Path,
+        managers: Managers,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         // A fresh bed: state left by a drill on another cluster (terms, towers of another X)
         // would only get in the way.
-        for state in ["agent-a", "agent-b", "manager"] {
+        for state in ["agent-a", "agent-b", "manager", "manager-2", "etcd"] {
             let _ = std::fs::remove_dir_all(dir.join(state));
         }
+        let etcd = match managers {
+            Managers::One => None,
+            Managers::TwoOverEtcd => Some(EtcdServer::start(&dir.join("etcd")).await?),
+        };
+        let store = etcd
+            .as_ref()
+            .map(|e| json!({"kind": "etcd", "endpoints": [e.endpoint()]}));
         let agent_bin = sibling("failover-agent")?;
         let manager_bin = sibling("failover-manager")?;
         let key = Keypair::generate();
@@ -148,6 +229,7 @@ impl Bed {
                     manager: &key.pubkey(),
                     reachable: &format!("127.0.0.1:{}", uplinks[i]),
                     identity_link: None,
+                    tower_store: store.as_ref(),
                 },
             )
             .await?;
@@ -155,7 +237,7 @@ impl Bed {
             endpoints.push(format!("http://{}:{port}", node.ip));
         }
         let (inbox_url, inbox, inbox_task) = start_inbox().await?;
-        let manager_config = json!({
+        let mut manager_config = json!({
             "validator1": {"endpoint": endpoints[0], "ip": cluster.a.ip},
             "validator2": {"endpoint": endpoints[1], "ip": cluster.b.ip},
             "cluster_rpc": cluster_rpc.url,
@@ -167,17 +249,23 @@ impl Bed {
             "failover_cooldown": format!("{}s", COOLDOWN.as_secs()),
             "webhook_url": format!("{inbox_url}/webhook"),
         });
-        let (manager, manager_cfg) = start_manager(&manager_bin, dir, &manager_config).await?;
-        Ok(Self {
+        let names: &[&str] = match (&etcd, &store) {
+            (Some(etcd), Some(store)) => {
+                manager_config["tower_store"] = store.clone();
+                manager_config["election"] = json!({"endpoints": [etcd.endpoint()]});
+                &["manager", "manager-2"]
+            }
+            _ => &["manager"],
+        };
+        let mut bed = Self {
             cluster,
             dir: dir.to_path_buf(),
             agent_bin,
             agents,
             agent_starts: 1,
-            manager: Some(manager),
-            manager_log: dir.join("manager.log"),
-            manager_starts: 1,
-            manager_cfg,
+            managers: Vec::new(),
+            leader: 0,
+            etcd,
             manager_bin,
             inbox,
             inbox_task,
@@ -188,7 +276,99 @@ impl Bed {
             planned_now: false,
             count_leader_slots: false,
             exits: Vec::new(),
-        })
+        };
+        for name in names {
+            let mut config = manager_config.clone();
+            config["state_dir"] = json!(dir.join(name));
+            let cfg = dir.join(format!("{name}-config.json"));
+            std::fs::write(&cfg, serde_json::to_string_pretty(&config)?)?;
+            bed.managers.push(Manager {
+                proc: None,
+                name: name.to_string(),
+                cfg,
+                log: PathBuf::new(),
+                starts: 0,
+            });
+        }
+        // The first leads; the second, started once it does, follows.
+        bed.start_manager(0, ELECTED).await?;
+        if bed.managers.len() > 1 {
+            bed.start_manager(1, FOLLOWING).await?;
+        }
+        Ok(bed)
+    }
+
+    /// Starts manager `i` on its config (its log `NAME.log`, then `NAME.N.log`) and, with two,
+    /// waits until it logged `election` (it leads, or it follows).
+    pub(super) async fn start_manager(&mut self, i: usize, election: &str) -> anyhow::Result<()> {
+        let two = self.managers.len() > 1;
+        let m = &mut self.managers[i];
+        anyhow::ensure!(m.proc.is_none(), "{} is running", m.name);
+        m.starts += 1;
+        m.log = if m.starts == 1 {
+            self.dir.join(format!("{}.log", m.name))
+        } else {
+            self.dir.join(format!("{}.{}.log", m.name, m.starts))
+        };
+        let env: &[(&str, &str)] = if two {
+            &[("FAILOVER_PAUSE_POINTS", "1")]
+        } else {
+            &[]
+        };
+        let proc = spawn_with_env(
+            "manager",
+            &self.manager_bin,
+            &["--config", m.cfg.to_str().expect("UTF-8 path")],
+            env,
+            &m.log,
+            "manager running",
+        )
+        .await?;
+        m.proc = Some(proc);
+        if two {
+            self.manager_logged(i, election, 0, ELECTION_PATIENCE)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} after its start"))?;
+        }
+        Ok(())
+    }
+
+    /// The leading manager's config (for one-shot commands such as `--trigger-failover`).
+    pub(super) fn manager_cfg(&self) -> &Path {
+        &self.managers[self.leader].cfg
+    }
+
+    /// Where manager `i`'s log ends now.
+    pub(super) fn log_mark_of(&self, i: usize) -> u64 {
+        std::fs::metadata(&self.managers[i].log).map_or(0, |m| m.len())
+    }
+
+    /// Manager `i`'s current log.
+    pub(super) fn manager_log(&self, i: usize) -> PathBuf {
+        self.managers[i].log.clone()
+    }
+
+    /// Waits (at most `within`) until manager `i`'s log after `mark` has a line with `needle`;
+    /// returns when it was seen.
+    pub(super) async fn manager_logged(
+        &self,
+        i: usize,
+        needle: &str,
+        mark: u64,
+        within: Duration,
+    ) -> anyhow::Result<Instant> {
+        logged(&self.managers[i].log, needle, mark, within).await
+    }
+
+    /// `kill -9` of manager `i`.
+    pub(super) async fn kill_manager(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &mut self.managers[i];
+        let proc = m
+            .proc
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", m.name))?;
+        proc.kill().await;
+        Ok(())
     }
 
     /// Waits until the manager's cooldown after the last switch has passed, so that it may act
@@ -202,12 +382,12 @@ impl Bed {
 
     /// Where the manager's log ends now: [`Bed::manager_held_since`] reads what follows.
     pub(super) fn manager_log_mark(&self) -> u64 {
-        std::fs::metadata(&self.manager_log).map_or(0, |m| m.len())
+        self.log_mark_of(self.leader)
     }
 
     /// The manager's last "not switching" line after `mark`: why a failover did not come.
     pub(super) fn manager_held_since(&self, mark: u64) -> Option<String> {
-        let log = std::fs::read(&self.manager_log).ok()?;
+        let log = std::fs::read(&self.managers[self.leader].log).ok()?;
         let after = log.get(mark as usize..)?;
         String::from_utf8_lossy(after)
             .lines()
@@ -250,7 +430,9 @@ impl Bed {
     /// The largest `fence_after` an agent published to the manager, as the manager persisted it
     /// (what a restarted manager waits for a node it has not heard since its start).
     pub(super) fn persisted_fence_after(&self) -> anyhow::Result<Duration> {
-        let path = self.dir.join("manager").join("manager-state.json");
+        let path = self.managers[self.leader]
+            .state_dir(&self.dir)
+            .join("manager-state.json");
         let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
         let ms = state["fence_after_ms"]
             .as_u64()
@@ -258,27 +440,11 @@ impl Bed {
         Ok(Duration::from_millis(ms))
     }
 
-    /// `kill -9` of the manager, then a new one on the same config and state dir (its log in
-    /// `manager.N.log`).
+    /// `kill -9` of the (leading) manager, then a new one on the same config and state dir (its
+    /// log in `manager.N.log`).
     pub(super) async fn restart_manager(&mut self) -> anyhow::Result<()> {
-        if let Some(m) = self.manager.take() {
-            m.kill().await;
-        }
-        self.manager_starts += 1;
-        let log = self
-            .dir
-            .join(format!("manager.{}.log", self.manager_starts));
-        let manager = spawn(
-            "manager",
-            &self.manager_bin,
-            &["--config", self.manager_cfg.to_str().expect("UTF-8 path")],
-            &log,
-            "manager running",
-        )
-        .await?;
-        self.manager = Some(manager);
-        self.manager_log = log;
-        Ok(())
+        let _ = self.kill_manager(self.leader).await;
+        self.start_manager(self.leader, ELECTED).await
     }
 
     /// Starts node `i`'s agent again on the config it had.
@@ -308,7 +474,7 @@ impl Bed {
         Reading {
             at: Instant::now(),
             procs: [
-                proc_usage(pid(&self.manager)),
+                proc_usage(self.managers[self.leader].pid()),
                 proc_usage(pid(&self.agents[0])),
                 proc_usage(pid(&self.agents[1])),
             ],
@@ -350,13 +516,16 @@ impl Bed {
         self.usage_since(&before)
     }
 
-    /// Stops the manager and the agents (by pid).
+    /// Stops the managers, the agents and etcd (by pid).
     pub async fn stop(mut self) {
-        if let Some(m) = self.manager.take() {
+        for m in self.managers.iter_mut().filter_map(|m| m.proc.take()) {
             m.stop().await;
         }
         for a in self.agents.iter_mut().filter_map(Option::take) {
             a.stop().await;
+        }
+        if let Some(etcd) = self.etcd.take() {
+            let _ = etcd.stop();
         }
         self.inbox_task.abort();
     }

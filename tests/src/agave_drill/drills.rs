@@ -16,12 +16,12 @@ use super::RealCluster;
 use crate::demo::switch_ms;
 
 /// Samples taken before a fault, so "before" is known.
-const BASELINE: Duration = Duration::from_secs(2);
+pub(super) const BASELINE: Duration = Duration::from_secs(2);
 /// Slots after a switch in which the new active may skip its leader slots (a vote of its own must
 /// root first: 32 votes on top of it, and a few slots to cast the first).
 const LEADER_SKIP_WINDOW: u64 = 40;
 /// How long a switch may take before the drill calls it failed.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(super) const PATIENCE: Duration = Duration::from_secs(60);
 /// The isolation drill's name (its old active's final tower cannot be fetched).
 const ISOLATED: &str = "active isolated";
 /// How long the isolation drill waits for the switch: the cut-off agent's lease and the manager's
@@ -67,18 +67,23 @@ pub struct DrillRun {
     pub leader_slots: Option<(u64, u64)>,
     /// The manager's and agents' CPU, memory and RPC load during the run.
     pub usage: Usage,
+    /// Drills that kill the leading manager: the kill → the other manager leading in a term of
+    /// its own (acting).
+    pub takeover_ms: Option<u64>,
 }
 
 impl DrillRun {
     /// One line for a terminal.
     pub fn line(&self) -> String {
         format!(
-            "{} [{}] {}→{}: {}; detect {} ms, switch {} ms, voting again {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}{}",
+            "{} [{}] {}→{}: {}; {}detect {} ms, switch {} ms, voting again {} ms, recovery {} ms, vote gap {} slots, {} identity samples, X on both {}{}{}",
             self.drill,
             self.consensus,
             self.from,
             self.to,
             if self.ok { "ok" } else { "FAILED" },
+            self.takeover_ms
+                .map_or(String::new(), |t| format!("new leader acting {t} ms, ")),
             self.detect_ms.map_or("-".into(), |d| d.to_string()),
             self.switch_ms,
             self.voting_ms.map_or("-".into(), |d| d.to_string()),
@@ -112,7 +117,7 @@ impl Bed {
         // The trigger returns after the manager's gossip confirmation; X votes earlier than that.
         let mut args = vec![
             "--config",
-            self.manager_cfg.to_str().expect("UTF-8 path"),
+            self.manager_cfg().to_str().expect("UTF-8 path"),
             "--trigger-failover",
             "--reason",
             "drill: planned switchover",
@@ -310,7 +315,7 @@ impl Bed {
         let trigger = Command::new(&self.manager_bin)
             .args([
                 "--config",
-                self.manager_cfg.to_str().expect("UTF-8 path"),
+                self.manager_cfg().to_str().expect("UTF-8 path"),
                 "--trigger-failover",
                 "--reason",
                 "drill: promotion that fails",
@@ -669,7 +674,7 @@ impl Bed {
         anyhow::bail!("neither A nor B holds X, and the manager gave it to neither in {PATIENCE:?}")
     }
 
-    fn validator_pid(&self, i: usize) -> anyhow::Result<i32> {
+    pub(super) fn validator_pid(&self, i: usize) -> anyhow::Result<i32> {
         let name = &self.cluster.node(i).name;
         let pid_file = self.cluster.dir.join("pids").join(format!("{name}.pid"));
         Ok(std::fs::read_to_string(&pid_file)?.trim().parse()?)
@@ -677,7 +682,7 @@ impl Bed {
 
     /// Restarts node `i` (stopped or killed) with its unstaked identity and waits until it has
     /// caught up, as the passive.
-    async fn bring_back_as_passive(&mut self, i: usize, problems: &mut Vec<String>) {
+    pub(super) async fn bring_back_as_passive(&mut self, i: usize, problems: &mut Vec<String>) {
         let name = self.cluster.node(i).name.clone();
         // A pid file left by a killed node is cleared by stop-node (it checks the pid is ours).
         let _ = self
@@ -865,6 +870,7 @@ impl Bed {
             identity_samples: samples.identities.len(),
             leader_slots: None,
             usage,
+            takeover_ms: None,
         })
     }
 
@@ -934,6 +940,7 @@ impl Bed {
             identity_samples: samples.identities.len(),
             leader_slots: None,
             usage,
+            takeover_ms: None,
         })
     }
 
@@ -979,7 +986,7 @@ impl Bed {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn judge(
+    pub(super) fn judge(
         &self,
         drill: &str,
         from: usize,
@@ -1022,6 +1029,10 @@ impl Bed {
                 self.cluster.node(to).name
             ));
         }
+        if !samples.votes.iter().any(|(t, _)| *t >= started) {
+            // The vote gap below would read 0.
+            problems.push("the sampler read no vote of X after the fault".into());
+        }
         let took = samples.first_held_by(to, started);
         let old_last = took.and_then(|took| samples.latest_on(from, took));
         let voting_ms = old_last
@@ -1057,6 +1068,7 @@ impl Bed {
             identity_samples: samples.identities.len(),
             leader_slots: None,
             usage,
+            takeover_ms: None,
         }
     }
 }
@@ -1120,7 +1132,7 @@ fn runs_code(pid: i32) -> bool {
 }
 
 /// `kill -SIGNAL pid` (a pid this drill read from the cluster's own pid file).
-async fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
+pub(super) async fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()
@@ -1131,7 +1143,7 @@ async fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
 
 /// The manager's failover message as (summary, fault → decision in ms), or the problem with
 /// `held`, the manager's last word on why it did not switch.
-fn split_message(
+pub(super) fn split_message(
     message: anyhow::Result<(Instant, String)>,
     fault: Instant,
     held: impl FnOnce() -> Option<String>,
@@ -1157,7 +1169,7 @@ fn split_message(
 
 /// The manager's next "Failover complete" message, within `patience` in all (other messages,
 /// such as repeated "Failover failed", do not extend it).
-async fn failover_message(
+pub(super) async fn failover_message(
     inbox: &mut crate::demo::Inbox,
     patience: Duration,
 ) -> anyhow::Result<(Instant, String)> {
@@ -1170,7 +1182,7 @@ async fn failover_message(
 }
 
 /// Waits until `node` holds X and the vote account advanced since it did.
-async fn wait_votes_from(
+pub(super) async fn wait_votes_from(
     cluster: &RealCluster,
     node: usize,
     since: Instant,

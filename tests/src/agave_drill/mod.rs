@@ -11,10 +11,11 @@
 mod bed;
 mod drills;
 mod firewall;
+mod leaders;
 mod proxy;
 mod sampler;
 
-pub use bed::{Bed, Usage};
+pub use bed::{Bed, Managers, Usage};
 pub use drills::DrillRun;
 
 /// Whether the isolation drill can run here (nftables on loopback); why not otherwise.

@@ -445,8 +445,18 @@ pub(super) mod rpc_lite {
             }
         }
 
-        /// The `result` of one call, or `None` on any failure.
+        /// The `result` of one call, or `None` on any failure or after 2 s (a stalled node must
+        /// not stall a sampler: its gaps would read as no gap).
         pub async fn call(&self, method: &str, params: Value) -> Option<Value> {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.call_once(method, params),
+            )
+            .await
+            .ok()?
+        }
+
+        async fn call_once(&self, method: &str, params: Value) -> Option<Value> {
             let body =
                 json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
             let mut stream = tokio::net::TcpStream::connect(&self.addr).await.ok()?;

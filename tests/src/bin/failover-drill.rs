@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use failover_sim::agave_drill::{isolation_available, Bed, DrillRun, RealCluster};
+use failover_sim::agave_drill::{isolation_available, Bed, DrillRun, Managers, RealCluster};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Drill {
@@ -36,6 +36,15 @@ enum Drill {
     /// A planned switch whose promotion fails (the passive cannot write X's vote state): X must
     /// go back to the old active in the same switch, reported as rolled back.
     FailedPromotion,
+    /// Two managers over a real etcd (a bed of their own, after the drills above): `kill -9` of
+    /// the leading manager in steady state; the other one leads, nobody switches.
+    LeaderKilled,
+    /// Two managers over etcd: the leading manager and the active validator killed at once; the
+    /// other manager leads and fails over.
+    LeaderAndActiveKilled,
+    /// Two managers over etcd: a planned switch, the leader killed between the demotion and the
+    /// promotion (a pause point holds it there); the other manager makes one node active again.
+    LeaderKilledMidSwitch,
     /// All of the above, in that order.
     All,
     /// Nothing goes wrong for --soak seconds: no switch, no hold message, X keeps voting (not
@@ -99,10 +108,21 @@ struct Args {
     /// Seconds of steady state measured before the drills (CPU, memory, RPC requests).
     #[arg(long, default_value_t = 10)]
     idle: u64,
+    /// Leave the two-manager drills (leader killed, leader and active killed, leader killed
+    /// mid-switch) out of `all`.
+    #[arg(long)]
+    no_two_managers: bool,
     /// Print every run as JSON too.
     #[arg(long)]
     json: bool,
 }
+
+/// The drills that need two managers over etcd.
+const TWO_MANAGERS: [Drill; 3] = [
+    Drill::LeaderKilled,
+    Drill::LeaderAndActiveKilled,
+    Drill::LeaderKilledMidSwitch,
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -116,18 +136,25 @@ async fn main() -> anyhow::Result<()> {
         cluster.x,
         cluster.vote_account
     );
-    let mut bed = Bed::start(cluster, &args.dir).await?;
-    bed.planned_now = args.planned_now;
-    bed.count_leader_slots = args.count_leader_slots;
-    // Interrupted or not, the agents and the manager it started are stopped (by pid).
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let result = tokio::select! {
-        r = drills(&mut bed, &args) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
-    };
-    bed.stop().await;
-    let runs = result?;
+    let single = !TWO_MANAGERS.contains(&args.drill);
+    let two = !single || (args.drill == Drill::All && !args.no_two_managers);
+    let mut runs = Vec::new();
+    if single {
+        let bed = Bed::start(cluster.clone(), &args.dir, Managers::One).await?;
+        runs.extend(on_bed(bed, &args, single_manager_drills).await?);
+    }
+    if two {
+        // A bed of their own (its logs beside the first's): the agents back their vote state up
+        // to the same etcd the managers elect through.
+        let dir = args.dir.join("two-managers");
+        println!(
+            "== two managers electing their leader through etcd (logs in {})",
+            dir.display()
+        );
+        let bed = Bed::start(cluster, &dir, Managers::TwoOverEtcd).await?;
+        runs.extend(on_bed(bed, &args, two_manager_drills).await?);
+    }
+    summarize(&runs);
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
     }
@@ -140,7 +167,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
+/// Runs `drills` on `bed` and stops it (its agents and managers, by pid), interrupted or not.
+async fn on_bed<F>(mut bed: Bed, args: &Args, drills: F) -> anyhow::Result<Vec<DrillRun>>
+where
+    F: AsyncFn(&mut Bed, &Args) -> anyhow::Result<Vec<DrillRun>>,
+{
+    bed.planned_now = args.planned_now;
+    bed.count_leader_slots = args.count_leader_slots;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        r = drills(&mut bed, args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    bed.stop().await;
+    result
+}
+
+async fn single_manager_drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
     if args.idle > 0 {
         let idle = bed.idle(Duration::from_secs(args.idle)).await;
         println!(
@@ -227,7 +271,31 @@ async fn drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
     for exit in &bed.exits {
         println!("note: {exit}");
     }
-    summarize(&runs);
+    Ok(runs)
+}
+
+async fn two_manager_drills(bed: &mut Bed, args: &Args) -> anyhow::Result<Vec<DrillRun>> {
+    let wanted = |d: Drill| args.drill == d || args.drill == Drill::All;
+    let mut runs = Vec::new();
+    if wanted(Drill::LeaderKilled) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.leader_killed().await?);
+        }
+    }
+    if wanted(Drill::LeaderAndActiveKilled) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.leader_and_active_killed().await?);
+        }
+    }
+    if wanted(Drill::LeaderKilledMidSwitch) {
+        for _ in 0..args.runs {
+            report(&mut runs, bed.leader_killed_mid_switch().await?);
+        }
+    }
+    bed.first_active().await?;
+    for exit in &bed.exits {
+        println!("note: {exit}");
+    }
     Ok(runs)
 }
 
@@ -278,8 +346,13 @@ fn summarize(runs: &[DrillRun]) {
             }
             _ => format!("; X's leader slots during the switches {led}, skipped {skipped}"),
         };
+        let takeover = of(&|r| r.takeover_ms);
+        let takeover = match takeover.as_str() {
+            "-" => String::new(),
+            t => format!("new leader acting {t} ms; "),
+        };
         println!(
-            "{drill}: {ok}/{n} ok; detect {} ms; switch {} ms; voting again {} ms; recovery {} ms; vote gap {} slots; X on both {} samples{leaders}",
+            "{drill}: {ok}/{n} ok; {takeover}detect {} ms; switch {} ms; voting again {} ms; recovery {} ms; vote gap {} slots; X on both {} samples{leaders}",
             of(&|r| r.detect_ms),
             of(&|r| (r.switch_ms > 0).then_some(r.switch_ms)),
             of(&|r| r.voting_ms),
