@@ -32,27 +32,39 @@ use crate::api::FenceReport;
 use crate::lease::{self, KILL_DEADLINE, PAUSE_DEADLINE, PROBE_DEADLINE};
 use crate::state::Role;
 
-/// The confirmed last vote as the watchdog follows it: the value, and when it last advanced
-/// (`None` until it has been seen to advance: a first reading proves nothing).
+/// The confirmed last vote as the watchdog follows it: the value, when it was read, and since when
+/// it has surely advanced (`None` until it has been seen to advance: a first reading proves
+/// nothing).
 #[derive(Default)]
 struct Votes {
     seen: Option<u64>,
+    read_at: Option<Instant>,
     advanced: Option<Instant>,
 }
 
 impl Votes {
     fn note(&mut self, vote: u64) {
         if self.seen.is_some_and(|s| vote > s) {
-            self.advanced = Some(Instant::now());
+            // It moved after the previous reading, perhaps just after it: credit the advance to
+            // that reading, never later, so that evidence is never younger than it is.
+            self.advanced = self.read_at;
         }
         if self.seen.is_none_or(|s| vote > s) {
             self.seen = Some(vote);
         }
+        self.read_at = Some(Instant::now());
     }
 
     fn landed_within(&self, window: Duration) -> bool {
         self.advanced.is_some_and(|at| at.elapsed() < window)
     }
+}
+
+/// How often the confirmed last vote is read while the lease is fresh: often enough that, when
+/// the lease ends, the evidence covers the whole lease and not only its last third (a run of
+/// skipped leaders on a real cluster holds the confirmed last vote still for a second or more).
+fn fresh_reading_every(lease: Duration) -> Duration {
+    lease / 6
 }
 
 /// Runs until aborted.
@@ -62,6 +74,8 @@ pub async fn run(agent: Arc<Agent>) {
     // as what it was (never read: as possibly active).
     let mut last_staked: Option<bool> = None;
     let mut votes = Votes::default();
+    let fresh_every = fresh_reading_every(agent.lease.length());
+    let mut last_fresh_read = Instant::now() - fresh_every;
     let mut said_staying = false;
     let mut role_checked = Instant::now();
     let mut role_every = Duration::ZERO;
@@ -79,11 +93,19 @@ pub async fn run(agent: Arc<Agent>) {
                 Duration::ZERO
             };
         }
-        // A fresh lease needs no evidence: look only in its last third (with the manager heard,
-        // a lease is renewed 1–2 s after it began, so the validator's RPC is asked nothing extra;
-        // a third of the lease is enough to see the confirmed last vote advance before it ends).
+        // A fresh lease needs no decision, only the evidence for the one at its end: the confirmed
+        // last vote, read now and then. Only looking in the last third (a second with the default
+        // lease) fenced a voting active whose manager died during a run of skipped leaders.
         if agent.lease.since_renewal() < agent.lease.length() * 2 / 3 {
             said_staying = false;
+            if last_fresh_read.elapsed() >= fresh_every {
+                last_fresh_read = Instant::now();
+                match read_if_active(&agent, period).await {
+                    Some(Some(vote)) => votes.note(vote),
+                    Some(None) => {}
+                    None => votes = Votes::default(),
+                }
+            }
             continue;
         }
         // The probes run side by side, so that one look takes at most the longest of them (the
@@ -180,6 +202,21 @@ pub async fn run(agent: Arc<Agent>) {
         report(&agent, reason, outcome, unreachable);
         votes = Votes::default();
         said_staying = false;
+    }
+}
+
+/// While the lease is fresh: the confirmed last vote if the validator holds the staked identity
+/// (`Some(None)` when either did not answer within `within`, one watchdog period, so that these
+/// readings never delay the look at the lease's end); `None` when it does not hold it.
+async fn read_if_active(agent: &Agent, within: Duration) -> Option<Option<u64>> {
+    match timeout(within, agent.validator.identity()).await {
+        Ok(Ok(id)) if id != agent.staked() => return None,
+        Ok(Ok(_)) => {}
+        _ => return Some(None),
+    }
+    match timeout(within, agent.confirmed_last_vote()).await {
+        Ok(Ok(vote)) => Some(vote),
+        _ => Some(None),
     }
 }
 

@@ -111,6 +111,44 @@ async fn the_watchdog_keeps_looking_for_the_whole_silence() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_manager_gone_during_skipped_blocks_leaves_a_voting_active_voting() {
+    // The manager's last answered heartbeat, then silence; a run of skipped blocks holds the
+    // confirmed last vote still from a third of the lease until just past its end. The votes did
+    // land within the lease, and land again right after: the active must stay active. The
+    // watchdog used to read the votes only in the lease's last third, saw them stand still and
+    // fenced — on real Agave, a new leader found nobody holding X after a manager takeover.
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = up.local_addr().unwrap().to_string();
+    let bed = bed_with(|_, c| {
+        c["manager_timeout"] = "6s".into();
+        c["connectivity_targets"] = serde_json::json!([target]);
+        c["connectivity_failures_to_fence"] = 1.into();
+    })
+    .await;
+    let client = bed.client(0);
+    client.status(1).await.unwrap();
+    // The second heartbeat acknowledges the first: the lease runs from its admission, about now.
+    client.status(1).await.unwrap();
+    let renewed = bed.cluster.slot();
+    // 100 ms slots: blocks skipped from 2 s into the lease until 0.6 s past its end.
+    bed.cluster.wait_for_slot(renewed + 20, PATIENCE).await.unwrap();
+    bed.cluster.skip_blocks(46);
+    let stalled = bed.cluster.vote_account().last_vote;
+    bed.cluster
+        .wait_until(PATIENCE, |w| w.vote.last_vote > stalled)
+        .await
+        .unwrap();
+    // Past the lease and the stall, with a look or two after it.
+    bed.cluster.wait_for_slot(renewed + 80, PATIENCE).await.unwrap();
+    let report = bed.agents[0].agent.fence_reports().borrow().clone();
+    let report = report.expect("the lease expired: the watchdog decided");
+    assert_eq!(report.outcome, "stayed_active", "{report:?}");
+    assert_eq!(bed.cluster.identity(0), Some(bed.cluster.staked_pubkey()));
+    bed.cluster.safety().assert_safe();
+    drop(up);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_validator_is_killed_and_a_sigcont_cannot_make_it_vote() {
     // SIGSTOP (the stand-in is stopped and the node answers nothing): the lease lapses, the pause
     // gets no answer, the process is killed. Continuing it afterwards finds nothing to continue.

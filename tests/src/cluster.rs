@@ -517,6 +517,12 @@ impl Cluster {
         self.wait_until(timeout, |w| w.slot >= slot).await
     }
 
+    /// The next `slots` slots produce no block (a run of skipped leaders): the vote account's last
+    /// vote stands still for them.
+    pub fn skip_blocks(&self, slots: u64) {
+        self.shared.world().skip_blocks(slots);
+    }
+
     /// Silences (or wakes) the cluster endpoint's pubsub: connections and subscriptions stay
     /// open, no notification is sent.
     pub fn silence_network_pubsub(&self, silent: bool) {

@@ -215,6 +215,9 @@ pub struct World {
     pub consensus: Consensus,
     /// Alpenglow votes cast and not yet certified on chain: (slot, voter).
     pending_votes: VecDeque<(u64, usize)>,
+    /// No block lands before this slot (the cluster's leaders skip theirs): votes are cast and
+    /// written, none reaches the vote account until then.
+    blocks_skipped_until: u64,
 }
 
 /// `setIdentity` refused, with Agave's message.
@@ -247,6 +250,7 @@ impl World {
             transaction_count: 292,
             consensus,
             pending_votes: VecDeque::new(),
+            blocks_skipped_until: 0,
         }
     }
 
@@ -334,6 +338,16 @@ impl World {
     }
 
     /// Advances the cluster one slot and lets every node that may vote do so.
+    /// The next `slots` slots produce no block (a run of skipped leaders, as on a real cluster):
+    /// the vote account's last vote stands still for them, then moves on with the next vote.
+    pub fn skip_blocks(&mut self, slots: u64) {
+        self.blocks_skipped_until = self.slot + 1 + slots;
+    }
+
+    fn blocks_skipped(&self) -> bool {
+        self.slot < self.blocks_skipped_until
+    }
+
     pub fn tick(&mut self) {
         self.slot += 1;
         self.land_certified_votes();
@@ -372,7 +386,7 @@ impl World {
     /// Alpenglow votes reach the vote account with the certificate in a later block's footer.
     fn land_certified_votes(&mut self) {
         while let Some(&(slot, voter)) = self.pending_votes.front() {
-            if slot + CERTIFICATE_DELAY > self.slot {
+            if slot + CERTIFICATE_DELAY > self.slot || self.blocks_skipped() {
                 break;
             }
             self.pending_votes.pop_front();
@@ -428,7 +442,7 @@ impl World {
         if !straggler {
             self.nodes[i].tower = Some(tower.clone());
         }
-        if self.nodes[i].faults.cut_off {
+        if self.nodes[i].faults.cut_off || self.blocks_skipped() {
             return;
         }
         if slot > self.vote.last_vote {
