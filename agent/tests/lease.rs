@@ -131,7 +131,10 @@ async fn a_manager_gone_during_skipped_blocks_leaves_a_voting_active_voting() {
     client.status(1).await.unwrap();
     let renewed = bed.cluster.slot();
     // 100 ms slots: blocks skipped from 2 s into the lease until 0.6 s past its end.
-    bed.cluster.wait_for_slot(renewed + 20, PATIENCE).await.unwrap();
+    bed.cluster
+        .wait_for_slot(renewed + 20, PATIENCE)
+        .await
+        .unwrap();
     bed.cluster.skip_blocks(46);
     let stalled = bed.cluster.vote_account().last_vote;
     bed.cluster
@@ -139,7 +142,10 @@ async fn a_manager_gone_during_skipped_blocks_leaves_a_voting_active_voting() {
         .await
         .unwrap();
     // Past the lease and the stall, with a look or two after it.
-    bed.cluster.wait_for_slot(renewed + 80, PATIENCE).await.unwrap();
+    bed.cluster
+        .wait_for_slot(renewed + 80, PATIENCE)
+        .await
+        .unwrap();
     let report = bed.agents[0].agent.fence_reports().borrow().clone();
     let report = report.expect("the lease expired: the watchdog decided");
     assert_eq!(report.outcome, "stayed_active", "{report:?}");
