@@ -337,7 +337,6 @@ impl World {
             .then_some(self.vote.last_vote)
     }
 
-    /// Advances the cluster one slot and lets every node that may vote do so.
     /// The next `slots` slots produce no block (a run of skipped leaders, as on a real cluster):
     /// the vote account's last vote stands still for them, then moves on with the next vote.
     pub fn skip_blocks(&mut self, slots: u64) {
@@ -348,6 +347,7 @@ impl World {
         self.slot < self.blocks_skipped_until
     }
 
+    /// Advances the cluster one slot and lets every node that may vote do so.
     pub fn tick(&mut self) {
         self.slot += 1;
         self.land_certified_votes();
