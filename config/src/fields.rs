@@ -77,6 +77,11 @@ impl<'a> Object<'a> {
         }
     }
 
+    /// This object's own path (`validators[0]`; empty at the top level).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The path of a field of this object.
     pub fn path_of(&self, name: &str) -> String {
         join(&self.path, name)

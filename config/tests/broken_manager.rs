@@ -6,6 +6,15 @@ mod util;
 use serde_json::json;
 use util::{case, enable_secure_mode, manager_base, remove, run_cases, Case, Kind, IDENTITY};
 
+/// Replaces `validator1`/`validator2` with a `validators` list of `n` nodes (10.0.0.1, …).
+fn as_list(c: &mut serde_json::Value, n: usize) {
+    remove(c, "validator1");
+    remove(c, "validator2");
+    c["validators"] = (1..=n)
+        .map(|i| json!({ "endpoint": format!("http://10.0.0.{i}:8080"), "ip": format!("10.0.0.{i}") }))
+        .collect();
+}
+
 const MANAGER_CASES: &[Case] = &[
     case(
         "endpoint with a bad scheme",
@@ -43,6 +52,72 @@ const MANAGER_CASES: &[Case] = &[
         |c| c["validator1"] = json!("http://10.0.0.1:8080"),
         "validator1",
         "expected an object { ... }, got string",
+    ),
+    case(
+        "a list of one validator",
+        |c| as_list(c, 1),
+        "validators",
+        "names 1 validator(s); failover needs at least two",
+    ),
+    case(
+        "a list of too many validators",
+        |c| as_list(c, 17),
+        "validators",
+        "names 17 validators; at most 16",
+    ),
+    case(
+        "a list beside validator1",
+        |c| {
+            as_list(c, 3);
+            c["validator1"] = json!({ "endpoint": "http://10.0.0.1:8080", "ip": "10.0.0.1" });
+        },
+        "validator1",
+        "set beside validators",
+    ),
+    case(
+        "a list whose third node repeats the first's ip",
+        |c| {
+            as_list(c, 3);
+            c["validators"][2]["ip"] = json!("10.0.0.1");
+        },
+        "validators[2].ip",
+        "is also validators[0].ip",
+    ),
+    case(
+        "a list whose nodes share a name",
+        |c| {
+            as_list(c, 3);
+            c["validators"][1]["name"] = json!("validator3");
+        },
+        "validators[2].name",
+        "\"validator3\" is also the name of validators[1]",
+    ),
+    case(
+        "a list entry without an endpoint",
+        |c| {
+            as_list(c, 3);
+            c["validators"][1].as_object_mut().unwrap().remove("endpoint");
+        },
+        "validators[1].endpoint",
+        "required field is missing",
+    ),
+    case(
+        "a list entry as a string",
+        |c| {
+            as_list(c, 2);
+            c["validators"][1] = json!("http://10.0.0.2:8080");
+        },
+        "validators[1]",
+        "expected an object { ... }, got string",
+    ),
+    case(
+        "validators as an object",
+        |c| {
+            as_list(c, 2);
+            c["validators"] = json!({});
+        },
+        "validators",
+        "expected an array [ ... ]",
     ),
     case(
         "misses as a string",

@@ -114,7 +114,7 @@ fn reference_agent_example_loads_in_command_mode() {
 #[test]
 fn reference_manager_example_loads_with_secure_mode_off() {
     let config = load_manager(example_path("manager-config.reference.json")).unwrap();
-    for (v, n) in [(&config.validator1, 1), (&config.validator2, 2)] {
+    for (v, n) in config.validators.iter().zip(1..) {
         assert_eq!(v.name, format!("validator{n}"));
         assert_eq!(v.endpoint.as_str(), format!("http://10.0.0.{n}:8080/"));
         assert_eq!(v.ip, format!("10.0.0.{n}").parse::<IpAddr>().unwrap());
@@ -268,9 +268,9 @@ fn secure_mode_loads_when_its_files_exist() {
         Some("agave-validator --ledger {ledger} authorized-voter add")
     );
     assert!(secure.ssh_require_tower);
-    assert_eq!(config.validator1.ssh_host, "10.0.0.1");
-    assert_eq!(config.validator2.ssh_host, "validator-2.internal");
-    assert_eq!(config.validator2.ssh_port, 2222);
+    assert_eq!(config.validators[0].ssh_host, "10.0.0.1");
+    assert_eq!(config.validators[1].ssh_host, "validator-2.internal");
+    assert_eq!(config.validators[1].ssh_port, 2222);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
@@ -497,5 +497,30 @@ fn a_reference_file_using_its_go_codes_fields_and_conventions_loads() {
         err.to_string()
             .contains("did you mean \"startup_grace_period\""),
         "{err}"
+    );
+}
+
+#[test]
+fn a_validators_list_names_its_nodes_in_priority_order() {
+    let mut config = manager_base();
+    let object = config.as_object_mut().unwrap();
+    object.remove("validator1");
+    object.remove("validator2");
+    config["validators"] = serde_json::json!([
+        { "endpoint": "http://10.0.0.1:8080", "ip": "10.0.0.1" },
+        { "endpoint": "http://10.0.0.2:8080", "ip": "10.0.0.2", "name": "backup-fra" },
+        { "endpoint": "http://10.0.0.3:8080", "ip": "10.0.0.3" },
+    ]);
+    let scenario = Scenario::new();
+    let config = failover_config::parse_manager(
+        &scenario.resolve(&config.to_string()),
+        std::path::Path::new("/etc/failover/manager-config.json"),
+    )
+    .unwrap();
+    let names: Vec<&str> = config.validators.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["validator1", "backup-fra", "validator3"]);
+    assert_eq!(
+        config.validators[2].ip,
+        "10.0.0.3".parse::<IpAddr>().unwrap()
     );
 }

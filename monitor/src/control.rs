@@ -48,6 +48,9 @@ pub enum ControlRequest {
         /// Switch at once, without waiting for a moment the staked identity leads no slot.
         #[serde(default)]
         now: bool,
+        /// The validator to move the staked identity to, by name; `None`: the engine's choice.
+        #[serde(default)]
+        to: Option<String>,
     },
     /// What `failover-manager status` shows, from the running manager's last heartbeat.
     Status,

@@ -80,7 +80,8 @@ pub struct NodeView {
 pub struct View {
     /// The view's clock (monotonic, from the manager's start).
     pub now: Duration,
-    pub nodes: [NodeView; 2],
+    /// The validators in the config's order, which is their standby priority.
+    pub nodes: Vec<NodeView>,
     /// What the cluster runs, as its RPC says.
     pub consensus: Consensus,
     /// The cluster's tip (processed slot).
@@ -346,7 +347,8 @@ pub struct Engine {
     lag_samples: u32,
     stale_samples: u32,
     last_switch: Option<Duration>,
-    reported_unreachable: [bool; 2],
+    /// Per node: its agent's unreachability was said.
+    reported_unreachable: Vec<bool>,
     /// The node last judged active: a dead active is not a "standby that is down".
     active: Option<usize>,
     /// The last vote seen and when it last advanced.
@@ -439,7 +441,7 @@ impl Engine {
             lag_samples: 0,
             stale_samples: 0,
             last_switch: None,
-            reported_unreachable: [false; 2],
+            reported_unreachable: Vec::new(),
             active: None,
             vote_progress: None,
             fence_sure_at: None,
@@ -533,6 +535,7 @@ impl Engine {
 
     fn decide(&mut self, view: &View) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.reported_unreachable.resize(view.nodes.len(), false);
         for (i, node) in view.nodes.iter().enumerate() {
             let unreachable = node.misses >= self.rules.misses_before_failover;
             if unreachable && !self.reported_unreachable[i] {
@@ -572,29 +575,41 @@ impl Engine {
                 .and_then(|r| r.holds_staked)
         };
         let reachable = |i: usize| view.nodes[i].misses == 0 && view.nodes[i].report.is_some();
-        let active = match (holds(0), holds(1)) {
-            (Some(true), Some(true)) => {
+        let nodes = 0..view.nodes.len();
+        let holders: Vec<usize> = nodes.clone().filter(|&i| holds(i) == Some(true)).collect();
+        let active = match holders.as_slice() {
+            [] => {
+                // Nobody says so: the active is the one not known to be passive (its identity is
+                // unreadable or its agent never answered), preferring the one gossip shows as
+                // staked.
+                let candidates: Vec<usize> = nodes.filter(|&i| holds(i) != Some(false)).collect();
+                match candidates.as_slice() {
+                    [one] => Some(*one),
+                    several => several
+                        .iter()
+                        .copied()
+                        .find(|&i| view.nodes[i].staked_in_gossip),
+                }
+            }
+            [one] => Some(*one),
+            several => {
+                let which: Vec<String> = several
+                    .iter()
+                    .map(|i| format!("validator{}", i + 1))
+                    .collect();
                 actions.push(Action::Critical {
-                    text:
-                        "both validators report the staked identity: not switching; check them now"
-                            .into(),
+                    text: format!(
+                        "{} report the staked identity: not switching; check them now",
+                        if several.len() == 2 && view.nodes.len() == 2 {
+                            "both validators".to_string()
+                        } else {
+                            which.join(" and ")
+                        }
+                    ),
                 });
                 return actions;
             }
-            (Some(true), _) => Some(0),
-            (_, Some(true)) => Some(1),
-            // Nobody says so: the active is the one not known to be passive (its identity is
-            // unreadable or its agent never answered), preferring the one gossip shows as staked.
-            _ => {
-                let candidates: Vec<usize> = (0..2).filter(|&i| holds(i) != Some(false)).collect();
-                match candidates.as_slice() {
-                    [one] => Some(*one),
-                    [_, _] => (0..2).find(|&i| view.nodes[i].staked_in_gossip),
-                    _ => None,
-                }
-            }
         };
-
         self.active = active;
         if active.is_some_and(|a| view.nodes[a].misses == 0) {
             self.fence_sure_at = None;
@@ -602,12 +617,11 @@ impl Engine {
         let Some(a) = active else {
             // Nobody holds the staked identity. Promote only when nobody votes either.
             if self.rules.watch_votes && self.stale_samples >= 2 {
-                let best = self.best_passive(view);
+                let best = self.standby_for_no_active(view);
                 return self.propose(view, actions, None, best, Reason::NoActive, true);
             }
             return actions;
         };
-        let p = 1 - a;
         let node = &view.nodes[a];
         let report = node.report.as_ref();
 
@@ -642,7 +656,8 @@ impl Engine {
         };
         let Some(reason) = reason else { return actions };
         let demotable = reachable(a);
-        self.propose(view, actions, Some(a), p, reason, demotable)
+        let standby = self.standby(view, a);
+        self.propose(view, actions, Some(a), standby, reason, demotable)
     }
 
     /// The vote-lag threshold for the view's consensus; the larger one while it is not known.
@@ -781,20 +796,34 @@ impl Engine {
         None
     }
 
-    /// With nobody active: the reachable passive closest to the tip.
-    fn best_passive(&self, view: &View) -> usize {
+    /// The standby to move the identity to from `active`: the first node in priority order (the
+    /// config's) that could be promoted now; when none could, the first, whose problem then
+    /// holds the switch.
+    pub fn standby(&self, view: &View, active: usize) -> usize {
+        let standbys = || (0..view.nodes.len()).filter(move |&i| i != active);
+        standbys()
+            .find(|&i| self.passive_problem(view, i).is_none())
+            .or_else(|| standbys().next())
+            .expect("a config names at least two validators")
+    }
+
+    /// With nobody active: of the nodes that could be promoted now, the one closest to the tip;
+    /// when none could, the reachable one closest to it (whose problem then holds the switch).
+    /// Ties go to the earlier in priority order.
+    fn standby_for_no_active(&self, view: &View) -> usize {
         let score = |i: usize| {
             let n = &view.nodes[i];
             (
+                self.passive_problem(view, i).is_none(),
                 n.misses == 0,
                 n.report.as_ref().and_then(|r| r.slot).unwrap_or(0),
             )
         };
-        if score(1) > score(0) {
-            1
-        } else {
-            0
-        }
+        // `max_by_key` keeps the last of equals: reversed, that is the earliest in priority.
+        (0..view.nodes.len())
+            .rev()
+            .max_by_key(|&i| score(i))
+            .unwrap_or(0)
     }
 
     /// Decisions wait for a tip, a vote sample when votes are watched, and a word from each agent

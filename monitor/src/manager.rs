@@ -67,7 +67,7 @@ pub struct Manager {
     pub(crate) cfg: ManagerConfig,
     pub(crate) observer: Observer,
     /// Clients for switch commands (longer timeout than heartbeats).
-    pub(crate) commands: [AgentClient; 2],
+    pub(crate) commands: Vec<AgentClient>,
     pub(crate) engine: Engine,
     pub(crate) notifier: Notifier,
     state: Persisted,
@@ -190,17 +190,19 @@ impl Manager {
         let client = |v: &failover_config::ValidatorEndpoint, timeout| {
             AgentClient::new(v.endpoint.as_str(), signer.clone(), timeout)
         };
-        let agents = [
-            client(&cfg.validator1, cfg.request_timeout),
-            client(&cfg.validator2, cfg.request_timeout),
-        ];
-        let commands = [
-            client(&cfg.validator1, COMMAND_TIMEOUT),
-            client(&cfg.validator2, COMMAND_TIMEOUT),
-        ];
+        let agents = cfg
+            .validators
+            .iter()
+            .map(|v| client(v, cfg.request_timeout))
+            .collect();
+        let commands = cfg
+            .validators
+            .iter()
+            .map(|v| client(v, COMMAND_TIMEOUT))
+            .collect();
         let metrics = metrics.unwrap_or_else(|| {
             Arc::new(crate::metrics::Metrics::new(
-                [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
+                node_names(&cfg),
                 notifier.deliveries(),
             ))
         });
@@ -210,7 +212,7 @@ impl Manager {
                 cluster_ws: cfg.cluster_ws.to_string(),
                 staked: cfg.staked_identity_pubkey,
                 vote_account: cfg.vote_account_pubkey,
-                ips: [cfg.validator1.ip, cfg.validator2.ip],
+                ips: cfg.validators.iter().map(|v| v.ip).collect(),
                 request_timeout: cfg.request_timeout,
                 rpc_requests_per_second: cfg.rpc_requests_per_second,
                 consensus: cfg.consensus,
@@ -262,11 +264,7 @@ impl Manager {
     /// How to reach validator `i` over SSH (secure mode).
     pub(crate) fn ssh_target(&self, i: usize) -> Option<crate::ssh::SshTarget> {
         let secure = self.cfg.secure.as_ref()?;
-        let v = if i == 0 {
-            &self.cfg.validator1
-        } else {
-            &self.cfg.validator2
-        };
+        let v = &self.cfg.validators[i];
         Some(crate::ssh::SshTarget {
             program: secure.ssh_program.clone(),
             user: secure.ssh_user.clone(),
@@ -279,20 +277,40 @@ impl Manager {
     }
 
     pub(crate) fn describe(&self, i: usize) -> String {
-        let v = if i == 0 {
-            &self.cfg.validator1
-        } else {
-            &self.cfg.validator2
-        };
+        let v = &self.cfg.validators[i];
         format!("{} ({})", v.name, v.ip)
     }
 
     pub(crate) fn cfg_ip(&self, i: usize) -> IpAddr {
-        if i == 0 {
-            self.cfg.validator1.ip
-        } else {
-            self.cfg.validator2.ip
+        self.cfg.validators[i].ip
+    }
+
+    /// The validator `--to` names, which must not be `active`.
+    fn node_named(&self, name: &str, active: usize) -> Result<usize, String> {
+        let names: Vec<&str> = self
+            .cfg
+            .validators
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        let i = names.iter().position(|n| *n == name).ok_or_else(|| {
+            format!(
+                "--to {name:?}: no validator has that name (the config names {})",
+                names.join(", ")
+            )
+        })?;
+        if i == active {
+            return Err(format!(
+                "--to {name:?}: {} already holds the staked identity; nothing to switch",
+                self.describe(i)
+            ));
         }
+        Ok(i)
+    }
+
+    /// How many validators this manager watches.
+    pub(crate) fn node_count(&self) -> usize {
+        self.cfg.validators.len()
     }
 
     pub(crate) fn staked_str(&self) -> String {
@@ -596,7 +614,7 @@ impl Manager {
     /// Which node holds the staked identity now, by its agent.
     fn active(&self) -> Option<usize> {
         let sample = self.last_sample.as_ref()?;
-        (0..2).find(|&i| {
+        (0..self.node_count()).find(|&i| {
             sample.view.nodes[i]
                 .report
                 .as_ref()
@@ -605,14 +623,15 @@ impl Manager {
         })
     }
 
-    /// A planned switchover from the active to the passive. Refuses when the passive is unhealthy
-    /// unless `force`. With `dry_run`, returns the plan phase by phase and changes nothing. Unless
+    /// A planned switchover from the active to `to` (a validator's name), or without it to the
+    /// standby the engine would pick. Refuses when that standby is unfit unless `force`. With `dry_run`, returns the plan phase by phase and changes nothing. Unless
     /// `now` (or a dry run), it starts at a moment the staked identity leads none of the next
     /// `planned_switch_leader_slots` slots, so that no block of its own is skipped while the
     /// identity moves.
     pub async fn trigger(
         &mut self,
         reason: &str,
+        to: Option<&str>,
         force: bool,
         dry_run: bool,
         now: bool,
@@ -624,7 +643,10 @@ impl Manager {
         let active = self
             .active()
             .ok_or("no validator reports the staked identity: nothing to switch from")?;
-        let passive = 1 - active;
+        let passive = match to {
+            None => self.engine.standby(&sample.view, active),
+            Some(name) => self.node_named(name, active)?,
+        };
         if sample.view.nodes[active].misses > 0 {
             return Err(format!(
                 "{}'s agent is not answering: cannot demote it",
@@ -700,22 +722,21 @@ impl Manager {
     async fn keeping_leases<T>(
         &self,
         work: impl std::future::Future<Output = T>,
-    ) -> (Result<T, usize>, [Option<Duration>; 2]) {
+    ) -> (Result<T, usize>, Vec<Option<Duration>>) {
         let term = self.state.term;
-        let mut answered = [None, None];
+        let n = self.node_count();
+        let mut answered = vec![None; n];
         let heartbeats = async {
-            let mut missed = [0u32; 2];
+            let mut missed = vec![0u32; n];
             let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let (a, b) = tokio::join!(
-                    self.observer.agent(0).status(term),
-                    self.observer.agent(1).status(term)
-                );
-                for (i, ok) in [a.is_ok(), b.is_ok()].into_iter().enumerate() {
-                    if ok {
+                let asked = (0..n).map(|i| self.observer.agent(i).status(term));
+                let results = futures_util::future::join_all(asked).await;
+                for (i, result) in results.into_iter().enumerate() {
+                    if result.is_ok() {
                         answered[i] = Some(self.observer.now());
                         missed[i] = 0;
                     } else {
@@ -736,7 +757,7 @@ impl Manager {
 
     /// An agent that answered a heartbeat of [`Manager::keeping_leases`] holds a lease from then
     /// (the answer's arrival, later than the lease began: the safe side for a fence wait).
-    fn leases_kept(&mut self, answered: [Option<Duration>; 2]) {
+    fn leases_kept(&mut self, answered: Vec<Option<Duration>>) {
         for (i, at) in answered.into_iter().enumerate() {
             if let Some(at) = at {
                 self.observer.lease_granted_at(i, at);
@@ -886,7 +907,7 @@ impl Manager {
         let sample = self.last_sample.as_ref();
         let view = sample.map(|s| &s.view);
         let tip = view.and_then(|v| v.tip);
-        let nodes = (0..2)
+        let nodes = (0..self.node_count())
             .map(|i| {
                 let status = sample.and_then(|s| s.statuses[i].as_ref());
                 let report = view.and_then(|v| v.nodes[i].report.as_ref());
@@ -941,7 +962,7 @@ impl Manager {
             return vec!["no sample yet".into()];
         };
         let mut lines = Vec::new();
-        for i in 0..2 {
+        for i in 0..self.node_count() {
             let line = match (&sample.statuses[i], &sample.errors[i]) {
                 (Some(s), _) => format!(
                     "{}: {}, identity {}, slot {}, {}, process {}, tower last vote {}{}",
@@ -980,14 +1001,15 @@ impl Manager {
         lines
     }
 
-    /// Sends `/shutdown` to both agents at once.
-    pub async fn shutdown_agents(&self) -> [Result<(), String>; 2] {
+    /// Sends `/shutdown` to every agent at once.
+    pub async fn shutdown_agents(&self) -> Vec<Result<(), String>> {
         let term = self.state.term;
-        let (a, b) = tokio::join!(
-            self.commands[0].shutdown(term),
-            self.commands[1].shutdown(term)
-        );
-        [a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string())]
+        let asked = self.commands.iter().map(|c| c.shutdown(term));
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
     }
 }
 
@@ -1010,7 +1032,7 @@ pub async fn run_with(
     // The only manager on this state dir until the end, also while it follows another.
     let mut lock = Some(StateLock::acquire(&cfg.state_dir)?);
     let metrics = Arc::new(crate::metrics::Metrics::new(
-        [cfg.validator1.name.clone(), cfg.validator2.name.clone()],
+        node_names(&cfg),
         notifier.deliveries(),
     ));
     let (control_tx, mut control_rx) = mpsc::channel(8);
@@ -1090,6 +1112,11 @@ pub async fn run_with(
 enum Ended {
     Shutdown,
     NoLongerLeading,
+}
+
+/// The validators' names, in the config's order.
+fn node_names(cfg: &ManagerConfig) -> Vec<String> {
+    cfg.validators.iter().map(|v| v.name.clone()).collect()
 }
 
 /// This manager's name in the election: host and process, for operators reading who leads.
@@ -1184,10 +1211,9 @@ async fn lead(
     // older ones are of no use, and a queue of them would be taken before the current one.
     let (tower_tx, mut tower_rx) = watch::channel(None);
     let follower = tokio::spawn(follow_tower(
-        [
-            manager.observer.agent(0).clone(),
-            manager.observer.agent(1).clone(),
-        ],
+        (0..manager.node_count())
+            .map(|i| manager.observer.agent(i).clone())
+            .collect(),
         manager.saved_backup().map(|t| t.sha256),
         manager.follow.subscribe(),
         tower_tx,
@@ -1220,8 +1246,8 @@ async fn lead(
             }
             Some((request, reply)) = control_rx.recv() => {
                 let answer = match request {
-                    ControlRequest::Trigger { reason, force, dry_run, now } => {
-                        manager.trigger(&reason, force, dry_run, now).await.map(ControlAnswer::Switched)
+                    ControlRequest::Trigger { reason, force, dry_run, now, to } => {
+                        manager.trigger(&reason, to.as_deref(), force, dry_run, now).await.map(ControlAnswer::Switched)
                     }
                     ControlRequest::Status => Ok(ControlAnswer::Status(Box::new(manager.status_report(&manager.source())))),
                 };
@@ -1319,7 +1345,7 @@ async fn lead(
 /// Keeps one held `/tower` request open to the active's agent (`target`: which node, at which
 /// term) and passes every changed tower to the control loop, which verifies and keeps it.
 async fn follow_tower(
-    agents: [AgentClient; 2],
+    agents: Vec<AgentClient>,
     mut known: Option<String>,
     mut target: watch::Receiver<Option<(usize, u64)>>,
     towers: watch::Sender<Option<VoteStateBlob>>,

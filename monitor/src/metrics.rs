@@ -1,7 +1,7 @@
 //! The manager's Prometheus metrics, served at `GET /metrics` on `metrics_listen_addr` (off
 //! unless configured). Gauges mirror the last heartbeat's view; counters and histograms are
 //! bumped where switches, holds and cluster RPC requests happen. Label values come from closed
-//! sets (the two configured node names, roles, phase names, hold kinds, RPC methods).
+//! sets (the configured node names, roles, phase names, hold kinds, RPC methods).
 
 use std::sync::Arc;
 
@@ -56,7 +56,7 @@ const ROLES: [&str; 3] = ["active", "passive", "unknown"];
 
 pub struct Metrics {
     registry: Registry,
-    names: [String; 2],
+    names: Vec<String>,
     term: Gauge,
     role: Family<RoleLabels, Gauge>,
     up: Family<NodeLabels, Gauge>,
@@ -76,8 +76,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics of a manager watching the nodes named `names` (validator1, validator2).
-    pub fn new(names: [String; 2], notifications: crate::notify::Deliveries) -> Self {
+    /// The metrics of a manager watching the nodes named `names` (validator1, validator2, …).
+    pub fn new(names: Vec<String>, notifications: crate::notify::Deliveries) -> Self {
         let mut r = Registry::with_prefix("failover_manager");
         r.register(
             "notifications",

@@ -40,7 +40,8 @@ pub struct ObserverConfig {
     pub cluster_ws: String,
     pub staked: Pubkey,
     pub vote_account: Option<Pubkey>,
-    pub ips: [IpAddr; 2],
+    /// Each validator's address in gossip, in the config's order.
+    pub ips: Vec<IpAddr>,
     pub request_timeout: Duration,
     pub rpc_requests_per_second: u32,
     /// `consensus` from the config: `auto` asks the cluster.
@@ -100,10 +101,10 @@ struct NodeState {
 pub struct Sample {
     pub view: View,
     /// The agents' full answers (`None` when the agent did not answer this time).
-    pub statuses: [Option<StatusResponse>; 2],
+    pub statuses: Vec<Option<StatusResponse>>,
     /// The last answers ever received (kept while an agent is unreachable).
-    pub last_statuses: [Option<StatusResponse>; 2],
-    pub errors: [Option<String>; 2],
+    pub last_statuses: Vec<Option<StatusResponse>>,
+    pub errors: Vec<Option<String>>,
     /// An agent refused this manager's term as older than its own: the term it holds. The
     /// heartbeat was sent again with it, so that agent still counts as answering.
     pub agent_term_above: Option<u64>,
@@ -111,12 +112,12 @@ pub struct Sample {
 
 pub struct Observer {
     cfg: ObserverConfig,
-    agents: [AgentClient; 2],
+    agents: Vec<AgentClient>,
     rpc: RpcClient,
     tip: Arc<Tip>,
     tip_task: tokio::task::JoinHandle<()>,
     limiter: Limiter,
-    nodes: [NodeState; 2],
+    nodes: Vec<NodeState>,
     gossip: Option<Option<IpAddr>>,
     consensus: Consensus,
     heartbeats: u64,
@@ -130,18 +131,18 @@ impl Drop for Observer {
 }
 
 impl Observer {
-    pub fn new(cfg: ObserverConfig, agents: [AgentClient; 2], metrics: Arc<Metrics>) -> Self {
+    pub fn new(cfg: ObserverConfig, agents: Vec<AgentClient>, metrics: Arc<Metrics>) -> Self {
         let tip = Arc::new(Tip::default());
         let tip_task = tokio::spawn(watch_tip(cfg.cluster_ws.clone(), tip.clone()));
         let rpc = RpcClient::new_with_timeout(cfg.cluster_rpc.clone(), cfg.request_timeout);
         Self {
             limiter: Limiter::new(cfg.rpc_requests_per_second, metrics),
             cfg,
-            agents,
             rpc,
             tip,
             tip_task,
-            nodes: Default::default(),
+            nodes: vec![NodeState::default(); agents.len()],
+            agents,
             gossip: None,
             consensus: Consensus::Unknown,
             heartbeats: 0,
@@ -187,9 +188,13 @@ impl Observer {
                 self.cfg.request_timeout
             }
         };
-        let (s0, s1, tip, (last_vote, last_vote_at), gossip) = tokio::join!(
-            self.agents[0].status_within(term, within(0)),
-            self.agents[1].status_within(term, within(1)),
+        let statuses = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| agent.status_within(term, within(i)));
+        let (mut results, tip, (last_vote, last_vote_at), gossip) = tokio::join!(
+            futures_util::future::join_all(statuses),
             self.tip(),
             self.last_vote(),
             async {
@@ -205,7 +210,6 @@ impl Observer {
         }
         // A manager whose term is behind the agents' (a fresh state_dir) learns theirs instead of
         // counting every refused heartbeat as a miss.
-        let mut results = [s0, s1];
         let mut agent_term_above = None;
         for (i, result) in results.iter_mut().enumerate() {
             let Some(theirs) = result.as_ref().err().and_then(|e| e.agent_term()) else {
@@ -217,8 +221,8 @@ impl Observer {
             }
         }
         let now = self.now();
-        let mut statuses = [None, None];
-        let mut errors = [None, None];
+        let mut statuses = vec![None; self.nodes.len()];
+        let mut errors = vec![None; self.nodes.len()];
         for (i, result) in results.into_iter().enumerate() {
             let node = &mut self.nodes[i];
             match result {
@@ -241,15 +245,20 @@ impl Observer {
         let holder = self.gossip.flatten();
         let view = View {
             now,
-            nodes: [0, 1].map(|i| NodeView {
-                misses: self.nodes[i].misses,
-                report: self.nodes[i]
-                    .last_status
-                    .as_ref()
-                    .map(|s| report(s, &self.cfg.staked)),
-                last_answer: self.nodes[i].last_answer,
-                staked_in_gossip: holder == Some(self.cfg.ips[i]),
-            }),
+            nodes: self
+                .nodes
+                .iter()
+                .zip(&self.cfg.ips)
+                .map(|(node, ip)| NodeView {
+                    misses: node.misses,
+                    report: node
+                        .last_status
+                        .as_ref()
+                        .map(|s| report(s, &self.cfg.staked)),
+                    last_answer: node.last_answer,
+                    staked_in_gossip: holder == Some(*ip),
+                })
+                .collect(),
             consensus: self.consensus,
             tip,
             last_vote,
@@ -260,10 +269,7 @@ impl Observer {
         Sample {
             view,
             statuses,
-            last_statuses: [
-                self.nodes[0].last_status.clone(),
-                self.nodes[1].last_status.clone(),
-            ],
+            last_statuses: self.nodes.iter().map(|n| n.last_status.clone()).collect(),
             errors,
             agent_term_above,
         }

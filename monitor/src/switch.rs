@@ -159,7 +159,7 @@ impl Manager {
     }
 
     async fn execute_in(&mut self, plan: Plan, dry_run: bool) -> Outcome {
-        let names = [self.describe(0), self.describe(1)];
+        let names: Vec<String> = (0..self.node_count()).map(|i| self.describe(i)).collect();
         let name = |i: usize| names[i].clone();
         let mut clock = Clock {
             started: Instant::now(),
@@ -771,11 +771,7 @@ impl Manager {
         let secure = self.cfg.secure.clone().expect("secure mode");
         let target = self.ssh_target(to).expect("secure mode");
         let key = self.secure_key.clone().expect("secure mode");
-        let ledger = if to == 0 {
-            self.cfg.validator1.ledger_path.clone()
-        } else {
-            self.cfg.validator2.ledger_path.clone()
-        };
+        let ledger = self.cfg.validators[to].ledger_path.clone();
         let json = key.to_json();
         // Under Alpenglow there is no tower to require (the vote history is required by default).
         let require_tower = secure.ssh_require_tower && !self.observer.consensus().is_alpenglow();
@@ -883,7 +879,7 @@ impl Manager {
                 .filter(|t| wanted.is_none_or(|k| k == t.kind));
         }
         let mut candidates: Vec<VoteStateBlob> = self.saved_backup().into_iter().collect();
-        for i in 0..2 {
+        for i in 0..self.node_count() {
             // An agent that missed the last heartbeat gets a short wait (it is usually the old
             // active, cut off or dead: the full timeout cost every such switch 2 s).
             let missed = self

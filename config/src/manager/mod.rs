@@ -65,11 +65,14 @@ pub const DEFAULT_PLANNED_SWITCH_LEADER_SLOTS: u64 = 40;
 pub const DEFAULT_PLANNED_SWITCH_LEADER_WAIT: Duration = Duration::from_secs(30);
 /// `rpc_requests_per_second` default: the cap on requests to `cluster_rpc`.
 pub const DEFAULT_RPC_REQUESTS_PER_SECOND: u32 = 10;
+/// The most nodes one `validators` list may name: each is polled every heartbeat.
+pub const MAX_VALIDATORS: usize = 16;
 /// `validatorN.ssh_port` default.
 pub const DEFAULT_SSH_PORT: u16 = 22;
 
 /// The fields only the manager has, so that the agent config can say where they belong.
 pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
+    "validators",
     "validator1",
     "validator2",
     "cluster_rpc",
@@ -118,10 +121,10 @@ pub(crate) const MANAGER_ONLY_FIELDS: &[&str] = &[
 /// The validated manager config. Built only by [`crate::parse_manager`] / [`crate::load_manager`].
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
-    /// `validator1` (reference, required).
-    pub validator1: ValidatorEndpoint,
-    /// `validator2` (reference, required).
-    pub validator2: ValidatorEndpoint,
+    /// The validators that may hold the staked identity, at least two, in standby priority order:
+    /// `validators`, or the reference's `validator1` and `validator2`. Which one is active is
+    /// read from them, not configured.
+    pub validators: Vec<ValidatorEndpoint>,
     /// `cluster_rpc` (reference, required): an RPC node of the cluster.
     pub cluster_rpc: Url,
     /// `cluster_ws`: the cluster's pubsub endpoint. Default derived from `cluster_rpc` (http→ws,
@@ -205,10 +208,11 @@ pub struct ManagerConfig {
     pub warnings: Vec<Problem>,
 }
 
-/// One validator server as the manager sees it (`validator1` / `validator2`).
+/// One validator server as the manager sees it (an entry of `validators`, or `validator1` /
+/// `validator2`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ValidatorEndpoint {
-    /// `name`: used in logs and alerts. Default `validator1` / `validator2`.
+    /// `name`: used in logs, alerts and `--to`. Default `validatorN`, N its place (from 1).
     pub name: String,
     /// `endpoint` (reference, required): the agent's HTTP API.
     pub endpoint: Url,
@@ -236,16 +240,23 @@ pub struct Telegram {
 impl ManagerConfig {
     /// One line describing the config, for `failover-config check-manager`.
     pub fn summary(&self) -> String {
-        let v = |e: &ValidatorEndpoint| format!("{} {} ({})", e.name, e.endpoint, e.ip);
+        let nodes: Vec<String> = self
+            .validators
+            .iter()
+            .map(|e| format!("{} {} ({})", e.name, e.endpoint, e.ip))
+            .collect();
         format!(
-            "manager for {}: {}, {}, cluster {}, secure identity mode {}, tower store {}, commands {}",
+            "manager for {}: {}, cluster {}, secure identity mode {}, tower store {}, commands {}",
             self.staked_identity_pubkey,
-            v(&self.validator1),
-            v(&self.validator2),
+            nodes.join(", "),
             self.cluster_rpc,
             if self.secure.is_some() { "on" } else { "off" },
             self.tower_store.describe(),
-            if self.signing_keypair_path.is_some() { "signed" } else { "UNSIGNED" },
+            if self.signing_keypair_path.is_some() {
+                "signed"
+            } else {
+                "UNSIGNED"
+            },
         )
     }
 }

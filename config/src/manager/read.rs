@@ -19,26 +19,101 @@ use crate::types::ConsensusSetting;
 use crate::types::{is_dns_name, Secret};
 use crate::{or_default, zero_is_default};
 
-/// A validator object as read, with the paths of its secure-mode-only fields.
+/// A validator object as read, with its path and the paths of its secure-mode-only fields.
 struct ReadValidator {
+    /// `validator1`, or `validators[0]`.
+    path: String,
     endpoint: Option<ValidatorEndpoint>,
     ssh_fields: Vec<String>,
 }
 
+/// Reads `validator1` or `validator2`, the reference's pair.
 fn read_validator(o: &mut Object<'_>, key: &'static str, diag: &mut Diagnostics) -> ReadValidator {
+    match o.required(key, diag).and_then(|f| f.object(diag)) {
+        Some(v) => read_validator_object(v, key.to_string(), diag),
+        None => ReadValidator {
+            path: key.to_string(),
+            endpoint: None,
+            ssh_fields: Vec::new(),
+        },
+    }
+}
+
+/// Reads `validators`: any number of nodes for the staked identity, in standby priority order,
+/// instead of `validator1` and `validator2`. Their default names are `validator1`, `validator2`, …
+fn read_validator_list(field: Field<'_>, diag: &mut Diagnostics) -> Vec<ReadValidator> {
+    let Some(items) = field.array(diag) else {
+        return Vec::new();
+    };
+    if items.len() < 2 {
+        diag.error(
+            &field.path,
+            format!(
+                "names {} validator(s); failover needs at least two (one active, one standby)",
+                items.len()
+            ),
+        );
+    }
+    if items.len() > MAX_VALIDATORS {
+        diag.error(
+            &field.path,
+            format!(
+                "names {} validators; at most {MAX_VALIDATORS} are watched by one manager",
+                items.len()
+            ),
+        );
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.object(diag) {
+            Some(v) => read_validator_object(v, format!("validator{}", i + 1), diag),
+            None => ReadValidator {
+                path: item.path.clone(),
+                endpoint: None,
+                ssh_fields: Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// The nodes: `validators`, or the reference's `validator1` and `validator2` (not both forms).
+fn read_validators(o: &mut Object<'_>, diag: &mut Diagnostics) -> Vec<ReadValidator> {
+    let Some(list) = o.get("validators") else {
+        return vec![
+            read_validator(o, "validator1", diag),
+            read_validator(o, "validator2", diag),
+        ];
+    };
+    for key in ["validator1", "validator2"] {
+        if let Some(field) = o.get(key) {
+            diag.error(
+                field.path,
+                "set beside validators: name every node in validators (validator1 and \
+                 validator2 are the reference's form of a list of two)",
+            );
+        }
+    }
+    read_validator_list(list, diag)
+}
+
+/// Reads one validator object; `default_name` names it when it has no `name`.
+fn read_validator_object(
+    mut v: Object<'_>,
+    default_name: String,
+    diag: &mut Diagnostics,
+) -> ReadValidator {
     let mut read = ReadValidator {
+        path: v.path().to_string(),
         endpoint: None,
         ssh_fields: Vec::new(),
-    };
-    let Some(mut v) = o.required(key, diag).and_then(|f| f.object(diag)) else {
-        return read;
     };
     let endpoint = v
         .required("endpoint", diag)
         .and_then(|f| f.url(diag, &["http", "https"]));
     let ip = v.required("ip", diag).and_then(|f| f.ip(diag));
     let ledger_path = v.get("ledger_path").and_then(|f| f.path(diag));
-    let name = or_default(v.get("name"), key.to_string(), |f| {
+    let name = or_default(v.get("name"), default_name, |f| {
         f.non_empty(diag).map(str::to_string)
     });
     let ssh_host_field = v.get("ssh_host");
@@ -140,8 +215,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let mut o = Object::root(root, diag)?;
 
     // Reference fields, in the order of the reference example.
-    let validator1 = read_validator(&mut o, "validator1", diag);
-    let validator2 = read_validator(&mut o, "validator2", diag);
+    let validators = read_validators(&mut o, diag);
     o.no_effect(
         "gossip_check_command",
         "the manager reads gossip with getClusterNodes over cluster_rpc",
@@ -152,7 +226,7 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
         o.no_effect(
             name,
             "which validator is active is read from both agents (their validators' identity) \
-             and from gossip; validator1 and validator2 name them",
+             and from gossip; validators (or validator1 and validator2) name them",
             diag,
         );
     }
@@ -303,32 +377,37 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     o.finish(diag, Some((AGENT_ONLY_FIELDS, "validator-config.json")));
 
     // Cross-field validation.
-    let (v1, v2) = (&validator1.endpoint, &validator2.endpoint);
-    if let (Some(v1), Some(v2)) = (v1, v2) {
-        if v1.ip == v2.ip {
-            diag.error(
-                "validator2.ip",
-                format!(
-                    "{} is also validator1.ip; the two validators must differ",
-                    v1.ip
-                ),
-            );
-        }
-        if v1.endpoint == v2.endpoint {
-            diag.error(
-                "validator2.endpoint",
-                "is also validator1.endpoint; the two agents must differ",
-            );
-        }
-        if v1.name == v2.name {
-            diag.error(
-                "validator2.name",
-                format!("{:?} is also the name of validator1", v1.name),
-            );
+    for (j, later) in validators.iter().enumerate() {
+        let Some(v2) = &later.endpoint else { continue };
+        for earlier in &validators[..j] {
+            let Some(v1) = &earlier.endpoint else {
+                continue;
+            };
+            let (at, first) = (&later.path, &earlier.path);
+            if v1.ip == v2.ip {
+                diag.error(
+                    format!("{at}.ip"),
+                    format!("{} is also {first}.ip; the validators must differ", v1.ip),
+                );
+            }
+            if v1.endpoint == v2.endpoint {
+                diag.error(
+                    format!("{at}.endpoint"),
+                    format!("is also {first}.endpoint; the agents must differ"),
+                );
+            }
+            if v1.name == v2.name {
+                diag.error(
+                    format!("{at}.name"),
+                    format!("{:?} is also the name of {first}", v1.name),
+                );
+            }
         }
     }
-    for (key, v) in [("validator1", v1), ("validator2", v2)] {
-        let Some(v) = v else { continue };
+    for read in &validators {
+        let (key, Some(v)) = (&read.path, &read.endpoint) else {
+            continue;
+        };
         let endpoint_ip = match v.endpoint.host() {
             Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -435,15 +514,20 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     let secure = match secure {
         Secure::Invalid => None,
         Secure::Off => {
-            for path in validator1.ssh_fields.iter().chain(&validator2.ssh_fields) {
+            for path in validators.iter().flat_map(|v| &v.ssh_fields) {
                 diag.warn(path, "ignored because secure_identity_mode is false");
             }
             Some(None)
         }
         Secure::On { mode, uses_ledger } => {
             if let Some(template) = uses_ledger {
-                for (key, v) in [("validator1", v1), ("validator2", v2)] {
-                    if v.as_ref().is_some_and(|v| v.ledger_path.is_none()) {
+                for read in &validators {
+                    let key = &read.path;
+                    if read
+                        .endpoint
+                        .as_ref()
+                        .is_some_and(|v| v.ledger_path.is_none())
+                    {
                         diag.error(
                             format!("{key}.ledger_path"),
                             format!("required because {template} uses {{ledger}}"),
@@ -488,8 +572,11 @@ pub(crate) fn read(root: &Value, diag: &mut Diagnostics) -> Option<ManagerConfig
     };
 
     Some(ManagerConfig {
-        validator1: validator1.endpoint?,
-        validator2: validator2.endpoint?,
+        validators: validators
+            .into_iter()
+            .map(|v| v.endpoint)
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| v.len() >= 2)?,
         cluster_rpc: cluster_rpc?,
         cluster_ws: cluster_ws?,
         heartbeat_interval: heartbeat_interval?,

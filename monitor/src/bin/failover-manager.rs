@@ -51,13 +51,18 @@ struct RunArgs {
         default_value = "manager-config.json"
     )]
     config: PathBuf,
-    /// Planned switchover: move the staked identity from the active to the passive now (through
-    /// the running manager when there is one). With --dry-run: print the plan, change nothing.
+    /// Planned switchover: move the staked identity from the active to a standby now (through
+    /// the running manager when there is one): the one --to names, else the first standby in
+    /// the config's order that could take it. With --dry-run: print the plan, change nothing.
     #[arg(long)]
     trigger_failover: bool,
     /// With --trigger-failover: why (logged and sent with the notification).
     #[arg(long, value_name = "TEXT", requires = "trigger_failover")]
     reason: Option<String>,
+    /// With --trigger-failover: the validator to move the staked identity to, by its name in
+    /// the config (`validator2`, or its `name`).
+    #[arg(long, value_name = "NODE", requires = "trigger_failover")]
+    to: Option<String>,
     /// With --trigger-failover: switch even if the passive looks unhealthy. With
     /// --shutdown-agent: stop the agents even while a manager is running.
     #[arg(long, requires = "forceable")]
@@ -171,6 +176,7 @@ const GO_FLAGS: &[&str] = &[
     "config",
     "trigger-failover",
     "reason",
+    "to",
     "shutdown-agent",
     "dry-run",
     "log-file",
@@ -299,6 +305,7 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
             force: args.force,
             dry_run: args.dry_run,
             now: args.now,
+            to: args.to.clone(),
         };
         let answer = match ask_running(&cfg.state_dir, &request).await {
             Some(answer) => {
@@ -315,7 +322,13 @@ async fn run(args: RunArgs, cfg: failover_config::ManagerConfig) -> anyhow::Resu
                 let (notifier, _task) = Notifier::start(NotifierConfig::from_manager(&cfg));
                 let mut manager = Manager::new(cfg, notifier.clone()).await?;
                 let answer = manager
-                    .trigger(&reason, args.force, args.dry_run, args.now)
+                    .trigger(
+                        &reason,
+                        args.to.as_deref(),
+                        args.force,
+                        args.dry_run,
+                        args.now,
+                    )
                     .await;
                 notifier
                     .flush_within(failover_monitor::manager::SHUTDOWN_FLUSH)

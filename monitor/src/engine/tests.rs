@@ -35,7 +35,7 @@ fn healthy(t: u64) -> View {
     let tip = 1000 + t * 3;
     View {
         now: S * t as u32,
-        nodes: [
+        nodes: vec![
             NodeView {
                 misses: 0,
                 report: Some(report(true, tip)),
@@ -771,4 +771,163 @@ fn a_demotable_switch_never_waits_for_lockouts() {
         actions.contains(&failover(Some(0), 1, Reason::ValidatorDown, true)),
         "{actions:?}"
     );
+}
+
+/// The healthy cluster with a third node, a standby after node 1 in priority.
+fn three(t: u64) -> View {
+    let mut v = healthy(t);
+    let standby = v.nodes[1].clone();
+    v.nodes.push(standby);
+    v
+}
+
+/// Heartbeats 0..n of [`three`] where `edit(t, view)` changes heartbeat `t`.
+fn timeline3(n: u64, edit: impl Fn(u64, &mut View)) -> Vec<View> {
+    (0..n)
+        .map(|t| {
+            let mut v = three(t);
+            edit(t, &mut v);
+            v
+        })
+        .collect()
+}
+
+/// The first switch `actions` ask for: whence, where to.
+fn failover_of(actions: &[Action]) -> Option<(Option<usize>, usize)> {
+    actions.iter().find_map(|a| match a {
+        Action::Failover { from, to, .. } => Some((*from, *to)),
+        _ => None,
+    })
+}
+
+fn crash_of_node_0(t: u64, v: &mut View) {
+    if t >= 2 {
+        v.nodes[0].report.as_mut().unwrap().process_running = Some(false);
+    }
+}
+
+#[test]
+fn three_nodes_a_dead_active_goes_to_the_first_standby() {
+    let actions = run(rules(), &timeline3(5, crash_of_node_0), |_| {});
+    assert_eq!(failover_of(&actions), Some((Some(0), 1)), "{actions:?}");
+}
+
+#[test]
+fn three_nodes_a_lagging_first_standby_is_passed_over_for_the_next() {
+    let actions = run(
+        rules(),
+        &timeline3(5, |t, v| {
+            crash_of_node_0(t, v);
+            v.nodes[1].report.as_mut().unwrap().slot = Some(v.tip.unwrap() - 500);
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), Some((Some(0), 2)), "{actions:?}");
+}
+
+#[test]
+fn three_nodes_an_unreachable_or_unpromotable_first_standby_is_passed_over() {
+    let unreachable = timeline3(5, |t, v| {
+        crash_of_node_0(t, v);
+        v.nodes[1].misses = 1;
+    });
+    let actions = run(rules(), &unreachable, |_| {});
+    assert_eq!(failover_of(&actions), Some((Some(0), 2)), "{actions:?}");
+    let keyless = timeline3(5, |t, v| {
+        crash_of_node_0(t, v);
+        v.nodes[1].report.as_mut().unwrap().not_promotable = Some("no keypair".into());
+    });
+    let actions = run(rules(), &keyless, |_| {});
+    assert_eq!(failover_of(&actions), Some((Some(0), 2)), "{actions:?}");
+}
+
+#[test]
+fn three_nodes_with_no_standby_fit_the_first_standbys_problem_holds() {
+    let actions = run(
+        rules(),
+        &timeline3(5, |t, v| {
+            crash_of_node_0(t, v);
+            v.nodes[1].report.as_mut().unwrap().healthy = false;
+            v.nodes[2].report.as_mut().unwrap().process_running = Some(false);
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), None, "{actions:?}");
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Hold {
+                hold: Hold::PassiveUnhealthy,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn three_nodes_the_active_in_the_middle_goes_to_the_first_standby() {
+    let actions = run(
+        rules(),
+        &timeline3(5, |t, v| {
+            v.nodes.swap(0, 1);
+            if t >= 2 {
+                v.nodes[1].report.as_mut().unwrap().process_running = Some(false);
+            }
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), Some((Some(1), 0)), "{actions:?}");
+}
+
+#[test]
+fn three_nodes_two_holders_is_critical_and_no_switch() {
+    let actions = run(
+        rules(),
+        &timeline3(3, |_, v| {
+            v.nodes[2].report.as_mut().unwrap().holds_staked = Some(true);
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), None, "{actions:?}");
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::Critical { text } if text.contains("validator1 and validator3"))
+        ),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn three_nodes_nobody_active_promotes_the_standby_closest_to_the_tip() {
+    let actions = run(
+        rules(),
+        &timeline3(5, |_, v| {
+            let tip = v.tip.unwrap();
+            v.nodes[0].report.as_mut().unwrap().holds_staked = Some(false);
+            v.nodes[0].staked_in_gossip = false;
+            v.nodes[0].report.as_mut().unwrap().slot = Some(tip - 5);
+            v.nodes[1].report.as_mut().unwrap().slot = Some(tip - 3);
+            v.last_vote = Some(tip - 40);
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), Some((None, 2)), "{actions:?}");
+}
+
+#[test]
+fn three_nodes_an_unreachable_active_is_not_replaced_while_two_are_unknown() {
+    // Node 0 unreachable (it may hold X) and node 2 unknown too: with nothing in gossip, nobody
+    // is taken for the active, and nothing is switched while votes land.
+    let actions = run(
+        rules(),
+        &timeline3(8, |t, v| {
+            if t >= 2 {
+                v.nodes[0].misses = (t - 1) as u32;
+                v.nodes[2].misses = (t - 1) as u32;
+            }
+        }),
+        |_| {},
+    );
+    assert_eq!(failover_of(&actions), None, "{actions:?}");
 }
