@@ -98,6 +98,7 @@ async fn a_planned_alpenglow_switchover_moves_the_vote_history() {
     let outcome = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: false,
             dry_run: false,
@@ -132,6 +133,7 @@ async fn during_the_migration_window_no_automatic_failover_and_no_unforced_switc
     let refused = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: false,
             dry_run: false,
@@ -155,6 +157,7 @@ async fn during_the_migration_window_no_automatic_failover_and_no_unforced_switc
     let forced = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: true,
             dry_run: false,

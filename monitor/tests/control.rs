@@ -112,6 +112,7 @@ async fn oversized_slow_and_idle_control_clients_are_bounded_and_a_trigger_still
     let outcome = ask_running(
         &sys.manager_state_dir(),
         &ControlRequest::Trigger {
+            to: None,
             reason: "after the abuse".into(),
             force: false,
             dry_run: false,

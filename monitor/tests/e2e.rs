@@ -43,6 +43,7 @@ async fn a_planned_switch_waits_for_a_moment_the_staked_identity_leads_no_slot()
     let manager = sys.start_manager().await;
     let staked = sys.staked();
     let trigger = |now: bool| ControlRequest::Trigger {
+        to: None,
         reason: "maintenance".into(),
         force: false,
         dry_run: false,
@@ -107,6 +108,7 @@ async fn planned_switchover_through_the_running_manager_and_its_messages() {
     let outcome = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "maintenance on validator1".into(),
             force: false,
             dry_run: false,
@@ -399,6 +401,7 @@ async fn a_manager_whose_term_is_behind_the_agents_learns_theirs_and_can_switch(
     let outcome = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "after a state_dir reset".into(),
             force: false,
             dry_run: false,
@@ -442,6 +445,7 @@ async fn switch_with_a_lost_answer(
     let outcome = ask_running(
         &manager.state_dir,
         &ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: true,
             dry_run: false,
@@ -549,6 +553,7 @@ async fn with_the_etcd_store_the_failover_after_a_switch_uses_the_tower_in_etcd(
 /// A planned switch at once (no wait for a leader gap).
 fn switch_now() -> ControlRequest {
     ControlRequest::Trigger {
+        to: None,
         reason: "maintenance".into(),
         force: false,
         dry_run: false,

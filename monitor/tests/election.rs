@@ -176,6 +176,7 @@ async fn a_killed_leader_is_replaced_and_its_successor_fails_over() {
     let refused = failover_monitor::control::ask_running(
         &sys.dir.path().join("b"),
         &failover_monitor::control::ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: false,
             dry_run: false,
@@ -321,6 +322,7 @@ async fn a_leader_killed_between_demote_and_promote_leaves_its_successor_to_fini
     let a_dir = sys.dir.path().join("a");
     let switch = tokio::spawn(async move {
         let request = failover_monitor::control::ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: false,
             dry_run: false,

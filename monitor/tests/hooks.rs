@@ -43,6 +43,7 @@ fn get<'a>(vars: &'a [(String, String)], key: &str) -> &'a str {
 
 fn planned(reason: &str) -> ControlRequest {
     ControlRequest::Trigger {
+        to: None,
         reason: reason.into(),
         force: false,
         dry_run: false,

@@ -300,6 +300,7 @@ async fn a_switch_whose_promotion_is_refused_is_rolled_back_and_reported_so() {
     let outcome = failover_monitor::control::ask_running(
         &manager.state_dir,
         &failover_monitor::control::ControlRequest::Trigger {
+            to: None,
             reason: "maintenance".into(),
             force: true,
             dry_run: false,

@@ -111,7 +111,7 @@ async fn a_secure_switchover_and_failover_keep_the_key_off_disks_and_argument_li
         .await
         .unwrap();
     let outcome = manager
-        .trigger("secure switchover", false, false, true)
+        .trigger("secure switchover", None, false, false, true)
         .await
         .unwrap();
     assert!(outcome.ok, "{}", outcome.summary());
@@ -214,7 +214,7 @@ async fn refused(edit: impl FnOnce(&mut Secure), expect: &str) {
         .await
         .unwrap();
     let outcome = manager
-        .trigger("secure switchover", false, false, true)
+        .trigger("secure switchover", None, false, false, true)
         .await
         .unwrap();
     assert!(!outcome.ok);

@@ -204,6 +204,18 @@ pub async fn etcd_system() -> System {
     sys
 }
 
+/// [`system`] with `nodes` validators, given to the manager as a `validators` list.
+pub async fn system_of(nodes: usize) -> System {
+    system_on(
+        |dir| SimConfig {
+            nodes,
+            ..SimConfig::new(dir)
+        },
+        |_, _| {},
+    )
+    .await
+}
+
 /// [`system`] on an Alpenglow cluster.
 pub async fn alpenglow_system(agent_edit: impl Fn(usize, &mut Value)) -> System {
     system_on(SimConfig::alpenglow, agent_edit).await
@@ -254,9 +266,7 @@ pub async fn system_on(
         agents.push(spawn_agent(&path, url.clone()).await);
         endpoints.push((url, node.ip));
     }
-    let manager_config = json!({
-        "validator1": {"endpoint": endpoints[0].0, "ip": endpoints[0].1.to_string()},
-        "validator2": {"endpoint": endpoints[1].0, "ip": endpoints[1].1.to_string()},
+    let mut manager_config = json!({
         "cluster_rpc": info.rpc_url,
         "cluster_ws": info.pubsub_url,
         "heartbeat_interval": "200ms",
@@ -277,6 +287,18 @@ pub async fn system_on(
         "telegram_api_base": receiver.url,
         "webhook_url": format!("{}/webhook", receiver.url),
     });
+    // A pair in the reference's form (`validator1`, `validator2`); more nodes as a `validators`
+    // list in priority order.
+    let nodes: Vec<Value> = endpoints
+        .iter()
+        .map(|(url, ip)| json!({"endpoint": url, "ip": ip.to_string()}))
+        .collect();
+    if let [first, second] = &nodes[..] {
+        manager_config["validator1"] = first.clone();
+        manager_config["validator2"] = second.clone();
+    } else {
+        manager_config["validators"] = Value::Array(nodes);
+    }
     System {
         cluster,
         manager_pubkey: manager.pubkey().to_string(),
@@ -433,6 +455,7 @@ impl System {
 /// gap (`--trigger-failover --now`) and returns its outcome once it succeeded.
 pub async fn switch_now(state_dir: &Path, reason: &str) -> failover_monitor::switch::Outcome {
     let request = failover_monitor::control::ControlRequest::Trigger {
+        to: None,
         reason: reason.into(),
         force: false,
         dry_run: false,
