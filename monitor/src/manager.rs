@@ -713,7 +713,7 @@ impl Manager {
         Ok(outcome)
     }
 
-    /// Runs `work` (a wait of a planned switch: its pre-hook, the leader gap) with both agents
+    /// Runs `work` (a wait of a planned switch: its pre-hook, the leader gap) with every agent
     /// heartbeated beside it, so that no lease lapses while nothing is observed, and says when
     /// each agent last answered, for [`Manager::leases_kept`]. The heartbeats are not samples (the
     /// next one judges), but an agent that misses `misses_before_failover` of them in a row ends
@@ -896,7 +896,7 @@ impl Manager {
         }
     }
 
-    /// What `status` shows: the last heartbeat's view of both nodes and the cluster, the term,
+    /// What `status` shows: the last heartbeat's view of every node and the cluster, the term,
     /// the last switch (from memory, else from the state dir) and the current holds.
     pub fn status_report(&self, source: &str) -> crate::status::StatusReport {
         use crate::status::{ClusterStatus, NodeStatus, StatusReport, LAST_SWITCH_FILE};
@@ -956,7 +956,7 @@ impl Manager {
         }
     }
 
-    /// Lines describing both validators, for `--status` and the periodic report.
+    /// Lines describing every validator, for `--status` and the periodic report.
     pub fn status_lines(&self) -> Vec<String> {
         let Some(sample) = &self.last_sample else {
             return vec!["no sample yet".into()];
