@@ -44,6 +44,9 @@ pub struct Agent {
     pub(crate) state: AsyncMutex<StateFile>,
     /// One identity change at a time, from the manager or the watchdog.
     pub(crate) switching: AsyncMutex<()>,
+    /// Bumped as each `become_active` begins: an identity the watchdog read before a promotion
+    /// began says nothing about the validator after it (see `watchdog.rs`).
+    pub(crate) promotions: std::sync::atomic::AtomicU64,
     /// The manager's lease: renewed only by heartbeats it acknowledged (see `lease.rs`).
     pub(crate) lease: crate::lease::Lease,
     /// The watchdog's latest decision, observable by subscribers.
@@ -138,6 +141,7 @@ impl Agent {
             etcd: AsyncMutex::new(None),
             state: AsyncMutex::new(state),
             switching: AsyncMutex::new(()),
+            promotions: std::sync::atomic::AtomicU64::new(0),
             lease: crate::lease::Lease::resume(
                 cfg.manager_timeout,
                 cfg.connectivity.timeout,

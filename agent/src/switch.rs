@@ -497,6 +497,8 @@ impl Agent {
         admitted: Instant,
     ) -> FailoverResponse {
         let _guard = self.switching.lock().await;
+        self.promotions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
         let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
         if self.demoted_in(req.term).await {

@@ -18,6 +18,7 @@
 //! holds the staked identity again (a restart with it on the command line after a failover) is
 //! demoted at once — only a `become_active` makes a node the active.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,8 +72,8 @@ fn fresh_reading_every(lease: Duration) -> Duration {
 pub async fn run(agent: Arc<Agent>) {
     let period = lease::period(agent.lease.length());
     // The validator's identity when it last answered: a validator that stops answering is treated
-    // as what it was (never read: as possibly active).
-    let mut last_staked: Option<bool> = None;
+    // as what it was (never read, or read before a promotion began: as possibly active).
+    let mut last_staked = Identity::default();
     let mut votes = Votes::default();
     let fresh_every = fresh_reading_every(agent.lease.length());
     let mut last_fresh_read = Instant::now() - fresh_every;
@@ -100,7 +101,7 @@ pub async fn run(agent: Arc<Agent>) {
             said_staying = false;
             if last_fresh_read.elapsed() >= fresh_every {
                 last_fresh_read = Instant::now();
-                match read_if_active(&agent, period).await {
+                match read_if_active(&agent, period, &mut last_staked).await {
                     Some(Some(vote)) => votes.note(vote),
                     Some(None) => {}
                     None => votes = Votes::default(),
@@ -112,7 +113,8 @@ pub async fn run(agent: Arc<Agent>) {
         // published fence_after counts one): the identity, the confirmed last vote and — once the
         // lease has expired and this validator may be the active — the connectivity targets.
         let expired = agent.lease.expired_for();
-        let check_outside = expired.is_some() && last_staked != Some(false);
+        let check_outside = expired.is_some() && last_staked.staked(&agent) != Some(false);
+        let asked = last_staked.asking(&agent);
         let (answer, vote, unreachable) = tokio::join!(
             timeout(PROBE_DEADLINE, agent.validator.identity()),
             timeout(PROBE_DEADLINE, agent.confirmed_last_vote()),
@@ -130,12 +132,12 @@ pub async fn run(agent: Arc<Agent>) {
         );
         let answering = match &answer {
             Ok(Ok(id)) => {
-                last_staked = Some(*id == agent.staked());
+                last_staked.answered(asked, *id == agent.staked());
                 true
             }
             _ => false,
         };
-        let maybe_active = match (answering, last_staked) {
+        let maybe_active = match (answering, last_staked.staked(&agent)) {
             (true, staked) => staked == Some(true),
             // Not answering: only a running process can vote.
             (false, staked) => staked != Some(false) && agent.find_validator().is_some(),
@@ -205,13 +207,52 @@ pub async fn run(agent: Arc<Agent>) {
     }
 }
 
+/// The validator's identity as the watchdog last read it, and how many promotions had begun
+/// when it asked. A reading from before a promotion began is no reading: a validator found
+/// unstaked while passive, then promoted and hung before the next answer, was taken for unstaked
+/// and never fenced — on real Agave its agent let the manager promote the other node "by time"
+/// while the stopped process still held X.
+#[derive(Default)]
+struct Identity {
+    read: Option<(bool, u64)>,
+}
+
+impl Identity {
+    /// The promotions begun when a reading is asked for (before it is sent).
+    fn asking(&self, agent: &Agent) -> u64 {
+        agent.promotions.load(Ordering::SeqCst)
+    }
+
+    fn answered(&mut self, asked: u64, staked: bool) {
+        self.read = Some((staked, asked));
+    }
+
+    /// Whether the validator held the staked identity when it last answered, if no promotion
+    /// began since it was asked.
+    fn staked(&self, agent: &Agent) -> Option<bool> {
+        self.read
+            .filter(|(_, asked)| *asked == agent.promotions.load(Ordering::SeqCst))
+            .map(|(staked, _)| staked)
+    }
+}
+
 /// While the lease is fresh: the confirmed last vote if the validator holds the staked identity
 /// (`Some(None)` when either did not answer within `within`, one watchdog period, so that these
-/// readings never delay the look at the lease's end); `None` when it does not hold it.
-async fn read_if_active(agent: &Agent, within: Duration) -> Option<Option<u64>> {
+/// readings never delay the look at the lease's end); `None` when it does not hold it. Notes the
+/// identity in `seen`.
+async fn read_if_active(
+    agent: &Agent,
+    within: Duration,
+    seen: &mut Identity,
+) -> Option<Option<u64>> {
+    let asked = seen.asking(agent);
     match timeout(within, agent.validator.identity()).await {
-        Ok(Ok(id)) if id != agent.staked() => return None,
-        Ok(Ok(_)) => {}
+        Ok(Ok(id)) => {
+            seen.answered(asked, id == agent.staked());
+            if id != agent.staked() {
+                return None;
+            }
+        }
         _ => return Some(None),
     }
     match timeout(within, agent.confirmed_last_vote()).await {

@@ -199,6 +199,54 @@ async fn a_stopped_validator_is_killed_and_a_sigcont_cannot_make_it_vote() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_node_read_as_passive_then_promoted_and_stopped_is_killed() {
+    // The hung-validator drill on real Agave 3.1.12 (one run in six): the watchdog had read the
+    // node's identity while it was passive and its lease lapsed; a promotion later made it the
+    // active, it hung before the watchdog read it again, and the stale "unstaked" reading made
+    // it "not maybe active". Nothing fenced it; the manager promoted the other node by time
+    // while the stopped process still held X.
+    let bed = bed_with(|_, c| {
+        c["manager_timeout"] = "1s".into();
+    })
+    .await;
+    // No heartbeats: node 1's lease lapses while it is passive, and its watchdog reads the
+    // unstaked identity every look (100 ms) for the second after.
+    let now = bed.cluster.slot();
+    bed.cluster.wait_for_slot(now + 20, PATIENCE).await.unwrap();
+    // Then a manager's heartbeats (the second acknowledges the first), and on they go: the lease
+    // is fresh through the switch, so the watchdog reads nothing at a lease's end meanwhile.
+    let client = failover_agent::AgentClient::new(
+        &bed.agents[1].url,
+        Some(bed.signer()),
+        Duration::from_secs(1),
+    );
+    client.status(1).await.unwrap();
+    client.status(1).await.unwrap();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            let _ = client.status(1).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (_, active) = bed.switch(0, 1, 1).await;
+    assert!(active.ok, "{active:#?}");
+    let pid = bed.cluster.stand_in_pid(1).unwrap();
+    bed.cluster.fault(1, Fault::Hang).await.unwrap();
+    let report = fenced(&bed, 1).await;
+    heartbeats.abort();
+    assert_eq!(report.outcome, "killed", "{report:?}");
+    assert!(report.reason.contains("does not answer"), "{report:?}");
+    assert!(!failover_agent::process::alive(pid));
+    let _ = bed.cluster.fault(1, Fault::Unhang).await;
+    assert_eq!(
+        bed.cluster.identity(1),
+        None,
+        "SIGCONT has no process to continue"
+    );
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_published_fence_after_covers_the_lease_and_every_fence_deadline() {
     let bed = bed_with(|_, c| {
         c["manager_timeout"] = "3s".into();
