@@ -44,8 +44,9 @@ pub struct Agent {
     pub(crate) state: AsyncMutex<StateFile>,
     /// One identity change at a time, from the manager or the watchdog.
     pub(crate) switching: AsyncMutex<()>,
-    /// Bumped as each `become_active` begins: an identity the watchdog read before a promotion
-    /// began says nothing about the validator after it (see `watchdog.rs`).
+    /// Bumped as each `become_active` begins and as it ends (odd while one runs): an identity the
+    /// watchdog asked for before or during a promotion says nothing about the validator after it
+    /// (see `watchdog.rs`).
     pub(crate) promotions: std::sync::atomic::AtomicU64,
     /// The manager's lease: renewed only by heartbeats it acknowledged (see `lease.rs`).
     pub(crate) lease: crate::lease::Lease,
@@ -86,6 +87,44 @@ impl Agent {
     /// The validator process: by name, and on this agent's ledger when it knows it.
     pub(crate) fn find_validator(&self) -> Option<crate::process::Found> {
         crate::process::find(&self.cfg.process_name, self.cfg.ledger_path.as_deref())
+    }
+
+    /// SIGKILLs the validator process found by name and ledger and waits until it is gone; returns
+    /// its pid. Never this agent's own process.
+    pub(crate) async fn kill_validator(&self) -> Result<u32, String> {
+        let found = self
+            .find_validator()
+            .ok_or_else(|| format!("no {} process found to kill", self.cfg.process_name))?;
+        let pid = found.pid;
+        if pid == std::process::id() {
+            return Err(format!(
+                "the process named {} is this agent itself: not killing it",
+                self.cfg.process_name
+            ));
+        }
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return Err(format!("pid {pid} out of range"));
+        };
+        // SAFETY: kill(2) with a pid read from /proc and a constant signal; no memory is involved.
+        if unsafe { libc::kill(raw, libc::SIGKILL) } != 0 {
+            return Err(format!(
+                "kill -9 {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let deadline = Instant::now() + crate::lease::KILL_DEADLINE;
+        loop {
+            if !crate::process::alive(pid) {
+                return Ok(pid);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "pid {pid} still running {} ms after SIGKILL",
+                    crate::lease::KILL_DEADLINE.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn new(cfg: AgentConfig, mut state: StateFile) -> Arc<Self> {

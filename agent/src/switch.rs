@@ -17,21 +17,43 @@
 //! TowerBFT, the vote history under Alpenglow) unless secure mode → authorized voter → active hook
 //! → confirm.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use failover_config::TowerStore;
 use failover_identity::{Pubkey, VoteStateKind};
+use tokio::time::timeout;
 use tracing::{debug, error, info, warn};
 
 use crate::agent::{slot_text, Agent};
 use crate::api::*;
 use crate::commands::run_shell;
 use crate::consensus::Consensus;
+use crate::lease::{PAUSE_DEADLINE, PROBE_DEADLINE};
 use crate::state::Role;
 use crate::vote_state::{self, LocalVoteState, VoteStateProblem};
 
 /// Deadlines of the switch phases.
 const DEMOTE_DEADLINE: Duration = Duration::from_secs(15);
+/// Counts a promotion in [`Agent::promotions`] when it begins and again when it ends, however it
+/// ends: the count is odd while one runs.
+struct Promoting<'a>(&'a AtomicU64);
+
+impl<'a> Promoting<'a> {
+    fn begin(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Promoting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What a pause that got no answer within its deadline reports.
+const HUNG: &str = "no answer";
 const CONFIRM_DEADLINE: Duration = Duration::from_secs(10);
 const SETTLE_EXTRA: Duration = Duration::from_secs(15);
 /// How long a promotion waits for this validator's root to pass the old active's possible votes
@@ -208,6 +230,28 @@ impl Agent {
         self.state.lock().await.state.last_role
     }
 
+    /// Kills a validator that does not answer (`why`), as the watchdog's fence would, recording
+    /// the phase: a demotion that only waited for its calls to time out held the switching lock
+    /// for tens of seconds, in which the watchdog could not fence it while the manager, counting
+    /// the node from its last answer, promoted the other. False when it could not be killed.
+    async fn kill_hung(&self, run: &mut Run, why: &str) -> bool {
+        if self.cfg.dry_run {
+            return run.phase(
+                "kill",
+                Ok(format!("dry-run: would kill the validator: {why}")),
+            );
+        }
+        warn!(
+            reason = why,
+            "killing the validator: a hung process cannot be demoted"
+        );
+        let killed = self
+            .kill_validator()
+            .await
+            .map(|pid| format!("{why}: validator pid {pid} killed, it can cast no vote"));
+        run.phase("kill", killed)
+    }
+
     /// Demotes this validator in the safe order (see the module docs).
     pub async fn become_passive(&self, term: u64, reason: &str) -> FailoverResponse {
         let guard = self.switching.lock().await;
@@ -243,11 +287,32 @@ impl Agent {
         );
         let kind = self.kind_for(self.consensus(true).await);
 
-        let was_staked = match self.validator.identity().await {
-            Ok(id) => id == staked,
+        let mut was_staked = match timeout(PROBE_DEADLINE, self.validator.identity()).await {
+            Ok(Ok(id)) => id == staked,
+            // Hung (no answer at all): nothing it is asked would be carried out, and the lock
+            // this demotion holds keeps the watchdog from fencing it — so kill it now, as the
+            // watchdog would, and hand its final vote state over from disk.
+            Err(_) if self.find_validator().is_some() => {
+                let why = format!("the validator did not answer within {PROBE_DEADLINE:?}");
+                if !self.kill_hung(&mut run, &why).await {
+                    return run.finish(None);
+                }
+                false
+            }
+            Err(_) => {
+                run.phase(
+                    "demote",
+                    Ok(format!(
+                        "validator process {} is not running (no answer within \
+                         {PROBE_DEADLINE:?}): nothing can vote",
+                        self.cfg.process_name
+                    )),
+                );
+                false
+            }
             // A validator that cannot be read may still vote: a running one must be demoted and
             // confirmed like any other; only one whose process is gone cannot vote.
-            Err(e) => {
+            Ok(Err(e)) => {
                 if self.find_validator().is_none() {
                     run.phase(
                         "demote",
@@ -262,104 +327,117 @@ impl Agent {
                 }
             }
         };
-        if was_staked {
-            // First the authorized voters: Agave signs each vote (tower or Alpenglow) with a key
-            // read from that list under the lock this call takes, so once it returns no vote can
-            // be signed — not the straggler that follows setIdentity, not one after an isolation
-            // heals. Then only a vote already signed can reach the file.
-            let voters = self.handles_voters() && {
-                let remove = self.act("remove the authorized voters", async {
-                    self.validator
-                        .remove_voters()
-                        .await
-                        .map(|done| done.unwrap_or_default())
-                });
-                match remove.await {
-                    Ok(detail) => run.phase("voters", Ok(detail)),
-                    Err(e) => {
-                        // Not fatal: the demotion goes on, and the slot rule proves the end.
-                        run.phase(
-                            "voters",
-                            Ok(format!(
-                                "could not remove them ({e}); waiting by slots instead"
-                            )),
-                        );
-                        false
+        'staked: {
+            if was_staked {
+                // First the authorized voters: Agave signs each vote (tower or Alpenglow) with a key
+                // read from that list under the lock this call takes, so once it returns no vote can
+                // be signed — not the straggler that follows setIdentity, not one after an isolation
+                // heals. Then only a vote already signed can reach the file.
+                let voters = self.handles_voters() && {
+                    let remove = self.act("remove the authorized voters", async {
+                        match timeout(PAUSE_DEADLINE, self.validator.remove_voters()).await {
+                            Ok(done) => done.map(|done| done.unwrap_or_default()),
+                            Err(_) => Err(HUNG.to_string()),
+                        }
+                    });
+                    match remove.await {
+                        Ok(detail) => run.phase("voters", Ok(detail)),
+                        Err(e) if e == HUNG => {
+                            let why = format!(
+                                "the validator did not answer the pause within {PAUSE_DEADLINE:?}"
+                            );
+                            if !self.kill_hung(&mut run, &why).await {
+                                return run.finish(None);
+                            }
+                            // Gone: nothing to demote or wait for; its file is final.
+                            was_staked = false;
+                            break 'staked;
+                        }
+                        Err(e) => {
+                            // Not fatal: the demotion goes on, and the slot rule proves the end.
+                            run.phase(
+                                "voters",
+                                Ok(format!(
+                                    "could not remove them ({e}); waiting by slots instead"
+                                )),
+                            );
+                            false
+                        }
                     }
-                }
-            };
-            let demote = self.act("set the unstaked identity", async {
-                tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
-                    .await
-                    .map_err(|_| format!("no answer within {DEMOTE_DEADLINE:?}"))?
-            });
-            if !run.phase("demote", demote.await) {
-                if voters {
-                    // Still the active (or unknown): give its voters back rather than leave a
-                    // staked validator that never votes.
-                    self.restore_voters(&mut run).await;
-                }
-                if self.validator.identity().await.ok() == Some(staked) {
-                    // And its identity link, so that a restart does not drop the staked identity.
-                    run.phase(
-                        "hook_back",
-                        self.hook(
-                            "active_identity_symlink_command",
-                            self.cfg.hooks.active_identity_symlink_command.as_ref(),
-                        )
-                        .await,
-                    );
-                }
-                return run.finish(self.validator.identity().await.ok());
-            }
-            if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
-                return run.finish(self.validator.identity().await.ok());
-            }
-            // Unstaked now, whatever follows: holding X again takes a promotion.
-            self.note_demoted(term).await;
-            let path = match self.path_of(kind) {
-                Ok(p) => p,
-                Err(e) => {
-                    run.phase("settle", Err(e));
+                };
+                let demote = self.act("set the unstaked identity", async {
+                    tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
+                        .await
+                        .map_err(|_| format!("no answer within {DEMOTE_DEADLINE:?}"))?
+                });
+                if !run.phase("demote", demote.await) {
+                    if voters {
+                        // Still the active (or unknown): give its voters back rather than leave a
+                        // staked validator that never votes.
+                        self.restore_voters(&mut run).await;
+                    }
+                    if self.validator.identity().await.ok() == Some(staked) {
+                        // And its identity link, so that a restart does not drop the staked identity.
+                        run.phase(
+                            "hook_back",
+                            self.hook(
+                                "active_identity_symlink_command",
+                                self.cfg.hooks.active_identity_symlink_command.as_ref(),
+                            )
+                            .await,
+                        );
+                    }
                     return run.finish(self.validator.identity().await.ok());
                 }
-            };
-            let what = format!("wait for the {kind} to be final");
-            let settle = self.act(&what, async {
-                let settled = if voters {
-                    vote_state::wait_quiet(
-                        &path,
-                        voters_removed_quiet(kind),
-                        self.cfg.tower_settle + SETTLE_EXTRA,
-                    )
-                    .await
-                } else {
-                    vote_state::wait_settled(
-                        kind,
-                        &path,
-                        &staked,
-                        self.cfg.tower_settle,
-                        self.cfg.tower_settle + SETTLE_EXTRA,
-                        || self.validator.slot(),
-                        || async { self.chain_last_vote().await.ok().flatten() },
-                    )
-                    .await
+                if !self.cfg.dry_run && !run.phase("confirm", self.confirm(false).await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+                // Unstaked now, whatever follows: holding X again takes a promotion.
+                self.note_demoted(term).await;
+                let path = match self.path_of(kind) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        run.phase("settle", Err(e));
+                        return run.finish(self.validator.identity().await.ok());
+                    }
                 };
-                settled.map(|s| {
-                    format!(
+                let what = format!("wait for the {kind} to be final");
+                let settle = self.act(&what, async {
+                    let settled = if voters {
+                        vote_state::wait_quiet(
+                            &path,
+                            voters_removed_quiet(kind),
+                            self.cfg.tower_settle + SETTLE_EXTRA,
+                        )
+                        .await
+                    } else {
+                        vote_state::wait_settled(
+                            kind,
+                            &path,
+                            &staked,
+                            self.cfg.tower_settle,
+                            self.cfg.tower_settle + SETTLE_EXTRA,
+                            || self.validator.slot(),
+                            || async { self.chain_last_vote().await.ok().flatten() },
+                        )
+                        .await
+                    };
+                    settled.map(|s| {
+                        format!(
                         "{} rewrite(s) of the {kind} after the demotion, {} slots replayed; final \
                          after {} ms",
                         s.changes,
                         s.slots.map_or("?".to_string(), |n| n.to_string()),
                         s.waited.as_millis()
                     )
-                })
-            });
-            if !run.phase("settle", settle.await) {
-                return run.finish(self.validator.identity().await.ok());
+                    })
+                });
+                if !run.phase("settle", settle.await) {
+                    return run.finish(self.validator.identity().await.ok());
+                }
+            } else if run.response.phases.is_empty() {
+                run.phase("demote", Ok("validator already not staked".into()));
             }
-        } else if run.response.phases.is_empty() {
-            run.phase("demote", Ok("validator already not staked".into()));
         }
         if !was_staked {
             self.note_demoted(term).await;
@@ -497,8 +575,7 @@ impl Agent {
         admitted: Instant,
     ) -> FailoverResponse {
         let _guard = self.switching.lock().await;
-        self.promotions
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _promoting = Promoting::begin(&self.promotions);
         info!(term = req.term, reason = %req.reason, skip_identity = req.skip_identity, "become_active");
         let mut run = Run::new(FailoverAction::BecomeActive, req.term, self.cfg.dry_run);
         if self.demoted_in(req.term).await {

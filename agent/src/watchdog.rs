@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::agent::{unix_ms, Agent};
 use crate::api::FenceReport;
-use crate::lease::{self, KILL_DEADLINE, PAUSE_DEADLINE, PROBE_DEADLINE};
+use crate::lease::{self, PAUSE_DEADLINE, PROBE_DEADLINE};
 use crate::state::Role;
 
 /// The confirmed last vote as the watchdog follows it: the value, when it was read, and since when
@@ -130,18 +130,16 @@ pub async fn run(agent: Arc<Agent>) {
                 }
             }
         );
-        let answering = match &answer {
+        let maybe_active = match &answer {
+            // What it answers now, whatever a promotion is doing.
             Ok(Ok(id)) => {
                 last_staked.answered(asked, *id == agent.staked());
-                true
+                *id == agent.staked()
             }
-            _ => false,
-        };
-        let maybe_active = match (answering, last_staked.staked(&agent)) {
-            (true, staked) => staked == Some(true),
             // Not answering: only a running process can vote.
-            (false, staked) => staked != Some(false) && agent.find_validator().is_some(),
+            _ => last_staked.staked(&agent) != Some(false) && agent.find_validator().is_some(),
         };
+        let answering = matches!(answer, Ok(Ok(_)));
         if !maybe_active {
             votes = Votes::default();
             said_staying = false;
@@ -207,8 +205,8 @@ pub async fn run(agent: Arc<Agent>) {
     }
 }
 
-/// The validator's identity as the watchdog last read it, and how many promotions had begun
-/// when it asked. A reading from before a promotion began is no reading: a validator found
+/// The validator's identity as the watchdog last read it, and the promotion count when it asked.
+/// A reading asked for before or during a promotion is no reading: a validator found
 /// unstaked while passive, then promoted and hung before the next answer, was taken for unstaked
 /// and never fenced — on real Agave its agent let the manager promote the other node "by time"
 /// while the stopped process still held X.
@@ -218,7 +216,7 @@ struct Identity {
 }
 
 impl Identity {
-    /// The promotions begun when a reading is asked for (before it is sent).
+    /// The promotion count when a reading is asked for (before it is sent).
     fn asking(&self, agent: &Agent) -> u64 {
         agent.promotions.load(Ordering::SeqCst)
     }
@@ -227,11 +225,13 @@ impl Identity {
         self.read = Some((staked, asked));
     }
 
-    /// Whether the validator held the staked identity when it last answered, if no promotion
-    /// began since it was asked.
+    /// Whether the validator held the staked identity when it last answered, if it was asked
+    /// while no promotion ran and none began since.
     fn staked(&self, agent: &Agent) -> Option<bool> {
         self.read
-            .filter(|(_, asked)| *asked == agent.promotions.load(Ordering::SeqCst))
+            .filter(|(_, asked)| {
+                asked % 2 == 0 && *asked == agent.promotions.load(Ordering::SeqCst)
+            })
             .map(|(staked, _)| staked)
     }
 }
@@ -357,7 +357,7 @@ async fn kill_if_started_staked(agent: &Agent, pid: u32, demoted: u64) -> bool {
         path.display()
     );
     error!(%reason, "killing an unauthorised start with the staked identity");
-    let outcome = match kill_validator(agent).await {
+    let outcome = match agent.kill_validator().await {
         Ok(_) => "killed_unauthorised",
         Err(e) => {
             error!(error = %e, "could not kill the validator started with the staked identity");
@@ -433,7 +433,7 @@ async fn fence(
             return "paused";
         }
     }
-    match kill_validator(agent).await {
+    match agent.kill_validator().await {
         Ok(pid) => {
             warn!(pid, "validator process killed: it can cast no vote");
             // The process is gone: this hands the final vote state over from disk.
@@ -472,44 +472,6 @@ async fn restart_as_passive(agent: &Agent, demotion: &crate::api::FailoverRespon
     match crate::commands::run_shell(restart, None, crate::switch::HOOK_TIMEOUT).await {
         Ok(_) => info!(command = restart, "validator restarted as passive"),
         Err(e) => error!(error = %e, "validator_restart_command failed"),
-    }
-}
-
-/// SIGKILLs the validator process found by name and ledger and waits until it is gone; returns
-/// its pid. Never this agent's own process.
-async fn kill_validator(agent: &Agent) -> Result<u32, String> {
-    let found = agent
-        .find_validator()
-        .ok_or_else(|| format!("no {} process found to kill", agent.cfg.process_name))?;
-    let pid = found.pid;
-    if pid == std::process::id() {
-        return Err(format!(
-            "the process named {} is this agent itself: not killing it",
-            agent.cfg.process_name
-        ));
-    }
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return Err(format!("pid {pid} out of range"));
-    };
-    // SAFETY: kill(2) with a pid read from /proc and a constant signal; no memory is involved.
-    if unsafe { libc::kill(raw, libc::SIGKILL) } != 0 {
-        return Err(format!(
-            "kill -9 {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let deadline = Instant::now() + KILL_DEADLINE;
-    loop {
-        if !crate::process::alive(pid) {
-            return Ok(pid);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "pid {pid} still running {} ms after SIGKILL",
-                KILL_DEADLINE.as_millis()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -247,6 +247,50 @@ async fn a_node_read_as_passive_then_promoted_and_stopped_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_demotion_asked_of_a_hung_validator_kills_it_and_hands_the_tower_over() {
+    // A demotion that reached the agent just as its validator hung waited out every admin call
+    // (identity, pause, setIdentity, then the identity twice more: about 50 s) under the
+    // switching lock, so the watchdog could not fence, and ended "failed" with the process
+    // alive and holding X — while the manager, counting the node from its last answer, promoted
+    // the other. It must kill the validator like the watchdog does and hand its tower over.
+    let bed = bed_with(|_, c| {
+        // A lease that outlasts the test: only the demotion acts here, not the watchdog.
+        c["manager_timeout"] = "60s".into();
+    })
+    .await;
+    let pid = bed.cluster.stand_in_pid(0).unwrap();
+    bed.cluster.fault(0, Fault::Hang).await.unwrap();
+    let demoted = bed
+        .client(0)
+        .failover(&support::command(
+            failover_agent::api::FailoverAction::BecomePassive,
+            1,
+            None,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert!(demoted.ok, "{demoted:#?}");
+    let kill = demoted.phases.iter().find(|p| p.name == "kill");
+    assert!(
+        kill.is_some_and(|p| p.detail.contains("did not answer")),
+        "{demoted:#?}"
+    );
+    assert!(!failover_agent::process::alive(pid));
+    assert!(
+        demoted.tower.is_some(),
+        "the final tower, from disk: {demoted:#?}"
+    );
+    let _ = bed.cluster.fault(0, Fault::Unhang).await;
+    assert_eq!(
+        bed.cluster.identity(0),
+        None,
+        "SIGCONT has no process to continue"
+    );
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_published_fence_after_covers_the_lease_and_every_fence_deadline() {
     let bed = bed_with(|_, c| {
         c["manager_timeout"] = "3s".into();
