@@ -1073,6 +1073,44 @@ impl Bed {
     }
 }
 
+/// How long [`past_leader_skip`] waits: a root 32 slots behind, with room for a loaded machine's
+/// slower slots.
+const SKIP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until the active is surely past the skip window that follows its promotion (or its
+/// start): X produced a confirmed block as leader since now, or the cluster rooted a slot after
+/// now — a vote cast since the identity change is rooted then, the condition Agave waits for
+/// before it leads again (`wait_for_vote_to_start_leader`, solana-core `replay_stage.rs`). In the
+/// window, on this three-validator cluster, X's skipped leader slots stop confirmations for
+/// seconds; a manager killed then leaves its agent with a lease expired and no vote landing, and
+/// the agent rightly fences (a CI run: X promoted 4 s before the kill, its slots 1352-1355
+/// skipped, 4.5 s without a block). False (and said) when neither came within [`SKIP_PATIENCE`].
+pub(super) async fn past_leader_skip(cluster: &RealCluster) -> bool {
+    let rpc = rpc_lite::Client::new(&cluster.cluster_rpc);
+    let x = cluster.x.to_string();
+    let started = Instant::now();
+    let mut first = None;
+    while started.elapsed() < SKIP_PATIENCE {
+        if let Some(slot) = rpc.slot().await {
+            let from = *first.get_or_insert(slot);
+            if rpc.root().await.is_some_and(|root| root > from) {
+                return true;
+            }
+            if slot > from {
+                let led = leader_slots_skipped(&rpc, &x, from, slot).await;
+                if led.is_some_and(|(led, skipped)| led > skipped) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "  the cluster rooted nothing and X led nothing within {SKIP_PATIENCE:?}: starting anyway"
+    );
+    false
+}
+
 /// X's leader slots in `first..=last` and how many of them have no confirmed block.
 async fn leader_slots_skipped(
     rpc: &rpc_lite::Client,

@@ -14,7 +14,8 @@ use tokio::process::Command;
 
 use super::bed::{logged, Bed, FOLLOWING, LEADING};
 use super::drills::{
-    failover_message, signal, split_message, wait_votes_from, DrillRun, BASELINE, PATIENCE,
+    failover_message, past_leader_skip, signal, split_message, wait_votes_from, DrillRun, BASELINE,
+    PATIENCE,
 };
 use super::sampler::Sampler;
 use super::RealCluster;
@@ -35,6 +36,8 @@ impl Bed {
     /// manager comes back as a follower.
     pub async fn leader_killed(&mut self) -> anyhow::Result<DrillRun> {
         let from = self.first_active().await?;
+        // A steady state: the active no longer skips its leader slots after its promotion.
+        past_leader_skip(&self.cluster).await;
         let old = self.two_managers()?;
         self.leader = 1 - old;
         self.inbox.drain();

@@ -495,6 +495,13 @@ pub(super) mod rpc_lite {
                 .await?
                 .as_u64()
         }
+
+        /// The node's highest root (finalized slot).
+        pub async fn root(&self) -> Option<u64> {
+            self.call("getSlot", json!([{"commitment": "finalized"}]))
+                .await?
+                .as_u64()
+        }
     }
 }
 
