@@ -10,8 +10,11 @@ use failover_agent::AgentClient;
 use failover_sim::Fault;
 use support::{bed, command, process_bed, PATIENCE};
 
-/// Long enough that a request timing out at `IMPATIENT` is dropped inside the demotion.
-const SLOW_ADMIN_MS: u64 = 400;
+/// Long enough that a request timing out at `IMPATIENT` is dropped inside the demotion, and well
+/// inside the demotion's pause deadline (`PAUSE_DEADLINE`, 500 ms): a validator slower than that is
+/// taken for hung and killed, and at 400 ms a loaded CI machine crossed it once (the demotion
+/// killed the simulated validator, and the test waited in vain for it unstaked).
+const SLOW_ADMIN_MS: u64 = 250;
 const IMPATIENT: Duration = Duration::from_millis(150);
 
 #[tokio::test(flavor = "multi_thread")]
