@@ -60,6 +60,61 @@ const SETTLE_EXTRA: Duration = Duration::from_secs(15);
 /// (normally a leader window, under 2 s) before it refuses; the manager tries again.
 const ROOT_WAIT: Duration = Duration::from_secs(20);
 const ROOT_POLL: Duration = Duration::from_millis(100);
+
+/// The finalized root this validator must reach before it takes the staked identity under
+/// Alpenglow, and why.
+#[derive(Clone, Copy, Debug)]
+struct RootBound {
+    slot: u64,
+    /// The slot the unreachable old active's votes may have reached (else: the installed vote
+    /// history's own root).
+    old_votes: bool,
+}
+
+impl RootBound {
+    /// The higher of the two bounds a promotion has: the old active's possible votes (from the
+    /// request) and the root of the vote history being installed. Votor asserts that every slot
+    /// it looks at is at or above its history's root (agave-votor 4.2.2 `vote_history.rs`,
+    /// `assert!(slot >= self.root)`): a block this node replayed below it but has not rooted
+    /// aborts the validator once it is X.
+    fn of(req: &FailoverRequest, incoming: Option<&LocalVoteState>) -> Option<Self> {
+        let old_votes = req.min_root.max(req.past_lockouts);
+        let history = incoming.and_then(|t| t.root);
+        match (old_votes, history) {
+            (Some(v), Some(h)) if h > v => Some(Self {
+                slot: h,
+                old_votes: false,
+            }),
+            (Some(v), _) => Some(Self {
+                slot: v,
+                old_votes: true,
+            }),
+            (None, Some(h)) => Some(Self {
+                slot: h,
+                old_votes: false,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    fn why_ok(&self) -> &'static str {
+        if self.old_votes {
+            "X votes on no slot the old active may have voted on"
+        } else {
+            "every block this node holds unrooted is above the vote history's root"
+        }
+    }
+
+    fn why_refused(&self) -> &'static str {
+        if self.old_votes {
+            "the slot the old active's votes may have reached: it lags the cluster, and as X it \
+             could vote against them"
+        } else {
+            "the root of the vote history to install: it lags the cluster, and votor would abort \
+             on a block between the two"
+        }
+    }
+}
 pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After the authorized voters are removed, how long the vote state must stay unchanged before it
@@ -681,7 +736,7 @@ impl Agent {
             }
         }
         let root_bound = match kind {
-            VoteStateKind::VoteHistory => req.min_root.max(req.past_lockouts),
+            VoteStateKind::VoteHistory => RootBound::of(req, incoming.as_ref()),
             VoteStateKind::Tower => None,
         };
         if let (Some(bound), false) = (root_bound, self.cfg.dry_run) {
@@ -752,19 +807,18 @@ impl Agent {
         response
     }
 
-    /// Waits until this validator's finalized root reaches `bound`, the slot the unreachable old
-    /// active's votes may have reached: votor votes on no slot at or below its root, so X cannot
-    /// then cast a vote here that contradicts one cast there.
-    async fn wait_for_root(&self, bound: u64) -> Result<String, String> {
+    /// Waits until this validator's finalized root reaches `bound`.
+    async fn wait_for_root(&self, bound: RootBound) -> Result<String, String> {
         let started = Instant::now();
         let mut last = None;
         loop {
             match self.validator.finalized_slot().await {
-                Ok(root) if root >= bound => {
+                Ok(root) if root >= bound.slot => {
                     return Ok(format!(
-                        "finalized root {root} has reached {bound} (waited {} ms): X votes on no \
-                         slot the old active may have voted on",
-                        started.elapsed().as_millis()
+                        "finalized root {root} has reached {} (waited {} ms): {}",
+                        bound.slot,
+                        started.elapsed().as_millis(),
+                        bound.why_ok()
                     ))
                 }
                 Ok(root) => last = Some(root),
@@ -772,11 +826,11 @@ impl Agent {
             }
             if started.elapsed() >= ROOT_WAIT {
                 return Err(format!(
-                    "this validator's finalized root is {} after {} s, below {bound}, the slot \
-                     the old active's votes may have reached: it lags the cluster, and as X it \
-                     could vote against them; refusing",
+                    "this validator's finalized root is {} after {} s, below {}, {}; refusing",
                     slot_text(last),
-                    ROOT_WAIT.as_secs()
+                    ROOT_WAIT.as_secs(),
+                    bound.slot,
+                    bound.why_refused()
                 ));
             }
             tokio::time::sleep(ROOT_POLL).await;

@@ -36,11 +36,24 @@ async fn the_vote_history_moves_with_the_identity_and_back_safely() {
         names,
         ["hook", "voters", "demote", "confirm", "settle", "tower", "remove"]
     );
+    let names: Vec<&str> = active.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "tower",
+            "install",
+            "root",
+            "promote",
+            "authorized_voter",
+            "hook",
+            "confirm"
+        ]
+    );
     assert!(
-        active.phases[2]
+        active.phases[3]
             .detail
             .contains("require_vote_history=true")
-            && active.phases[2].detail.contains("require_tower=false"),
+            && active.phases[3].detail.contains("require_tower=false"),
         "{active:#?}"
     );
     // The new active votes from its vote history; the old one has none left to load.
@@ -124,6 +137,59 @@ async fn no_promotion_onto_a_missing_foreign_kind_or_older_vote_history() {
     request.min_last_vote = None;
     let ok = bed.client(1).failover(&request).await.unwrap();
     assert!(ok.ok, "{ok:#?}");
+    bed.cluster.safety().assert_safe();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_behind_the_vote_historys_root_takes_x_only_once_its_root_has_passed_it() {
+    // A real 4.2.2 standby promoted with the old active's history rooted above its own root
+    // aborted seconds later (votor's `assert!(slot >= self.root)` on a block it held below it).
+    let bed = alpenglow_bed(|_, _| {}).await;
+    let staked = bed.cluster.staked_pubkey();
+    bed.cluster
+        .fault(1, Fault::Behind { slots: 6 })
+        .await
+        .unwrap();
+    let demoted = bed
+        .client(0)
+        .failover(&command(FailoverAction::BecomePassive, 1, None, None))
+        .await
+        .unwrap();
+    assert!(demoted.ok, "{demoted:#?}");
+    let history = demoted.tower.unwrap();
+    let history_root = history.root.expect("a rooted vote history");
+    let promoted = bed
+        .client(1)
+        .failover(&command(
+            FailoverAction::BecomeActive,
+            2,
+            Some(history.clone()),
+            Some(history.sha256.clone()),
+        ))
+        .await
+        .unwrap();
+    assert!(promoted.ok, "{promoted:#?}");
+    let root = promoted
+        .phases
+        .iter()
+        .find(|p| p.name == "root")
+        .expect("the promotion waited for the root");
+    assert!(
+        root.detail.contains(&format!("has reached {history_root}"))
+            && root.detail.contains("vote history's root"),
+        "{root:#?}"
+    );
+    assert_eq!(
+        bed.cluster.identity(1),
+        Some(staked),
+        "the standby is alive and X"
+    );
+    bed.cluster
+        .wait_until(PATIENCE, |w| {
+            w.vote.last_voter == Some(1) && Some(w.vote.last_vote) > history.last_vote
+        })
+        .await
+        .unwrap();
     bed.cluster.safety().assert_safe();
 }
 

@@ -653,9 +653,22 @@ impl World {
         if self.straggler_votes && old.pubkey() != new && self.may_vote(i, &old) {
             self.nodes[i].straggler = Some(old);
         }
+        let history_root = restored.history.root;
         self.nodes[i].history = Some(restored);
         self.safety
             .identity_changed(i, new, &self.holders_snapshot());
+        // Votor asserts that every slot it looks at is at or above its history's root
+        // (agave-votor 4.2.2 `vote_history.rs`): a history rooted above this node's own root
+        // meets a block it replayed below it and the process aborts — a real 4.2.2 validator did,
+        // seconds after the change. Here it aborts at once, whether or not such a block exists.
+        if history_root > root {
+            eprintln!(
+                "failover-sim: {}: votor panicked: assertion failed: slot >= self.root (vote history root \
+                 {history_root}, this node's root {root}); the validator exits",
+                self.nodes[i].name
+            );
+            self.crash(i);
+        }
         Ok(())
     }
 
