@@ -96,7 +96,7 @@ impl Samples {
     /// Vote-state continuity across a switch from `from` to `to` that started at `started`: the
     /// tower or vote history the new active votes from is at least the old active's final one,
     /// and the old active's never changes once the new active holds X (a straggler vote after the
-    /// copy would).
+    /// copy would), until it holds X again.
     ///
     /// With `old_reachable` false (the old active was cut off, so its final vote state could not
     /// be fetched) the floor is the newest of X's votes that landed instead: votes an isolated
@@ -118,10 +118,18 @@ impl Samples {
             .filter(|(t, i, _)| *i == from && *t <= took_over)
             .map(|(_, _, v)| *v)
             .max();
+        // Until the old active takes X back (the manager gave it back after the new one died):
+        // from then on it votes as X again.
+        let gave_up = self
+            .identities
+            .iter()
+            .find(|(t, i, held)| *t >= took_over && *i == from && !*held)
+            .map(|(t, _, _)| *t);
+        let back = gave_up.and_then(|t| self.first_held_by(from, t));
         let old_after = self
             .towers
             .iter()
-            .filter(|(t, i, _)| *i == from && *t > took_over)
+            .filter(|(t, i, _)| *i == from && *t > took_over && back.is_none_or(|b| *t < b))
             .map(|(_, _, v)| *v)
             .max();
         if let (Some(before), Some(after)) = (old_final, old_after) {
@@ -531,6 +539,33 @@ mod tests {
         assert_eq!(
             CastVotes::conflicts(&nodes),
             ["X notarized slot 92 on node 1 and skipped it on node 2"]
+        );
+    }
+
+    /// A switch from node 0 to node 1, then node 1 dies and X goes back to node 0 (CI on Agave
+    /// 4.2.2): node 0 voting as X again is no straggler; a vote of node 0 before it has X back is.
+    #[test]
+    fn the_old_active_voting_again_after_x_came_back_is_no_straggler() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut samples = Samples {
+            // Every 100 ms, both nodes.
+            identities: [(0, true, false), (100, false, false), (200, false, true)]
+                .into_iter()
+                .chain([(300, false, false), (400, true, false), (500, true, false)])
+                .flat_map(|(ms, a, b)| [(at(ms), 0, a), (at(ms), 1, b)])
+                .collect(),
+            towers: vec![(at(0), 0, 523), (at(200), 1, 523), (at(500), 0, 571)],
+            ..Samples::default()
+        };
+        assert_eq!(
+            samples.tower_continuity(0, 1, t0, true),
+            Vec::<String>::new()
+        );
+        samples.towers.push((at(250), 0, 524));
+        assert_eq!(
+            samples.tower_continuity(0, 1, t0, true),
+            ["the old active's X vote state moved from newest vote 523 to 524 after the new active took X"]
         );
     }
 }
