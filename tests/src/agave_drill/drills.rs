@@ -448,7 +448,13 @@ impl Bed {
     /// within a millisecond; returns the instant of the cut. The validator first and at once
     /// (cluster.sh takes a few hundred ms, during which a validator with a dead agent casts votes
     /// no backup has: not a power cut).
+    ///
+    /// At a random point of a slot: every wait before it is fixed and starts from a vote seen
+    /// landing, so without it the cut falls at one phase of the vote cycle — in a CI run right
+    /// after a vote was sent, before its tower reached the manager (the 516-slot lockout wait;
+    /// BENCHMARKS). A real host dies at any instant.
     async fn power_cut(&mut self, from: usize) -> anyhow::Result<Instant> {
+        tokio::time::sleep(slot_jitter()).await;
         let pid = self.validator_pid(from)?;
         let agent = self.agents[from].take().ok_or_else(|| {
             anyhow::anyhow!(
@@ -1254,4 +1260,12 @@ fn phases_ms(summary: &str) -> u64 {
         .filter_map(|p| p.strip_suffix(" ms").or_else(|| p.split(" ms").next()))
         .filter_map(|p| p.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A uniformly spread delay under one 400 ms slot (from the clock's nanoseconds: no seed to keep).
+fn slot_jitter() -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Duration::from_millis(u64::from(nanos) % 400)
 }
