@@ -628,12 +628,29 @@ impl Bed {
         ))
     }
 
-    /// Node `i`'s validator pid, from the cluster's own pid file.
     /// Which node holds X as a drill starts. A validator that exited on its own since the last
     /// drill (Agave 4.2.2 can panic in its block-creation loop right after it took X) is what an
     /// operator's systemd would restart: the drill says so, requires that the manager gave X to
     /// the other node meanwhile, and brings the exited one back as the passive.
+    /// The passive is then awaited until it is healthy and caught up: a drill that starts while
+    /// it is still replaying (right after the cluster came up) would only test the manager's
+    /// refusal to promote an unhealthy standby.
     pub async fn first_active(&mut self) -> anyhow::Result<usize> {
+        let active = self.holder().await?;
+        let since = Instant::now();
+        self.wait_caught_up(1 - active).await?;
+        if since.elapsed() > Duration::from_secs(1) {
+            println!(
+                "  {} was not yet a healthy, caught-up passive as the drill began: waited {} ms",
+                self.cluster.node(1 - active).name,
+                since.elapsed().as_millis()
+            );
+        }
+        Ok(active)
+    }
+
+    /// Which node holds X, after bringing back a validator that exited on its own.
+    async fn holder(&mut self) -> anyhow::Result<usize> {
         for i in 0..2 {
             if runs_code(self.validator_pid(i)?) {
                 continue;
@@ -680,6 +697,7 @@ impl Bed {
         anyhow::bail!("neither A nor B holds X, and the manager gave it to neither in {PATIENCE:?}")
     }
 
+    /// Node `i`'s validator pid, from the cluster's own pid file.
     pub(super) fn validator_pid(&self, i: usize) -> anyhow::Result<i32> {
         let name = &self.cluster.node(i).name;
         let pid_file = self.cluster.dir.join("pids").join(format!("{name}.pid"));
@@ -950,7 +968,8 @@ impl Bed {
         })
     }
 
-    /// Waits until a restarted node answers its admin RPC and has replayed up to the network.
+    /// Waits until a node answers its admin RPC, calls itself healthy (`getHealth`, what its
+    /// agent reports to the manager) and has replayed up to the network.
     async fn wait_caught_up(&self, node: usize) -> anyhow::Result<()> {
         let n = self.cluster.node(node);
         let admin = AdminRpcClient::new(&n.admin_socket, Timeouts::LOCAL);
@@ -958,7 +977,7 @@ impl Bed {
         let network = rpc_lite::Client::new(&self.cluster.cluster_rpc);
         let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
-            if admin.identity().await.is_ok() {
+            if admin.identity().await.is_ok() && own.healthy().await {
                 if let (Some(mine), Some(theirs)) = (own.slot().await, network.slot().await) {
                     if mine + CAUGHT_UP_SLOTS >= theirs {
                         return Ok(());
@@ -967,7 +986,7 @@ impl Bed {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        anyhow::bail!("{} did not catch up within 180 s of its restart", n.name)
+        anyhow::bail!("{} was not healthy and caught up within 180 s", n.name)
     }
 
     /// The checks every drill makes.

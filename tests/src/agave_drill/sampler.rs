@@ -504,6 +504,13 @@ pub(super) mod rpc_lite {
                 .as_u64()
         }
 
+        /// Whether the node's `getHealth` answers "ok" (an unhealthy node answers an error).
+        pub async fn healthy(&self) -> bool {
+            self.call("getHealth", json!([]))
+                .await
+                .is_some_and(|h| h == "ok")
+        }
+
         /// The node's highest root (finalized slot).
         pub async fn root(&self) -> Option<u64> {
             self.call("getSlot", json!([{"commitment": "finalized"}]))
