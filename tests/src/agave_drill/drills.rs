@@ -628,13 +628,9 @@ impl Bed {
         ))
     }
 
-    /// Which node holds X as a drill starts. A validator that exited on its own since the last
-    /// drill (Agave 4.2.2 can panic in its block-creation loop right after it took X) is what an
-    /// operator's systemd would restart: the drill says so, requires that the manager gave X to
-    /// the other node meanwhile, and brings the exited one back as the passive.
-    /// The passive is then awaited until it is healthy and caught up: a drill that starts while
-    /// it is still replaying (right after the cluster came up) would only test the manager's
-    /// refusal to promote an unhealthy standby.
+    /// Which node holds X as a drill starts, once the other is a healthy, caught-up passive: a
+    /// drill that starts while the passive is still replaying (right after the cluster came up)
+    /// would only test the manager's refusal to promote an unhealthy standby.
     pub async fn first_active(&mut self) -> anyhow::Result<usize> {
         let active = self.holder().await?;
         let since = Instant::now();
@@ -649,7 +645,10 @@ impl Bed {
         Ok(active)
     }
 
-    /// Which node holds X, after bringing back a validator that exited on its own.
+    /// Which node holds X. A validator that exited on its own since the last drill (Agave 4.2.2
+    /// can panic in its block-creation loop right after it took X) is what an operator's systemd
+    /// would restart: the drill says so, requires that the manager gave X to the other node
+    /// meanwhile, and brings the exited one back as the passive.
     async fn holder(&mut self) -> anyhow::Result<usize> {
         for i in 0..2 {
             if runs_code(self.validator_pid(i)?) {
