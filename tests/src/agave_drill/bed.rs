@@ -385,15 +385,26 @@ impl Bed {
         self.log_mark_of(self.leader)
     }
 
-    /// The manager's last "not switching" line after `mark`: why a failover did not come.
+    /// The manager's last "not switching" line after `mark` and its last failed switch's error: why
+    /// a failover did not come.
     pub(super) fn manager_held_since(&self, mark: u64) -> Option<String> {
         let log = std::fs::read(&self.managers[self.leader].log).ok()?;
         let after = log.get(mark as usize..)?;
-        String::from_utf8_lossy(after)
-            .lines()
-            .rev()
-            .find(|l| l.contains("not switching"))
-            .map(|l| l.trim().to_string())
+        let text = String::from_utf8_lossy(after);
+        let last = |needle: &str| {
+            text.lines()
+                .rev()
+                .find(|l| l.contains(needle))
+                .map(str::trim)
+        };
+        // A switch that failed says why (a refused promotion); the holds after it say what then.
+        let failed = last(" FAILED ").and_then(|l| l.split_once("error: ").map(|(_, e)| e));
+        match (last("not switching"), failed) {
+            (Some(hold), Some(e)) => Some(format!("{hold}; last failed switch: {e}")),
+            (Some(hold), None) => Some(hold.to_string()),
+            (None, Some(e)) => Some(format!("last failed switch: {e}")),
+            (None, None) => None,
+        }
     }
 
     /// Whether node `i`'s agent (any of its starts) logged `needle`.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use failover_identity::{AdminRpcClient, Timeouts, VoteStateKind};
+use failover_identity::{AdminRpcClient, Timeouts, VoteStateFile, VoteStateKind};
 use serde::Serialize;
 use tokio::process::Command;
 
@@ -410,7 +410,12 @@ impl Bed {
         tokio::time::sleep(BASELINE).await;
         let before = self.reading();
         let mark = self.manager_log_mark();
+        let pid = self.validator_pid(from)?;
+        self.passive_root_at_active_history(from).await;
+        // By its pid at once (cluster.sh takes a few hundred ms, in which the root moves on);
+        // cluster.sh then waits for the exit and clears its pid file.
         let killed = Instant::now();
+        signal(pid, "KILL").await?;
         self.cluster
             .script("stop-node", &name, &["--signal", "KILL"])
             .await?;
@@ -643,6 +648,55 @@ impl Bed {
             );
         }
         Ok(active)
+    }
+
+    /// Under Alpenglow, waits (up to 15 s) until the passive's finalized root has reached the root
+    /// of the vote history on the active's ledger, the one its agent will hand over when the
+    /// active dies. On this bed the passive can fall behind for good once the active is dead: it
+    /// gets its shreds through the active (the only staked node besides the leader), and Alpenglow
+    /// votes, unlike TowerBFT's, are not in gossip, so it does not even learn that slots exist;
+    /// then the promotion's root wait rightly refuses and nobody can vote until the dead node is
+    /// back (a CI run, 2026-12-07: "finalized root is 486 after 20 s, below 493"). On a cluster
+    /// with other turbine parents the passive's root passes the dead active's within a few slots.
+    /// Kills that come right after a vote was finalized can still meet it.
+    async fn passive_root_at_active_history(&self, active: usize) {
+        if self.cluster.kind != VoteStateKind::VoteHistory {
+            return;
+        }
+        let history = self
+            .cluster
+            .node(active)
+            .ledger
+            .join(self.cluster.kind.file_name(&self.cluster.x));
+        let passive = self.cluster.node(1 - active);
+        let rpc = rpc_lite::Client::new(&passive.rpc_url);
+        let since = Instant::now();
+        let mut gap = None;
+        while since.elapsed() < Duration::from_secs(15) {
+            let root = VoteStateFile::read(self.cluster.kind, &history)
+                .ok()
+                .and_then(|f| f.root());
+            if let (Some(root), Some(passive_root)) = (root, rpc.root().await) {
+                if passive_root >= root {
+                    if since.elapsed() > Duration::from_secs(1) {
+                        println!(
+                            "  {}'s finalized root reached the active's vote history root {root} \
+                             after {} ms",
+                            passive.name,
+                            since.elapsed().as_millis()
+                        );
+                    }
+                    return;
+                }
+                gap = Some((passive_root, root));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!(
+            "  {}'s finalized root stayed below the active's vote history root for 15 s \
+             (last {gap:?}); killing anyway",
+            passive.name
+        );
     }
 
     /// Which node holds X. A validator that exited on its own since the last drill (Agave 4.2.2
