@@ -21,12 +21,16 @@ KEEP_ON_FAILURE=0
 MARKER=.agave-failover-cluster
 # Each node on its own loopback address (all of 127.0.0.0/8 is loopback on Linux), so gossip tells
 # the failover pair apart as it would two servers.
-host_of() { case "$1" in network) echo 127.0.0.1 ;; a) echo 127.0.0.2 ;; b) echo 127.0.0.3 ;; esac; }
+host_of() { case "$1" in network) echo 127.0.0.1 ;; a) echo 127.0.0.2 ;; b) echo 127.0.0.3 ;; relay) echo 127.0.0.4 ;; esac; }
 NODES=(network a b)
+RELAY=0
 
 # Stakes: the network node holds most of the stake, X a small one (10:1 as in the captured cluster).
 NETWORK_STAKE_LAMPORTS=10000000000
 X_STAKE_LAMPORTS=1000000000
+# The relay (--relay): twice X's stake, so it, not X, is the first hop of most of the network's
+# shreds; the network node alone still holds more than 60 % of all stake.
+RELAY_STAKE_LAMPORTS=2000000000
 IDENTITY_BALANCE_LAMPORTS=500000000000
 FAUCET_LAMPORTS=1000000000000000
 
@@ -39,7 +43,8 @@ Runs a three-node agave-validator cluster (--version, default 3.1.12) on loopbac
   a        runs as the failover identity X (active)      gossip 127.0.0.2:28001  rpc :28899  pubsub :28900
   b        runs with an unstaked identity (passive),     gossip 127.0.0.3:38001  rpc :38899  pubsub :38900
            same --vote-account as a, --authorized-voter X
-Dynamic ports: 18100-18200, 28100-28200, 38100-38200.
+  relay    (--relay) a staked validator of its own            gossip 127.0.0.4:48001  rpc :48899
+Dynamic ports: 18100-18200, 28100-28200, 38100-38200, 48100-48200.
 
 Commands:
   up                  create keys and genesis, start the three validators, wait until the cluster
@@ -57,6 +62,11 @@ Options:
                           commands read it from DIR/cluster.json)
   --alpenglow             up: Alpenglow from slot 0 (solana-genesis --alpenglow, a BLS key per
                           bootstrap validator derived from its authorized voter); needs 4.2.2
+  --relay                 up: a fourth validator with a stake of its own (twice X's). Without
+                          it the passive's only turbine parent is whoever holds X: when that node
+                          dies, or X's stale gossip entry still points at a demoted node, the
+                          passive gets no shreds, and under Alpenglow (votes not in gossip) it
+                          does not even learn that slots exist. On mainnet it has many parents.
   --slots-per-epoch N     epoch length for genesis (default ${SLOTS_PER_EPOCH}; up only)
   --cache DIR             where install.sh put the binaries (default
                           \$HOME/.cache/solana-failover/agave-VERSION)
@@ -96,10 +106,10 @@ NODE_ARG=""
 SIGNAL=TERM
 START_IDENTITY=""
 if [[ "$COMMAND" == start-node || "$COMMAND" == stop-node ]]; then
-    [[ $# -ge 1 && "$1" != -* ]] || die "$COMMAND needs a node name (network, a or b)"
+    [[ $# -ge 1 && "$1" != -* ]] || die "$COMMAND needs a node name (network, a, b or relay)"
     NODE_ARG="$1"
     shift
-    case "$NODE_ARG" in network|a|b) ;; *) die "unknown node: $NODE_ARG (network, a or b)" ;; esac
+    case "$NODE_ARG" in network|a|b|relay) ;; *) die "unknown node: $NODE_ARG (network, a, b or relay)" ;; esac
 fi
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
@@ -108,6 +118,7 @@ while [[ $# -gt 0 ]]; do
         --dir) need_value "$@"; CLUSTER_DIR="$2"; shift 2 ;;
         --version) need_value "$@"; AGAVE_VERSION="$2"; VERSION_GIVEN=1; shift 2 ;;
         --alpenglow) ALPENGLOW=1; shift ;;
+        --relay) RELAY=1; shift ;;
         --slots-per-epoch) need_value "$@"; SLOTS_PER_EPOCH="$2"; shift 2 ;;
         --cache) need_value "$@"; CACHE_DIR="$2"; shift 2 ;;
         --timeout) need_value "$@"; TIMEOUT="$2"; shift 2 ;;
@@ -132,7 +143,10 @@ CLUSTER_DIR="$(realpath -m "$CLUSTER_DIR")"
 if [[ "$COMMAND" != up && -z "${VERSION_GIVEN:-}" && -f "$CLUSTER_DIR/cluster.json" ]]; then
     AGAVE_VERSION="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["agave_version"])' "$CLUSTER_DIR/cluster.json")"
     ALPENGLOW="$(python3 -c 'import json,sys; print(1 if json.load(open(sys.argv[1])).get("consensus") == "alpenglow" else 0)' "$CLUSTER_DIR/cluster.json")"
+    RELAY="$(python3 -c 'import json,sys; print(1 if "relay" in json.load(open(sys.argv[1]))["nodes"] else 0)' "$CLUSTER_DIR/cluster.json")"
 fi
+[[ "$RELAY" == 1 ]] && NODES=(network relay a b)
+[[ "$NODE_ARG" != relay || "$RELAY" == 1 ]] || die "this cluster has no relay node (up --relay)"
 case "$AGAVE_VERSION" in 3.1.12|4.2.2) ;; *) die "--version must be 3.1.12 or 4.2.2" ;; esac
 if [[ "$ALPENGLOW" == 1 && "$AGAVE_VERSION" != 4.2.2 ]]; then
     die "--alpenglow needs --version 4.2.2"
@@ -156,7 +170,7 @@ LEDGERS="$CLUSTER_DIR/ledger"
 CLUSTER_JSON="$CLUSTER_DIR/cluster.json"
 
 # Per-node layout. Port bases follow the captured reference cluster (18xxx, 28xxx, 38xxx).
-port_base() { case "$1" in network) echo 18000 ;; a) echo 28000 ;; b) echo 38000 ;; esac; }
+port_base() { case "$1" in network) echo 18000 ;; a) echo 28000 ;; b) echo 38000 ;; relay) echo 48000 ;; esac; }
 gossip_port() { echo $(( $(port_base "$1") + 1 )); }
 rpc_port() { echo $(( $(port_base "$1") + 899 )); }
 dynamic_range() { local b; b="$(port_base "$1")"; echo "$((b + 100))-$((b + 200))"; }
@@ -362,6 +376,9 @@ make_keys() {
         a-unstaked b-unstaked faucet; do
         new_key "$k" >/dev/null
     done
+    if [[ "$RELAY" == 1 ]]; then
+        for k in relay-identity relay-vote relay-stake; do new_key "$k" >/dev/null; done
+    fi
 }
 
 # The test bed's BLS tool (scripts/agave/bls-pubkey, its own lock file), built once into the cache.
@@ -384,7 +401,7 @@ bls_pubkey() { "$BLS_TOOL" "$KEYS/$1.json"; }
 make_genesis() {
     log "creating genesis (slots per epoch $SLOTS_PER_EPOCH, network stake $NETWORK_STAKE_LAMPORTS, X stake $X_STAKE_LAMPORTS$([[ "$ALPENGLOW" == 1 ]] && echo ', Alpenglow from slot 0'))"
     # Genesis vote accounts have the identity as authorized voter: the BLS key derives from it.
-    local x_bls=""
+    local x_bls="" relay_bls=""
     [[ "$ALPENGLOW" == 1 ]] && x_bls="  bls_pubkey: $(bls_pubkey x-identity)"
     cat >"$CLUSTER_DIR/validator-accounts.yml" <<EOF
 validator_accounts:
@@ -395,6 +412,17 @@ validator_accounts:
   stake_account: $(pubkey x-stake)
 $x_bls
 EOF
+    if [[ "$RELAY" == 1 ]]; then
+        [[ "$ALPENGLOW" == 1 ]] && relay_bls="  bls_pubkey: $(bls_pubkey relay-identity)"
+        cat >>"$CLUSTER_DIR/validator-accounts.yml" <<EOF
+- balance_lamports: $IDENTITY_BALANCE_LAMPORTS
+  stake_lamports: $RELAY_STAKE_LAMPORTS
+  identity_account: $(pubkey relay-identity)
+  vote_account: $(pubkey relay-vote)
+  stake_account: $(pubkey relay-stake)
+$relay_bls
+EOF
+    fi
     local consensus=(--hashes-per-tick sleep)
     if [[ "$ALPENGLOW" == 1 ]]; then
         consensus=(--alpenglow --bootstrap-validator-bls-pubkey "$(bls_pubkey network-identity)")
@@ -497,6 +525,8 @@ write_launcher() {
 }
 
 write_cluster_json() {
+    local relay_pubkey=""
+    [[ "$RELAY" == 1 ]] && relay_pubkey="$(pubkey relay-identity)"
     python3 - "$CLUSTER_JSON" <<EOF
 import json, os, sys
 def node(name, identity_path, identity_pubkey):
@@ -506,8 +536,9 @@ def node(name, identity_path, identity_pubkey):
         pid = int(open(pid_path).read().strip())
     except Exception:
         pid = None
-    base = {"network": 18000, "a": 28000, "b": 38000}[name]
-    host = {"network": "$(host_of network)", "a": "$(host_of a)", "b": "$(host_of b)"}[name]
+    base = {"network": 18000, "a": 28000, "b": 38000, "relay": 48000}[name]
+    host = {"network": "$(host_of network)", "a": "$(host_of a)", "b": "$(host_of b)",
+            "relay": "$(host_of relay)"}[name]
     return {
         "ip": host,
         "rpc_url": "http://%s:%d" % (host, base + 899),
@@ -566,6 +597,8 @@ doc = {
     "b_unstaked": {"keypair": k + "/b-unstaked.json", "pubkey": "$(pubkey b-unstaked)"},
     "faucet": {"keypair": k + "/faucet.json", "pubkey": "$(pubkey faucet)"},
 }
+if "$RELAY" == "1":
+    doc["nodes"]["relay"] = node("relay", k + "/relay-identity.json", "$relay_pubkey")
 tmp = sys.argv[1] + ".tmp"
 with open(tmp, "w") as f:
     json.dump(doc, f, indent=2)
@@ -612,7 +645,7 @@ start = time.time()
 deadline = start + timeout
 last_print = 0
 first_vote = None
-names = ["network"] if phase == "network" else ["network", "a", "b"]
+names = ["network"] if phase == "network" else list(nodes)
 while True:
     now = time.time()
     dead = [n for n in names if not alive(n)]
@@ -637,7 +670,7 @@ while True:
                     entry = e
         ids = {}
         slots = {}
-        for n in ("a", "b"):
+        for n in [n for n in nodes if n != "network"]:
             r, err = rpc(nodes[n]["rpc_url"], "getIdentity")
             ids[n] = r["identity"] if r else err
             s, err = rpc(nodes[n]["rpc_url"], "getSlot", [{"commitment": "processed"}])
@@ -655,9 +688,12 @@ while True:
             and ids["a"] == x
             and ids["b"] == c["b_unstaked"]["pubkey"]
             and slots["b"] is not None and slots["b"] >= slot - 32
+            # The relay is there to feed the passive: it must be following the cluster too.
+            and ("relay" not in slots or (slots["relay"] is not None and slots["relay"] >= slot - 32))
         )
         status = (f"slot {slot} root {root} | X lastVote {last_vote} | "
-                  f"a: {str(ids['a'])[:12]} slot {slots['a']} | b: {str(ids['b'])[:12]} slot {slots['b']}")
+                  f"a: {str(ids['a'])[:12]} slot {slots['a']} | b: {str(ids['b'])[:12]} slot {slots['b']}"
+                  + (f" | relay: slot {slots['relay']}" if "relay" in slots else ""))
         if ok:
             print(f"  {now - start:5.1f}s {status}", file=sys.stderr)
             print(f"  cluster is rooting and X votes from a ({now - start:.1f}s)", file=sys.stderr)
@@ -712,6 +748,10 @@ cmd_up() {
         --entrypoint "$entry"
     write_launcher b "$KEYS/b-unstaked.json" "$(pubkey x-vote)" "$KEYS/x-identity.json" \
         --entrypoint "$entry"
+    if [[ "$RELAY" == 1 ]]; then
+        write_launcher relay "$KEYS/relay-identity.json" "$(pubkey relay-vote)" "$KEYS/relay-identity.json" \
+            --entrypoint "$entry"
+    fi
 
     trap on_up_failure EXIT
     trap 'exit 130' INT TERM
@@ -720,6 +760,7 @@ cmd_up() {
     write_cluster_json
     log "waiting for the network node's RPC"
     wait_for network 120 || die "the network node did not come up"
+    [[ "$RELAY" == 1 ]] && start_node relay "$KEYS/relay-identity.json"
     start_node a "$KEYS/x-identity.json"
     start_node b "$KEYS/b-unstaked.json"
     write_cluster_json
@@ -760,6 +801,8 @@ def rpc(url, method, params=None):
     return (doc.get("result"), None) if "error" not in doc else (None, doc["error"].get("message"))
 names = {c["x"]["pubkey"]: "X", c["a_unstaked"]["pubkey"]: "a-unstaked",
          c["b_unstaked"]["pubkey"]: "b-unstaked", c["nodes"]["network"]["identity_pubkey"]: "network"}
+if "relay" in c["nodes"]:
+    names[c["nodes"]["relay"]["identity_pubkey"]] = "relay"
 for n, node in c["nodes"].items():
     ident, err = rpc(node["rpc_url"], "getIdentity")
     slot, _ = rpc(node["rpc_url"], "getSlot", [{"commitment": "processed"}])
@@ -791,8 +834,9 @@ cmd_start_node() {
     find_failover_identity
     local identity="$START_IDENTITY"
     if [[ -z "$identity" ]]; then
-        [[ "$NODE_ARG" == network ]] || die "start-node $NODE_ARG needs --identity KEYPAIR (X must never run on a and b at once)"
-        identity="$KEYS/network-identity.json"
+        [[ "$NODE_ARG" == network || "$NODE_ARG" == relay ]] \
+            || die "start-node $NODE_ARG needs --identity KEYPAIR (X must never run on a and b at once)"
+        identity="$KEYS/$NODE_ARG-identity.json"
     fi
     identity="$(cd "$(dirname "$identity")" && pwd)/$(basename "$identity")"
     start_node "$NODE_ARG" "$identity"

@@ -1100,6 +1100,22 @@ impl Bed {
         };
         if to != from {
             problems.extend(samples.tower_continuity(from, to, started, !isolated));
+            let passed = (self.cluster.kind == VoteStateKind::VoteHistory)
+                .then(|| samples.older_history_passed(from, to, started))
+                .flatten();
+            if let Some((installed, old_final, own)) = passed {
+                let backwards = format!(
+                    "node {} vote history newest vote {installed} after ",
+                    to + 1
+                );
+                let older = format!("first X vote state has newest vote {installed}, older");
+                problems.retain(|p| !p.starts_with(&backwards) && !p.contains(&older));
+                println!(
+                    "  the installed vote history (newest vote {installed}) lacked the old \
+                     active's final vote {old_final}, which never reached the manager; the new \
+                     active's first own vote state has {own}, past it (its root wait)"
+                );
+            }
         }
         if recovered.is_none() {
             problems.push(format!(

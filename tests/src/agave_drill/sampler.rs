@@ -164,6 +164,34 @@ impl Samples {
         problems
     }
 
+    /// Under Alpenglow, a vote history installed older than the old active's final one (a host
+    /// that died before its agent shipped its last vote) is safe when the new active's first
+    /// vote of its own is above that final vote: votor casts none at or below its root, and the
+    /// promotion waits for the root to pass every slot the old active may have voted on. Returns
+    /// (installed, old final, first own vote) when that is what the samples show.
+    pub fn older_history_passed(
+        &self,
+        from: usize,
+        to: usize,
+        started: Instant,
+    ) -> Option<(u64, u64, u64)> {
+        let took_over = self.first_held_by(to, started)?;
+        let old_final = self
+            .towers
+            .iter()
+            .filter(|(t, i, _)| *i == from && *t <= took_over)
+            .map(|(_, _, v)| *v)
+            .max()?;
+        let mut after = self
+            .towers
+            .iter()
+            .filter(|(t, i, _)| *i == to && *t >= took_over)
+            .map(|(_, _, v)| *v);
+        let installed = after.next()?;
+        let own = after.find(|v| *v != installed)?;
+        (installed < old_final && own > old_final).then_some((installed, old_final, own))
+    }
+
     /// For a switch away from a node that could not be asked for its final tower (isolated): the
     /// votes of its final tower that the new active's tower lacks (cast while it was cut off,
     /// possibly on a fork of its own) must have expired their lockout before the new active's
@@ -547,6 +575,30 @@ mod tests {
             CastVotes::conflicts(&nodes),
             ["X notarized slot 92 on node 1 and skipped it on node 2"]
         );
+    }
+
+    /// A host down under Alpenglow on the relay bed (2026-12-07): the dead node's final vote 1510
+    /// never reached the manager, so node 1 got a history with newest vote 1509. Its next vote
+    /// state (1567) is past 1510: excused. Had it been at 1510 or below, it is not.
+    #[test]
+    fn an_older_history_is_excused_only_when_the_new_actives_own_votes_pass_the_old_final() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let identities = [(0, true, false), (100, false, false), (200, false, true)]
+            .into_iter()
+            .chain([(300, false, true)])
+            .flat_map(|(ms, a, b)| [(at(ms), 0, a), (at(ms), 1, b)])
+            .collect::<Vec<_>>();
+        let samples = |own| Samples {
+            identities: identities.clone(),
+            towers: vec![(at(0), 0, 1510), (at(200), 1, 1509), (at(300), 1, own)],
+            ..Samples::default()
+        };
+        assert_eq!(
+            samples(1567).older_history_passed(0, 1, t0),
+            Some((1509, 1510, 1567))
+        );
+        assert_eq!(samples(1510).older_history_passed(0, 1, t0), None);
     }
 
     /// A switch from node 0 to node 1, then node 1 dies and X goes back to node 0 (CI on Agave

@@ -88,10 +88,10 @@ struct Args {
     /// creation loop).
     #[arg(long)]
     no_isolate: bool,
-    /// Leave the host-down drills (host down, manager restarted) out of `all` (CI on Agave 4.2.2
-    /// under Alpenglow: on the 3-node loopback bed the passive gets its shreds through the active,
-    /// so with the active dead its root stalls and the promotion's root wait rightly refuses; see
-    /// BENCHMARKS.md).
+    /// Leave the host-down drills (host down, manager restarted) out of `all` (CI's Agave 4.2.2
+    /// Alpenglow run, for time; they need the relay validator, `cluster.sh up --relay`: without
+    /// it the passive gets its shreds through the active, so with the active dead its root stalls
+    /// and the promotion's root wait rightly refuses; see BENCHMARKS.md).
     #[arg(long)]
     no_host_down: bool,
     /// Planned switches with `--trigger-failover --now`: no wait for a moment the staked identity
