@@ -398,31 +398,28 @@ build_bls_tool() {
 # The base64 compressed BLS pubkey of a validator whose authorized voter is KEY (a key name).
 bls_pubkey() { "$BLS_TOOL" "$KEYS/$1.json"; }
 
+# One entry of solana-genesis --validator-accounts-file for the keys NAME-identity, NAME-vote and
+# NAME-stake. Genesis vote accounts have the identity as authorized voter: the BLS key derives
+# from it.
+validator_account() {
+    local name="$1" stake="$2"
+    cat <<EOF
+- balance_lamports: $IDENTITY_BALANCE_LAMPORTS
+  stake_lamports: $stake
+  identity_account: $(pubkey "$name-identity")
+  vote_account: $(pubkey "$name-vote")
+  stake_account: $(pubkey "$name-stake")
+EOF
+    [[ "$ALPENGLOW" == 0 ]] || echo "  bls_pubkey: $(bls_pubkey "$name-identity")"
+}
+
 make_genesis() {
     log "creating genesis (slots per epoch $SLOTS_PER_EPOCH, network stake $NETWORK_STAKE_LAMPORTS, X stake $X_STAKE_LAMPORTS$([[ "$ALPENGLOW" == 1 ]] && echo ', Alpenglow from slot 0'))"
-    # Genesis vote accounts have the identity as authorized voter: the BLS key derives from it.
-    local x_bls="" relay_bls=""
-    [[ "$ALPENGLOW" == 1 ]] && x_bls="  bls_pubkey: $(bls_pubkey x-identity)"
-    cat >"$CLUSTER_DIR/validator-accounts.yml" <<EOF
-validator_accounts:
-- balance_lamports: $IDENTITY_BALANCE_LAMPORTS
-  stake_lamports: $X_STAKE_LAMPORTS
-  identity_account: $(pubkey x-identity)
-  vote_account: $(pubkey x-vote)
-  stake_account: $(pubkey x-stake)
-$x_bls
-EOF
-    if [[ "$RELAY" == 1 ]]; then
-        [[ "$ALPENGLOW" == 1 ]] && relay_bls="  bls_pubkey: $(bls_pubkey relay-identity)"
-        cat >>"$CLUSTER_DIR/validator-accounts.yml" <<EOF
-- balance_lamports: $IDENTITY_BALANCE_LAMPORTS
-  stake_lamports: $RELAY_STAKE_LAMPORTS
-  identity_account: $(pubkey relay-identity)
-  vote_account: $(pubkey relay-vote)
-  stake_account: $(pubkey relay-stake)
-$relay_bls
-EOF
-    fi
+    {
+        echo "validator_accounts:"
+        validator_account x "$X_STAKE_LAMPORTS"
+        [[ "$RELAY" == 0 ]] || validator_account relay "$RELAY_STAKE_LAMPORTS"
+    } >"$CLUSTER_DIR/validator-accounts.yml"
     local consensus=(--hashes-per-tick sleep)
     if [[ "$ALPENGLOW" == 1 ]]; then
         consensus=(--alpenglow --bootstrap-validator-bls-pubkey "$(bls_pubkey network-identity)")

@@ -652,13 +652,14 @@ impl Bed {
 
     /// Under Alpenglow, waits (up to 15 s) until the passive's finalized root has reached the root
     /// of the vote history on the active's ledger, the one its agent will hand over when the
-    /// active dies. On this bed the passive can fall behind for good once the active is dead: it
-    /// gets its shreds through the active (the only staked node besides the leader), and Alpenglow
-    /// votes, unlike TowerBFT's, are not in gossip, so it does not even learn that slots exist;
-    /// then the promotion's root wait rightly refuses and nobody can vote until the dead node is
-    /// back (a CI run, 2026-12-07: "finalized root is 486 after 20 s, below 493"). On a cluster
-    /// with other turbine parents the passive's root passes the dead active's within a few slots.
-    /// Kills that come right after a vote was finalized can still meet it.
+    /// active dies. Without the relay (`cluster.sh up --relay`) the passive can fall behind for
+    /// good once the active is dead: it gets its shreds through the active (the only staked node
+    /// besides the leader), and Alpenglow votes, unlike TowerBFT's, are not in gossip, so it does
+    /// not even learn that slots exist; then the promotion's root wait rightly refuses and nobody
+    /// can vote until the dead node is back (a CI run, 2026-12-07: "finalized root is 486 after
+    /// 20 s, below 493"). With the relay this is a backstop: the passive's root passes the dead
+    /// active's within a few slots. Kills that come right after a vote was finalized can still
+    /// meet it.
     async fn passive_root_at_active_history(&self, active: usize) {
         if self.cluster.kind != VoteStateKind::VoteHistory {
             return;
