@@ -31,6 +31,11 @@ const QUICK: Duration = Duration::from_secs(15);
 /// Faults the manager may only act on past the agent's fence (1 s lease → 3.6 s published, plus
 /// the 500 ms margin), or that need a restart first.
 const FENCED: Duration = Duration::from_secs(25);
+/// A host that dies between its validator's vote and the agent's shipping of that tower leaves
+/// the manager a tower one vote older than the chain (a few percent of the moments in a slot);
+/// under TowerBFT the manager then waits until every vote the dead node may have cast has lost
+/// its lockout (`engine::TOWER_LOCKOUT_EXPIRY_SLOTS`, 516 slots of 100 ms here) — safe, and slow.
+const FENCED_OR_LOCKOUTS: Duration = Duration::from_secs(25 + 52);
 /// How long "nothing should move" is watched.
 const STEADY_SLOTS: u64 = 30;
 
@@ -106,6 +111,28 @@ fn scenarios() -> Vec<Scenario> {
             Tower,
             manager_killed_at_decision
         ),
+        scenario!(
+            "manager-restarted-in-silence",
+            Tower,
+            manager_restarted_in_silence
+        ),
+        scenario!(
+            "manager-restarted-in-silence",
+            Alpenglow,
+            manager_restarted_in_silence
+        ),
+        scenario!(
+            "standby-agent-paused-during-promotion",
+            Tower,
+            standby_agent_paused_during_promotion
+        ),
+        scenario!(
+            "standby-agent-paused-during-promotion",
+            Alpenglow,
+            standby_agent_paused_during_promotion
+        ),
+        scenario!("gossip-frozen-then-crash", Tower, gossip_frozen_then_crash),
+        scenario!("cluster-pubsub-silent", Tower, pubsub_silent),
         scenario!(
             "passive-down-then-active-crash",
             Tower,
@@ -362,7 +389,7 @@ async fn host_down(r: &mut Run) -> anyhow::Result<Option<Duration>> {
     let (after, at) = (r.last_cast(), Instant::now());
     r.sys.cluster.fault(active, Fault::Crash).await?;
     r.sys.agents[active].kill().await;
-    let took = r.voting_again(after, at, FENCED).await?;
+    let took = r.voting_again(after, at, FENCED_OR_LOCKOUTS).await?;
     anyhow::ensure!(r.active()? != active, "X stayed on the dead node");
     Ok(Some(took))
 }
@@ -500,6 +527,72 @@ async fn passive_down_then_active_crash(r: &mut Run) -> anyhow::Result<Option<Du
     let took = r.voting_again(after, at, FENCED).await?;
     anyhow::ensure!(r.active()? == passive, "X not on the node that came back");
     Ok(Some(took))
+}
+
+/// Power off, and one second into the fence wait the manager is SIGKILLed and a new one started
+/// on the same state dir: it has heard nobody, so it waits the persisted `fence_after` from its
+/// own start — never less.
+async fn manager_restarted_in_silence(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    r.sys.cluster.fault(active, Fault::Crash).await?;
+    r.sys.agents[active].kill().await;
+    r.sys.slots(10).await;
+    r.kill_manager().await;
+    r.start_manager().await;
+    let took = r.voting_again(after, at, FENCED_OR_LOCKOUTS).await?;
+    anyhow::ensure!(r.active()? != active, "X stayed on the dead node");
+    Ok(Some(took))
+}
+
+/// The standby's agent is SIGSTOPped right after the old active was demoted, so the promotion
+/// command waits in its socket's backlog; it resumes 3 s later, past the manager's patience for
+/// an answer, and reads a command that is by then old. One node votes with X, never two.
+async fn standby_agent_paused_during_promotion(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let standby = 1 - r.active()?;
+    let dir = failover_agent::pause::dir(&r.sys.manager_state_dir());
+    let point = failover_sim::pause::PausePoint::arm(&dir, "switch_demoted")?;
+    let asked = tokio::spawn(ask_switch(r.sys.manager_state_dir(), "fault matrix".into()));
+    let held = point
+        .reached(PATIENCE)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    let pid = r.agent_pid(standby);
+    signal(pid, libc::SIGSTOP);
+    held.release().await;
+    drop(point);
+    r.sys.slots(30).await;
+    signal(pid, libc::SIGCONT);
+    let _ = asked.await;
+    Ok(Some(r.voting_again(after, at, FENCED).await?))
+}
+
+/// Gossip stands still (every node keeps what it showed) when the active crashes: the switch
+/// cannot see the new active in gossip, and must still leave X voting on one node.
+async fn gossip_frozen_then_crash(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    r.sys.cluster.freeze_gossip(true);
+    let (after, at) = (r.last_cast(), Instant::now());
+    r.sys.cluster.fault(active, Fault::Crash).await?;
+    let took = r.voting_again(after, at, FENCED).await;
+    r.sys.cluster.freeze_gossip(false);
+    Ok(Some(took?))
+}
+
+/// The cluster's pubsub goes silent (connections open, nothing sent): the manager takes the tip
+/// from `getSlot`, moves nothing, and still fails over a crash.
+async fn pubsub_silent(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    r.sys.cluster.silence_network_pubsub(true);
+    r.stays_on(active).await?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    r.sys.cluster.fault(active, Fault::Crash).await?;
+    Ok(Some(r.voting_again(after, at, QUICK).await?))
 }
 
 /// A planned switch onto a passive whose admin RPC answers after 2.5 s: it completes or is rolled
