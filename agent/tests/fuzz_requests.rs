@@ -19,6 +19,7 @@ use failover_agent::auth::{self, Audience, Verifier};
 use failover_agent::vote_state::verify_blob;
 use failover_identity::vote_state::VoteStateKind;
 use failover_identity::{Keypair, Pubkey};
+use failover_sim::mutation::{edits, mutate};
 use proptest::prelude::*;
 
 const NOW_MS: u64 = 1_765_000_000_000;
@@ -78,44 +79,6 @@ fn bodies() -> Vec<Vec<u8>> {
         .unwrap(),
         serde_json::to_vec(&ShutdownRequest { term: 7 }).unwrap(),
     ]
-}
-
-#[derive(Clone, Debug)]
-enum Edit {
-    Set(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
-}
-
-fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    let edit = prop_oneof![
-        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
-        2 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        2 => any::<usize>().prop_map(Edit::Delete),
-        1 => any::<usize>().prop_map(Edit::Truncate),
-    ];
-    prop::collection::vec(edit, 1..6)
-}
-
-fn mutate(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
-    for edit in edits {
-        let len = bytes.len();
-        let at = |i: usize| if len == 0 { 0 } else { i % len };
-        match *edit {
-            Edit::Set(i, b) if len > 0 => {
-                let i = at(i);
-                bytes[i] = b;
-            }
-            Edit::Insert(i, b) => bytes.insert(if len == 0 { 0 } else { i % (len + 1) }, b),
-            Edit::Delete(i) if len > 0 => {
-                bytes.remove(at(i));
-            }
-            Edit::Truncate(i) => bytes.truncate(if len == 0 { 0 } else { i % (len + 1) }),
-            _ => {}
-        }
-    }
-    bytes
 }
 
 struct Setup {

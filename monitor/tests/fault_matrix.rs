@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use e2e_support::{spawn_agent, system_on, ManagerProcess, System, PATIENCE};
 use failover_monitor::control::{ask_running, ControlRequest};
+use failover_monitor::switch::Outcome;
 use failover_sim::{Fault, SimConfig};
 use futures_util::future::BoxFuture;
 
@@ -298,12 +299,33 @@ impl Run {
         Ok(())
     }
 
-    async fn ask_switch(&self, reason: &str) -> anyhow::Result<failover_monitor::switch::Outcome> {
+    async fn ask_switch(&self, reason: &str) -> anyhow::Result<Outcome> {
         ask_switch(self.sys.manager_state_dir(), reason.into()).await
     }
 
     fn agent_pid(&self, i: usize) -> u32 {
         self.sys.agents[i].child.id().expect("agent runs")
+    }
+
+    /// Power off node `i`: its validator and its agent at once.
+    async fn power_off(&mut self, i: usize) -> anyhow::Result<()> {
+        self.sys.cluster.fault(i, Fault::Crash).await?;
+        self.sys.agents[i].kill().await;
+        Ok(())
+    }
+
+    /// A planned switch onto a standby put into `fault` first; the node that was active, the
+    /// switch's outcome, and the last vote cast and the instant before it was asked.
+    async fn switch_onto_faulty_standby(
+        &mut self,
+        fault: Fault,
+    ) -> anyhow::Result<(usize, anyhow::Result<Outcome>, u64, Instant)> {
+        self.moment().await;
+        let active = self.active()?;
+        self.sys.cluster.fault(1 - active, fault).await?;
+        let (after, at) = (self.last_cast(), Instant::now());
+        let outcome = self.ask_switch("fault matrix: faulty standby").await;
+        Ok((active, outcome, after, at))
     }
 
     async fn respawn_agent(&mut self, i: usize) {
@@ -317,10 +339,7 @@ impl Run {
     }
 }
 
-async fn ask_switch(
-    state_dir: PathBuf,
-    reason: String,
-) -> anyhow::Result<failover_monitor::switch::Outcome> {
+async fn ask_switch(state_dir: PathBuf, reason: String) -> anyhow::Result<Outcome> {
     let request = ControlRequest::Trigger {
         to: None,
         reason,
@@ -387,8 +406,7 @@ async fn host_down(r: &mut Run) -> anyhow::Result<Option<Duration>> {
     r.moment().await;
     let active = r.active()?;
     let (after, at) = (r.last_cast(), Instant::now());
-    r.sys.cluster.fault(active, Fault::Crash).await?;
-    r.sys.agents[active].kill().await;
+    r.power_off(active).await?;
     let took = r.voting_again(after, at, FENCED_OR_LOCKOUTS).await?;
     anyhow::ensure!(r.active()? != active, "X stayed on the dead node");
     Ok(Some(took))
@@ -536,8 +554,7 @@ async fn manager_restarted_in_silence(r: &mut Run) -> anyhow::Result<Option<Dura
     r.moment().await;
     let active = r.active()?;
     let (after, at) = (r.last_cast(), Instant::now());
-    r.sys.cluster.fault(active, Fault::Crash).await?;
-    r.sys.agents[active].kill().await;
+    r.power_off(active).await?;
     r.sys.slots(10).await;
     r.kill_manager().await;
     r.start_manager().await;
@@ -598,27 +615,17 @@ async fn pubsub_silent(r: &mut Run) -> anyhow::Result<Option<Duration>> {
 /// A planned switch onto a passive whose admin RPC answers after 2.5 s: it completes or is rolled
 /// back; either way one node votes with X.
 async fn slow_admin_on_promotion(r: &mut Run) -> anyhow::Result<Option<Duration>> {
-    r.moment().await;
-    let active = r.active()?;
-    r.sys
-        .cluster
-        .fault(1 - active, Fault::SlowAdmin { millis: 2500 })
+    let (_, _, after, at) = r
+        .switch_onto_faulty_standby(Fault::SlowAdmin { millis: 2500 })
         .await?;
-    let (after, at) = (r.last_cast(), Instant::now());
-    let _ = r.ask_switch("fault matrix: slow admin").await;
     Ok(Some(r.voting_again(after, at, FENCED).await?))
 }
 
 /// A planned switch onto a passive that refuses `setIdentity`: rolled back to the old active.
 async fn promotion_refused(r: &mut Run) -> anyhow::Result<Option<Duration>> {
-    r.moment().await;
-    let active = r.active()?;
-    r.sys
-        .cluster
-        .fault(1 - active, Fault::RefuseSetIdentity { refuse: true })
+    let (active, outcome, after, at) = r
+        .switch_onto_faulty_standby(Fault::RefuseSetIdentity { refuse: true })
         .await?;
-    let (after, at) = (r.last_cast(), Instant::now());
-    let outcome = r.ask_switch("fault matrix: refused").await;
     anyhow::ensure!(
         !outcome.as_ref().is_ok_and(|o| o.ok),
         "a refused promotion reported success"
@@ -630,14 +637,9 @@ async fn promotion_refused(r: &mut Run) -> anyhow::Result<Option<Duration>> {
 
 /// Agave 4.3's partial `setIdentity` (applied in part, then an error) on the promotion.
 async fn promotion_half_applied(r: &mut Run) -> anyhow::Result<Option<Duration>> {
-    r.moment().await;
-    let active = r.active()?;
-    r.sys
-        .cluster
-        .fault(1 - active, Fault::PartialSetIdentity { times: 1 })
+    let (_, _, after, at) = r
+        .switch_onto_faulty_standby(Fault::PartialSetIdentity { times: 1 })
         .await?;
-    let (after, at) = (r.last_cast(), Instant::now());
-    let _ = r.ask_switch("fault matrix: partial").await;
     Ok(Some(r.voting_again(after, at, FENCED).await?))
 }
 

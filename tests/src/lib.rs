@@ -21,6 +21,7 @@ pub mod drill;
 pub mod durability;
 pub mod etcd;
 pub mod jsonrpc;
+pub mod mutation;
 pub mod pause;
 mod process;
 pub mod prometheus;
