@@ -420,6 +420,7 @@ impl Agent {
                         }
                     }
                 };
+                crate::pause::point(&self.cfg.state_dir, "demote_voters_removed").await;
                 let demote = self.act("set the unstaked identity", async {
                     tokio::time::timeout(DEMOTE_DEADLINE, self.validator.demote())
                         .await
@@ -456,6 +457,7 @@ impl Agent {
                         return run.finish(self.validator.identity().await.ok());
                     }
                 };
+                crate::pause::point(&self.cfg.state_dir, "demote_settling").await;
                 let what = format!("wait for the {kind} to be final");
                 let settle = self.act(&what, async {
                     let settled = if voters {
@@ -540,6 +542,8 @@ impl Agent {
                 if !self.hand_over(term, &local, &mut run).await {
                     return run.finish(self.validator.identity().await.ok());
                 }
+                // Handed over and removed, not yet answered.
+                crate::pause::point(&self.cfg.state_dir, "demote_handed_over").await;
             }
         }
         run.finish(self.validator.identity().await.ok())
@@ -725,6 +729,7 @@ impl Agent {
                 if !self.cfg.dry_run {
                     self.note_vote_state(t).await;
                 }
+                crate::pause::point(&self.cfg.state_dir, "promote_installed").await;
             }
             None => {
                 run.phase(
@@ -770,6 +775,8 @@ impl Agent {
             if !run.phase("promote", promote.await) {
                 return run.finish(self.validator.identity().await.ok());
             }
+            // Staked, its authorized voters not yet given back.
+            crate::pause::point(&self.cfg.state_dir, "promote_identity_set").await;
             // A demotion by this product empties Agave's authorized voters: give the voter back
             // (X, or the vote account's own voter key), or the promoted validator holds X and
             // never votes.
@@ -803,6 +810,8 @@ impl Agent {
             // answer, or from when it gave up on one — both later), renewed before the switching
             // lock is let go so that the watchdog never sees a promoted node with an old lease.
             self.lease.promoted(admitted);
+            // Active, not yet answered.
+            crate::pause::point(&self.cfg.state_dir, "promote_done").await;
         }
         response
     }

@@ -220,6 +220,9 @@ impl Manager {
         clock.outcome.term = term;
         tracing::Span::current().record("term", term);
         clock.phase("term", Ok(format!("term {term}")));
+        // Pause points (fault tests kill the manager there): before the demotion, after it
+        // (`switch_demoted`), after the promotion's answer and after the confirmation.
+        failover_agent::pause::point(&self.cfg.state_dir, "switch_term").await;
 
         // 2. Demote the old active, or rely on its fence.
         let mut tower: Option<VoteStateBlob> = None;
@@ -452,6 +455,8 @@ impl Manager {
             }
         }
 
+        failover_agent::pause::point(&self.cfg.state_dir, "switch_promoted").await;
+
         // 5. Confirm through the agent, then through gossip.
         let confirmed = match self.observer.agent(plan.to).status(term).await {
             Ok(s) if s.role == Role::Active => Ok(format!(
@@ -470,6 +475,7 @@ impl Manager {
         if !clock.phase("confirm", confirmed) {
             return self.finish(clock);
         }
+        failover_agent::pause::point(&self.cfg.state_dir, "switch_confirmed").await;
         clock.outcome.total_ms = clock.started.elapsed().as_millis() as u64;
         let want = self.cfg_ip(plan.to);
         let deadline = Instant::now() + GOSSIP_CONFIRM;

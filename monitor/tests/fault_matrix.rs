@@ -62,6 +62,13 @@ macro_rules! scenario {
             run: |r| Box::pin($f(r)),
         }
     };
+    ($name:literal, $consensus:ident, $f:ident($($arg:expr),*)) => {
+        Scenario {
+            name: $name,
+            consensus: Consensus::$consensus,
+            run: |r| Box::pin($f(r, $($arg),*)),
+        }
+    };
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -98,14 +105,84 @@ fn scenarios() -> Vec<Scenario> {
         scenario!("manager-paused", Tower, manager_paused),
         scenario!("manager-paused", Alpenglow, manager_paused),
         scenario!(
+            "manager-killed-before-demote",
+            Tower,
+            manager_killed_at("switch_term")
+        ),
+        scenario!(
             "manager-killed-after-demote",
             Tower,
-            manager_killed_after_demote
+            manager_killed_at("switch_demoted")
         ),
         scenario!(
             "manager-killed-after-demote",
             Alpenglow,
-            manager_killed_after_demote
+            manager_killed_at("switch_demoted")
+        ),
+        scenario!(
+            "manager-killed-after-promote",
+            Tower,
+            manager_killed_at("switch_promoted")
+        ),
+        scenario!(
+            "manager-killed-after-promote",
+            Alpenglow,
+            manager_killed_at("switch_promoted")
+        ),
+        scenario!(
+            "manager-killed-after-confirm",
+            Tower,
+            manager_killed_at("switch_confirmed")
+        ),
+        scenario!(
+            "old-agent-killed-voters-removed",
+            Tower,
+            agent_killed_at(Side::Old, "demote_voters_removed")
+        ),
+        scenario!(
+            "old-agent-killed-voters-removed",
+            Alpenglow,
+            agent_killed_at(Side::Old, "demote_voters_removed")
+        ),
+        scenario!(
+            "old-agent-killed-during-settle",
+            Tower,
+            agent_killed_at(Side::Old, "demote_settling")
+        ),
+        scenario!(
+            "old-agent-killed-after-handover",
+            Tower,
+            agent_killed_at(Side::Old, "demote_handed_over")
+        ),
+        scenario!(
+            "old-agent-killed-after-handover",
+            Alpenglow,
+            agent_killed_at(Side::Old, "demote_handed_over")
+        ),
+        scenario!(
+            "new-agent-killed-tower-installed",
+            Tower,
+            agent_killed_at(Side::New, "promote_installed")
+        ),
+        scenario!(
+            "new-agent-killed-vote-history-installed",
+            Alpenglow,
+            agent_killed_at(Side::New, "promote_installed")
+        ),
+        scenario!(
+            "new-agent-killed-identity-set",
+            Tower,
+            agent_killed_at(Side::New, "promote_identity_set")
+        ),
+        scenario!(
+            "new-agent-killed-identity-set",
+            Alpenglow,
+            agent_killed_at(Side::New, "promote_identity_set")
+        ),
+        scenario!(
+            "new-agent-killed-before-answer",
+            Tower,
+            agent_killed_at(Side::New, "promote_done")
         ),
         scenario!(
             "manager-killed-at-decision",
@@ -489,12 +566,15 @@ async fn manager_paused(r: &mut Run) -> anyhow::Result<Option<Duration>> {
     Ok(None)
 }
 
-/// A planned switch whose manager is SIGKILLed right after the old active was demoted (nobody
-/// holds X); a new manager finishes it.
-async fn manager_killed_after_demote(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+/// A planned switch whose manager is SIGKILLed at pause point `point` of the switch: with the
+/// term raised and nothing else done (`switch_term`), right after the old active was demoted and
+/// nobody holds X (`switch_demoted`), with the new active promoted but not confirmed
+/// (`switch_promoted`), or confirmed (`switch_confirmed`). A new manager on the same state dir
+/// finds the switch as the old one left it, and X votes again on one node.
+async fn manager_killed_at(r: &mut Run, point: &'static str) -> anyhow::Result<Option<Duration>> {
     r.moment().await;
     let dir = failover_agent::pause::dir(&r.sys.manager_state_dir());
-    let point = failover_sim::pause::PausePoint::arm(&dir, "switch_demoted")?;
+    let point = failover_sim::pause::PausePoint::arm(&dir, point)?;
     let asked = tokio::spawn(ask_switch(r.sys.manager_state_dir(), "fault matrix".into()));
     let held = point
         .reached(PATIENCE)
@@ -506,6 +586,48 @@ async fn manager_killed_after_demote(r: &mut Run) -> anyhow::Result<Option<Durat
     drop(point);
     let _ = asked.await;
     r.start_manager().await;
+    Ok(Some(r.voting_again(after, at, FENCED).await?))
+}
+
+/// Whose agent a switch-step scenario kills.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The active's, demoting it.
+    Old,
+    /// The standby's, promoting it.
+    New,
+}
+
+/// A planned switch during which one agent is SIGKILLed at its pause point `point` and started
+/// again (as systemd would): the old active's after its authorized voters were removed
+/// (`demote_voters_removed`), waiting for its vote state to be final (`demote_settling`), or with
+/// the final vote state handed over and not yet answered (`demote_handed_over`); the standby's
+/// with X's vote state installed (`promote_installed`), with X set and no authorized voter yet
+/// (`promote_identity_set`), or active and not yet answered (`promote_done`). The manager asks
+/// again, finds the agent's journal, or decides afresh; X votes again on one node.
+async fn agent_killed_at(
+    r: &mut Run,
+    side: Side,
+    point: &'static str,
+) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let node = match side {
+        Side::Old => active,
+        Side::New => 1 - active,
+    };
+    let point = r.sys.pause_point(node, point);
+    let asked = tokio::spawn(ask_switch(r.sys.manager_state_dir(), "fault matrix".into()));
+    let held = point
+        .reached(PATIENCE)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    r.sys.agents[node].kill().await;
+    drop(held);
+    drop(point);
+    r.respawn_agent(node).await;
+    let _ = asked.await;
     Ok(Some(r.voting_again(after, at, FENCED).await?))
 }
 
