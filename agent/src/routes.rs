@@ -117,8 +117,7 @@ impl Agent {
             return Err(refusal);
         }
         if term > state.state.term {
-            state.state.term = term;
-            if let Err(e) = state.save() {
+            if let Err(e) = state.update(|s| s.term = term) {
                 error!(error = %e, "cannot persist the fencing term");
                 return Err(refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -159,8 +158,8 @@ impl Agent {
             }
             Some((owned, _)) if *owned >= term => Ok(()),
             _ => {
-                state.state.term_owner = Some((term, switch.to_string()));
-                state.save().map_err(|e| {
+                let owner = Some((term, switch.to_string()));
+                state.update(|s| s.term_owner = owner).map_err(|e| {
                     error!(error = %e, "cannot persist the term's switch");
                     refuse(
                         StatusCode::INTERNAL_SERVER_ERROR,

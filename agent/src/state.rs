@@ -53,6 +53,56 @@ pub struct PersistedState {
 }
 
 /// The state file and its current contents.
+/// How often a state dir's reserve is looked at, and made again once it was given up.
+const RESERVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps the reserve of `dir` (`failover_identity::durable::keep_reserve`) now and every minute
+/// from now on, until the task is aborted; logs when it cannot.
+pub fn keep_reserve(dir: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut said = false;
+        loop {
+            let d = dir.clone();
+            let kept =
+                tokio::task::spawn_blocking(move || failover_identity::durable::keep_reserve(&d))
+                    .await;
+            match kept {
+                Ok(Ok(true)) => said = false,
+                Ok(Ok(false)) if !said => {
+                    said = true;
+                    tracing::error!(
+                        dir = %dir.display(),
+                        "the state dir's disk is full: no room for its {} MiB reserve; a switch \
+                         may not be able to record its term",
+                        failover_identity::durable::RESERVE_BYTES >> 20
+                    );
+                }
+                Ok(Err(e)) if !said => {
+                    said = true;
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the state dir's reserve");
+                }
+                _ => {}
+            }
+            tokio::time::sleep(RESERVE_EVERY).await;
+        }
+    })
+}
+
+/// Writes `state` to `path`; says so loudly when that took the state dir's reserve.
+fn write(path: &Path, state: &PersistedState) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+    failover_identity::durable::write(path, &bytes)?;
+    if failover_identity::durable::reserve_was_released() {
+        tracing::error!(
+            state = %path.display(),
+            "the state dir's disk is full: gave up its reserve ({} MiB) to record the state; \
+             free space there — until then the next full write fails",
+            failover_identity::durable::RESERVE_BYTES >> 20
+        );
+    }
+    Ok(())
+}
+
 pub struct StateFile {
     path: PathBuf,
     pub state: PersistedState,
@@ -81,8 +131,18 @@ impl StateFile {
 
     /// Writes the state atomically and durably (a power cut never undoes a term).
     pub fn save(&self) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serializes");
-        failover_identity::durable::write(&self.path, &bytes)
+        write(&self.path, &self.state)
+    }
+
+    /// Applies `change` and writes the result. The change is kept only once it is on disk: a
+    /// term or a demotion that could not be recorded must not be acted on — nor pass, when the
+    /// same command is asked again, as already recorded.
+    pub fn update(&mut self, change: impl FnOnce(&mut PersistedState)) -> std::io::Result<()> {
+        let mut next = self.state.clone();
+        change(&mut next);
+        write(&self.path, &next)?;
+        self.state = next;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -110,6 +170,25 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A term the disk refused is not kept: the same term asked again must try to record it
+    /// again, not pass as already accepted (it did, which let a switch act on a term a restart
+    /// would forget).
+    #[test]
+    fn an_update_that_cannot_be_written_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let mut file = StateFile::load(&state_dir).unwrap();
+        file.update(|s| s.term = 4).unwrap();
+        // Writes fail from here (the state dir is a plain file now: even root cannot write
+        // under it).
+        std::fs::remove_dir_all(&state_dir).unwrap();
+        std::fs::write(&state_dir, b"not a directory").unwrap();
+        assert!(file.update(|s| s.term = 5).is_err());
+        assert_eq!(file.state.term, 4);
+        assert!(file.update(|s| s.demoted_in_term = Some(5)).is_err());
+        assert_eq!(file.state.demoted_in_term, None);
+    }
 
     #[test]
     fn the_state_file_survives_a_power_cut() {

@@ -235,9 +235,8 @@ impl Agent {
         if state.state.demoted_in_term == Some(term) || self.cfg.dry_run {
             return Ok(());
         }
-        state.state.demoted_in_term = Some(term);
         state
-            .save()
+            .update(|s| s.demoted_in_term = Some(term))
             .map_err(|e| format!("cannot persist the demotion in term {term}: {e}"))
     }
 

@@ -1038,6 +1038,8 @@ pub async fn run_with(
     let (control_tx, mut control_rx) = mpsc::channel(8);
     let control = control::bind(&cfg.state_dir)?;
     let control_task = tokio::spawn(control::serve(control, control_tx));
+    // Room for the term and the contacts a switch records, should the disk fill up.
+    let reserve_task = failover_agent::state::keep_reserve(cfg.state_dir.clone());
     let metrics_task = match cfg.metrics_listen_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -1094,6 +1096,7 @@ pub async fn run_with(
         }
     }
     control_task.abort();
+    reserve_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -228,7 +228,94 @@ fn scenarios() -> Vec<Scenario> {
             Tower,
             crash_then_new_active_crash
         ),
+        scenario!(
+            "standby-state-dir-read-only",
+            Tower,
+            switch_onto_read_only_state_dir
+        ),
+        scenario!(
+            "standby-state-dir-full",
+            Alpenglow,
+            switch_onto_full_state_dir
+        ),
+        scenario!(
+            "active-state-dir-read-only",
+            Tower,
+            switch_from_broken_state_dir(Disk::ReadOnly)
+        ),
+        scenario!(
+            "active-state-dir-full-then-crash",
+            Tower,
+            active_state_dir_full_then_crash
+        ),
     ]
+}
+
+/// What goes wrong with an agent's state dir (its term, journal, lease and vote-state archive).
+#[derive(Clone, Copy, Debug)]
+enum Disk {
+    /// Remounted read-only (what the kernel does after I/O errors): every write fails EROFS.
+    ReadOnly,
+    /// No space left: every write that needs a block fails ENOSPC.
+    Full,
+}
+
+/// An agent's state dir moved onto a small tmpfs of its own (its files copied there), so that a
+/// scenario can make it read-only or full. Unmounted on drop, before the run's tempdir goes.
+/// Needs root (`mount`), like the isolation drills.
+struct BrokenDisk {
+    dir: PathBuf,
+    tmpfs: PathBuf,
+}
+
+fn mount(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("mount").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mount {}: {} (the disk scenarios need root)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl BrokenDisk {
+    fn break_(dir: PathBuf, how: Disk) -> anyhow::Result<Self> {
+        let tmpfs = dir.with_extension("tmpfs");
+        std::fs::create_dir_all(&tmpfs)?;
+        let path = |p: &PathBuf| p.to_str().expect("UTF-8 path").to_string();
+        // Room for the agent's files and its 1 MiB reserve (`durable::keep_reserve`).
+        mount(&["-t", "tmpfs", "-o", "size=8m", "tmpfs", &path(&tmpfs)])?;
+        let disk = Self { dir, tmpfs };
+        let copied = std::process::Command::new("cp")
+            .args(["-a", &format!("{}/.", path(&disk.dir)), &path(&disk.tmpfs)])
+            .status()?;
+        anyhow::ensure!(copied.success(), "cp -a of the state dir failed");
+        mount(&["--bind", &path(&disk.tmpfs), &path(&disk.dir)])?;
+        match how {
+            Disk::ReadOnly => mount(&["-o", "remount,bind,ro", &path(&disk.dir)])?,
+            Disk::Full => {
+                use std::io::Write as _;
+                let mut filler = std::fs::File::create(disk.dir.join("filler"))?;
+                let block = vec![0u8; 64 * 1024];
+                while filler.write_all(&block).is_ok() {}
+                // And the last bytes a partial block left.
+                while filler.write_all(&[0]).is_ok() {}
+            }
+        }
+        Ok(disk)
+    }
+}
+
+impl Drop for BrokenDisk {
+    fn drop(&mut self) {
+        for mounted in [&self.dir, &self.tmpfs] {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(mounted)
+                .status();
+        }
+    }
 }
 
 /// SplitMix64: the seed's stream of choices, the same on every machine.
@@ -403,6 +490,11 @@ impl Run {
         let (after, at) = (self.last_cast(), Instant::now());
         let outcome = self.ask_switch("fault matrix: faulty standby").await;
         Ok((active, outcome, after, at))
+    }
+
+    /// Agent `i`'s state dir.
+    fn agent_state_dir(&self, i: usize) -> PathBuf {
+        self.sys.dir.path().join(format!("agent{}", i + 1))
     }
 
     async fn respawn_agent(&mut self, i: usize) {
@@ -1062,4 +1154,68 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// A planned switch onto a standby whose state dir is read-only: its agent cannot record the
+/// promotion's term, so it must refuse before it changes anything, and X goes back to the old
+/// active in the same switch.
+async fn switch_onto_read_only_state_dir(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let _disk = BrokenDisk::break_(r.agent_state_dir(1 - active), Disk::ReadOnly)?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    let outcome = r.ask_switch("fault matrix: standby's disk").await;
+    anyhow::ensure!(
+        !outcome.as_ref().is_ok_and(|o| o.ok),
+        "a promotion onto a read-only state dir reported success"
+    );
+    let took = r.voting_again(after, at, FENCED).await?;
+    anyhow::ensure!(r.active()? == active, "X not back on the old active");
+    Ok(Some(took))
+}
+
+/// A planned switch onto a standby whose state dir is full: its agent gives up the dir's
+/// reserve to record the promotion's term, and the switch completes.
+async fn switch_onto_full_state_dir(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let _disk = BrokenDisk::break_(r.agent_state_dir(1 - active), Disk::Full)?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    let outcome = r.ask_switch("fault matrix: standby's disk").await?;
+    anyhow::ensure!(outcome.ok, "{}", outcome.summary());
+    let took = r.voting_again(after, at, FENCED).await?;
+    anyhow::ensure!(r.active()? != active, "X stayed on the old active");
+    Ok(Some(took))
+}
+
+/// A planned switch away from an active whose state dir is read-only: its agent cannot record
+/// the demotion, so it refuses before the validator changes and X keeps voting there — and the
+/// failing lease writes of every heartbeat do not make it fence itself.
+async fn switch_from_broken_state_dir(r: &mut Run, how: Disk) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let _disk = BrokenDisk::break_(r.agent_state_dir(active), how)?;
+    let outcome = r.ask_switch("fault matrix: active's disk").await;
+    anyhow::ensure!(
+        !outcome.as_ref().is_ok_and(|o| o.ok),
+        "a demotion on a {how:?} state dir reported success"
+    );
+    r.stays_on(active).await?;
+    Ok(None)
+}
+
+/// The active's state dir fills up (its lease renewals and vote-state records fail), then its
+/// validator crashes: its agent gives up the dir's reserve to record the demotion, and the
+/// manager fails over. Without the reserve it refused every demotion ("cannot persist term:
+/// No space left on device") and nobody voted for as long as the disk stayed full.
+async fn active_state_dir_full_then_crash(r: &mut Run) -> anyhow::Result<Option<Duration>> {
+    r.moment().await;
+    let active = r.active()?;
+    let _disk = BrokenDisk::break_(r.agent_state_dir(active), Disk::Full)?;
+    r.stays_on(active).await?;
+    let (after, at) = (r.last_cast(), Instant::now());
+    r.sys.cluster.fault(active, Fault::Crash).await?;
+    let took = r.voting_again(after, at, FENCED_OR_LOCKOUTS).await?;
+    anyhow::ensure!(r.active()? != active, "X stayed on the crashed node");
+    Ok(Some(took))
 }

@@ -163,6 +163,7 @@ async fn run(cfg: failover_config::AgentConfig) -> anyhow::Result<()> {
     }
     let state = StateFile::load(&cfg.state_dir)?;
     info!(term = state.state.term, path = %state.path().display(), "state loaded");
+    let _reserve = failover_agent::state::keep_reserve(cfg.state_dir.clone());
     let listen = cfg.listen_addr;
     let agent = Agent::new(cfg, state);
     let role = agent.startup_check().await.map_err(anyhow::Error::msg)?;
