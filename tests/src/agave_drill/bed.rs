@@ -38,8 +38,8 @@ pub enum Managers {
     /// One manager with the embedded tower store: the reference's setup.
     One,
     /// Two managers (one per "server") electing their leader through a real single-member etcd
-    /// on loopback, which also keeps the agents' vote-state backups; their pause points are on
-    /// (`FAILOVER_PAUSE_POINTS=1`), so a drill can hold the leader at a step of a switch.
+    /// on loopback, which also keeps the agents' vote-state backups. Every manager's pause points
+    /// are on (`FAILOVER_PAUSE_POINTS=1`), so a drill can hold it at a step of a switch.
     TwoOverEtcd,
 }
 
@@ -310,11 +310,8 @@ impl Bed {
         } else {
             self.dir.join(format!("{}.{}.log", m.name, m.starts))
         };
-        let env: &[(&str, &str)] = if two {
-            &[("FAILOVER_PAUSE_POINTS", "1")]
-        } else {
-            &[]
-        };
+        // A drill may hold the manager at a step of a switch (`failover_agent::pause`).
+        let env: &[(&str, &str)] = &[("FAILOVER_PAUSE_POINTS", "1")];
         let proc = spawn_with_env(
             "manager",
             &self.manager_bin,

@@ -1024,7 +1024,7 @@ impl Bed {
 
     /// Waits until a node answers its admin RPC, calls itself healthy (`getHealth`, what its
     /// agent reports to the manager) and has replayed up to the network.
-    async fn wait_caught_up(&self, node: usize) -> anyhow::Result<()> {
+    pub(super) async fn wait_caught_up(&self, node: usize) -> anyhow::Result<()> {
         let n = self.cluster.node(node);
         let admin = AdminRpcClient::new(&n.admin_socket, Timeouts::LOCAL);
         let own = rpc_lite::Client::new(&n.rpc_url);

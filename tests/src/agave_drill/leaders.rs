@@ -7,10 +7,7 @@
 //!
 //! [`Managers::TwoOverEtcd`]: super::Managers::TwoOverEtcd
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-use tokio::process::Command;
 
 use super::bed::{logged, Bed, FOLLOWING, LEADING};
 use super::drills::{
@@ -19,7 +16,6 @@ use super::drills::{
 };
 use super::sampler::Sampler;
 use super::RealCluster;
-use crate::pause::PausePoint;
 
 /// The most a kill of the leader may take to a successor acting before the drill fails: a lease
 /// TTL (3 s by default) and a campaign round, with room for a loaded machine. Issue 17's target,
@@ -141,27 +137,11 @@ impl Bed {
         self.past_cooldown().await;
         let from = self.first_active().await?;
         let old = self.two_managers()?;
-        let point = PausePoint::arm(
-            // `failover_agent::pause::dir`: the points of a process listen in its state dir.
-            &self.managers[old].state_dir(&self.dir).join("pause"),
-            DEMOTED,
-        )?;
+        let point = self.arm_manager_point(DEMOTED)?;
         self.inbox.drain();
         let sampler = Sampler::start(&self.cluster);
         tokio::time::sleep(BASELINE).await;
-        let trigger = Command::new(&self.manager_bin)
-            .args([
-                "--config",
-                self.manager_cfg().to_str().expect("UTF-8 path"),
-                "--trigger-failover",
-                "--reason",
-                "drill: leader killed mid-switch",
-                "--now",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
+        let trigger = self.trigger("drill: leader killed mid-switch")?;
         let held = point
             .reached(PATIENCE)
             .await
@@ -250,7 +230,7 @@ fn took_over(
 }
 
 /// Waits until either node holds X and X's votes advanced since it did: (that node, when).
-async fn votes_from_either(
+pub(super) async fn votes_from_either(
     cluster: &RealCluster,
     since: Instant,
     patience: Duration,

@@ -12,6 +12,7 @@ mod bed;
 mod drills;
 mod firewall;
 mod leaders;
+mod mid_switch;
 mod proxy;
 mod sampler;
 
