@@ -12,7 +12,7 @@ use tokio::process::Command;
 use super::bed::Bed;
 use super::drills::{failover_message, signal, DrillRun, BASELINE, PATIENCE};
 use super::leaders::votes_from_either;
-use super::sampler::Sampler;
+use super::sampler::{Sampler, Samples};
 use crate::pause::PausePoint;
 
 /// The pause point between a switch's demotion and its promotion (`monitor/src/switch.rs`).
@@ -173,6 +173,7 @@ impl Bed {
         );
         a?;
         b?;
+        let restarted = Instant::now();
         let mut problems = Vec::new();
         // Votes cast just before the kill still land for a slot or two, and Agave answers its
         // admin RPC (with the identity it was started with) long before it votes: only votes
@@ -197,7 +198,8 @@ impl Bed {
         let usage = self.usage_since(&before);
         self.last_switch = Some(Instant::now());
         let samples = sampler.stop();
-        Ok(self.judge(
+        let (voting, landed) = voting_after_restart(&samples, to, restarted);
+        let mut run = self.judge(
             "both validators restarted",
             from,
             to,
@@ -208,7 +210,18 @@ impl Bed {
             recovered,
             samples,
             usage,
-        ))
+        );
+        // `judge` counts from the first sample that shows X held, which for X restarted in place
+        // is the killed process's last answer and its last votes still landing.
+        let since_cut = |t: Instant| (t - cut).as_millis() as u64;
+        run.voting_ms = voting.map(since_cut);
+        run.recovery_ms = landed.map_or(0, since_cut);
+        if landed.is_none() {
+            run.problems
+                .push("no vote of X landed past what the killed validators had cast".into());
+            run.ok = false;
+        }
+        Ok(run)
     }
 
     /// Arms pause point `name` of the (leading) manager.
@@ -236,4 +249,28 @@ impl Bed {
             .kill_on_drop(true)
             .spawn()?)
     }
+}
+
+/// When X voted again after both validators were restarted at `restarted`: `to`'s vote state past
+/// what its killed process left on disk, and the first of X's votes to land past what either
+/// killed process had cast (each writes its vote state before it sends the vote, so a vote past
+/// both can only come from a restarted process).
+fn voting_after_restart(
+    samples: &Samples,
+    to: usize,
+    restarted: Instant,
+) -> (Option<Instant>, Option<Instant>) {
+    let left = samples.latest_on(to, restarted).unwrap_or(0);
+    let voting = samples.voted_past(to, left, restarted);
+    let cast = [0, 1]
+        .into_iter()
+        .filter_map(|i| samples.latest_on(i, restarted))
+        .max()
+        .unwrap_or(0);
+    let landed = samples
+        .votes
+        .iter()
+        .find(|(t, v)| *t >= restarted && *v > cast)
+        .map(|(t, _)| *t);
+    (voting, landed)
 }
