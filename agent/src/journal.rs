@@ -147,7 +147,7 @@ impl Journal {
 
     fn save(&self) {
         let bytes = serde_json::to_vec(&self.entries).expect("journal serializes");
-        if let Err(e) = failover_identity::durable::write(&self.path, &bytes) {
+        if let Err(e) = crate::state::write_durably(&self.path, &bytes) {
             // The step still runs: the journal only spares a repeated request a second run.
             warn!(file = %self.path.display(), error = %e, "cannot write the switch journal");
         }

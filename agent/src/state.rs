@@ -88,14 +88,19 @@ pub fn keep_reserve(dir: PathBuf) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Writes `state` to `path`; says so loudly when that took the state dir's reserve.
 fn write(path: &Path, state: &PersistedState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-    failover_identity::durable::write(path, &bytes)?;
+    write_durably(path, &bytes)
+}
+
+/// Writes `bytes` to `path` durably, and says so loudly when that took the state dir's reserve
+/// (what the agent's and the manager's files in their state dirs are written with).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    failover_identity::durable::write(path, bytes)?;
     if failover_identity::durable::reserve_was_released() {
         tracing::error!(
-            state = %path.display(),
-            "the state dir's disk is full: gave up its reserve ({} MiB) to record the state; \
+            file = %path.display(),
+            "the state dir's disk is full: gave up its reserve ({} MiB) to write this file; \
              free space there — until then the next full write fails",
             failover_identity::durable::RESERVE_BYTES >> 20
         );

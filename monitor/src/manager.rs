@@ -874,7 +874,7 @@ impl Manager {
         if self.lock.is_some() {
             let path = self.cfg.state_dir.join(crate::status::LAST_SWITCH_FILE);
             let text = serde_json::to_vec_pretty(outcome).expect("an outcome serializes");
-            if let Err(e) = failover_identity::durable::write(&path, &text) {
+            if let Err(e) = failover_agent::state::write_durably(&path, &text) {
                 warn!(error = %e, path = %path.display(), "cannot keep the last switch for status");
             }
         }
@@ -1402,7 +1402,7 @@ impl Every {
 /// Writes the manager's state into `state_dir`, durably.
 fn write_state(state_dir: &std::path::Path, state: &Persisted) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
-    failover_identity::durable::write(&state_dir.join(STATE_FILE), &bytes)
+    failover_agent::state::write_durably(&state_dir.join(STATE_FILE), &bytes)
 }
 
 /// What identifies a switch for retry purposes: from, to, whether the old active is demotable.

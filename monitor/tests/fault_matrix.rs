@@ -497,6 +497,17 @@ impl Run {
         self.sys.dir.path().join(format!("agent{}", i + 1))
     }
 
+    /// Agent `i` told its operator that a write took its state dir's reserve.
+    fn said_reserve_given_up(&self, i: usize) -> anyhow::Result<()> {
+        let log = self.sys.agents[i].log.lock().expect("log lock");
+        anyhow::ensure!(
+            log.iter().any(|l| l.contains("gave up its reserve")),
+            "agent {} wrote on a full disk without saying it took the reserve",
+            i + 1
+        );
+        Ok(())
+    }
+
     async fn respawn_agent(&mut self, i: usize) {
         let config = self
             .sys
@@ -1185,6 +1196,7 @@ async fn switch_onto_full_state_dir(r: &mut Run) -> anyhow::Result<Option<Durati
     anyhow::ensure!(outcome.ok, "{}", outcome.summary());
     let took = r.voting_again(after, at, FENCED).await?;
     anyhow::ensure!(r.active()? != active, "X stayed on the old active");
+    r.said_reserve_given_up(1 - active)?;
     Ok(Some(took))
 }
 
@@ -1217,5 +1229,6 @@ async fn active_state_dir_full_then_crash(r: &mut Run) -> anyhow::Result<Option<
     r.sys.cluster.fault(active, Fault::Crash).await?;
     let took = r.voting_again(after, at, FENCED_OR_LOCKOUTS).await?;
     anyhow::ensure!(r.active()? != active, "X stayed on the crashed node");
+    r.said_reserve_given_up(active)?;
     Ok(Some(took))
 }

@@ -188,6 +188,14 @@ impl Bed {
             Some((to, at)) => (to, Some(at)),
             None => (from, None),
         };
+        // Under Alpenglow the vote account follows the certificates, some slots behind the votes.
+        while cut.elapsed() < RESTART_PATIENCE
+            && sampler
+                .peek(|s| voting_after_restart(s, to, restarted).1)
+                .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let summary = match failover_message(&mut self.inbox, Duration::ZERO).await {
             Ok((_, message)) => message.replace('\n', " | "),
             Err(_) => format!(

@@ -451,6 +451,11 @@ impl Sampler {
         Self { samples, tasks }
     }
 
+    /// What `f` reads from the samples so far; sampling goes on.
+    pub fn peek<R>(&self, f: impl FnOnce(&Samples) -> R) -> R {
+        f(&self.samples.lock().expect("samples"))
+    }
+
     pub fn stop(self) -> Samples {
         for t in &self.tasks {
             t.abort();
