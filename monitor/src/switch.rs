@@ -445,10 +445,17 @@ impl Manager {
 
         // 4b. Secure mode: the identity travels over SSH, on the remote command's stdin.
         if self.secure_key.is_some() {
-            if let Err(e) = self
-                .ssh_promote(plan.to, term, &plan.reason, &mut clock)
-                .await
-            {
+            let lease = keep_lease(
+                self.observer.agent(plan.to).clone(),
+                self.cfg.heartbeat_interval,
+                term,
+                format!("{} during the SSH steps", name(plan.to)),
+            );
+            let promoted = tokio::select! {
+                done = self.ssh_promote(plan.to, term, &plan.reason, &mut clock) => done,
+                never = lease => match never {},
+            };
+            if let Err(e) = promoted {
                 clock.outcome.retry_soon = false;
                 clock.phase("ssh", Err(e));
                 return self.finish(clock);
@@ -479,24 +486,14 @@ impl Manager {
         clock.outcome.total_ms = clock.started.elapsed().as_millis() as u64;
         let want = self.cfg_ip(plan.to);
         let deadline = Instant::now() + GOSSIP_CONFIRM;
-        // The new active's lease runs from its promotion: heartbeats go on while gossip catches
-        // up (each acknowledges the one before, the confirm above first), or it fences itself.
-        // They run beside the gossip polls, not between them: a slow getClusterNodes (seconds on
-        // a big cluster's RPC node) must not stretch the gap between two heartbeats.
-        let agent = self.observer.agent(plan.to);
-        let heartbeats = async {
-            let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = agent.status(term).await {
-                    warn!(
-                        "heartbeat to {} while gossip catches up: {e}",
-                        name(plan.to)
-                    );
-                }
-            }
-        };
+        // Heartbeats run beside the gossip polls, not between them: a slow getClusterNodes
+        // (seconds on a big cluster's RPC node) must not stretch the gap between two of them.
+        let heartbeats = keep_lease(
+            self.observer.agent(plan.to).clone(),
+            self.cfg.heartbeat_interval,
+            term,
+            format!("{} while gossip catches up", name(plan.to)),
+        );
         let polls = async {
             loop {
                 match self.observer.gossip_holder().await {
@@ -515,7 +512,7 @@ impl Manager {
         };
         let gossip: Result<String, String> = tokio::select! {
             found = polls => found,
-            never = heartbeats => never,
+            never = heartbeats => match never {},
         };
         if let Err(e) = &gossip {
             // The agent confirmed the identity; gossip lagging is worth a warning, not a rollback.
@@ -944,5 +941,25 @@ fn command(
         consensus: None,
         allow_migration: false,
         tower,
+    }
+}
+
+/// Heartbeats to a new active every `interval` until dropped (`to` names it and the step, for the
+/// log). Its lease runs from its promotion and each heartbeat acknowledges the one before: a step
+/// that waits on something else — the SSH commands of secure mode, gossip — must not let it run
+/// out, or the new active fences itself in the middle of its own promotion.
+async fn keep_lease(
+    agent: failover_agent::AgentClient,
+    interval: Duration,
+    term: u64,
+    to: String,
+) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = agent.status(term).await {
+            warn!("heartbeat to {to}: {e}");
+        }
     }
 }

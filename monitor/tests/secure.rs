@@ -174,6 +174,37 @@ async fn a_secure_switchover_and_failover_keep_the_key_off_disks_and_argument_li
     }
 }
 
+/// The SSH steps run between the promotion and the confirm, with the new active's lease running
+/// from its promotion: a slow one (here set-identity, 2 s against the bed's 1 s lease) must not
+/// let that lease run out, or the new active — holding X, its first vote not landed yet — fences
+/// itself mid-promotion and the switch fails (seen once in CI on a loaded machine, before
+/// heartbeats went on beside the SSH steps).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_ssh_step_does_not_let_the_new_active_fence_itself() {
+    let mut s = secure().await;
+    let slow = s.sys.dir.path().join("remote-set-identity-slow");
+    let set = s.sys.dir.path().join("remote-set-identity");
+    script(&slow, &format!("sleep 2\nexec {} \"$@\"", set.display()));
+    s.sys.manager_config["ssh_set_identity_command"] =
+        format!("{} --ledger {{ledger}}", slow.display()).into();
+    let mut manager = Manager::new(s.sys.manager_cfg(), Notifier::disabled())
+        .await
+        .unwrap();
+    let outcome = manager
+        .trigger("slow ssh", None, false, false, true)
+        .await
+        .unwrap();
+    assert!(outcome.ok, "{}", outcome.summary());
+    let set = outcome
+        .phases
+        .iter()
+        .find(|p| p.name == "ssh_set_identity")
+        .expect("the set-identity step ran");
+    assert!(set.ms >= 2000, "the step was not slow: {} ms", set.ms);
+    s.sys.wait_active(1).await;
+    drop(manager);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_keypair_that_is_not_the_staked_identity_is_refused_at_start() {
     let mut s = secure().await;
